@@ -1,0 +1,3 @@
+from meshmirror.cli import main
+
+raise SystemExit(main())

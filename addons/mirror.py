@@ -1,0 +1,3 @@
+"""Entry point for `mitmdump -s addons/mirror.py`: the meshmirror addon bundle."""
+
+addons: list[object] = []
