@@ -1,0 +1,97 @@
+"""scripts/demo end to end: real httpbin servers, a real mitmdump, the seed config."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "scripts" / "demo"
+REQUESTS = 40
+# The seed mirrors 50%: 40 draws give 20 +- 3.2 (one sigma); 8..32 is beyond 3.7 sigma either way,
+# yet still tells 50% apart from 0% or 100%.
+MIN_COPIES, MAX_COPIES = 8, 32
+
+
+def run_demo(*args: str, timeout: float) -> tuple[int, str]:
+    """Run scripts/demo; on timeout, SIGTERM it so it stops its own children, then kill it."""
+    proc = subprocess.Popen(
+        [str(DEMO), *args],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        pytest.fail(f"scripts/demo {' '.join(args)} timed out after {timeout}s:\n{out}")
+    return proc.returncode, out
+
+
+def assert_children_stopped(out: str) -> None:
+    pids = [int(p) for p in re.findall(r"^demo: started .* \(pid (\d+)\)$", out, re.M)]
+    assert len(pids) == 3, out  # cluster A, cluster B, the proxy
+    for pid in pids:
+        assert re.search(rf"^demo: stopped .* \(pid {pid}, exit -?\d+\)$", out, re.M), out
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+@pytest.mark.timeout(400)
+def test_demo_once_proves_the_seed_mirrors_about_half_to_cluster_b() -> None:
+    code, out = run_demo("--once", "--requests", str(REQUESTS), timeout=360)
+
+    assert code == 0, out
+    served = re.search(r"^proof: cluster A .* served (\d+)/(\d+) GET /headers", out, re.M)
+    assert served is not None, out
+    assert (int(served[1]), int(served[2])) == (REQUESTS, REQUESTS), out
+    copies = re.search(r"^proof: cluster B .* received (\d+) mirrored copies of (\d+)", out, re.M)
+    assert copies is not None, out
+    assert int(copies[2]) == REQUESTS, out
+    assert MIN_COPIES <= int(copies[1]) <= MAX_COPIES, out
+    assert re.search(r"^proof: cluster B saw Host: httpbin-shadow$", out, re.M), out
+    assert re.search(
+        r'^  cluster B access log \| .*"GET /headers .* host="httpbin-shadow"$', out, re.M
+    )
+    assert "meshmirror event-log lines on the proxy's stdout:" in out, out
+    assert re.search(r"^demo: OK$", out, re.M), out
+    assert_children_stopped(out)
+
+
+@pytest.mark.timeout(400)
+def test_demo_once_fails_when_nothing_is_mirrored(tmp_path: Path) -> None:
+    # A script that loads but mirrors nothing: the proof must not hold, whatever the addon does.
+    noop = tmp_path / "noop_addon.py"
+    noop.write_text("addons: list[object] = []\n", encoding="utf-8")
+
+    code, out = run_demo(
+        "--once",
+        "--requests",
+        "5",
+        "--timeout",
+        "5",
+        "--addon",
+        str(noop),
+        "--workdir",
+        str(tmp_path / "demo"),
+        timeout=360,
+    )
+
+    assert code == 1, out
+    assert re.search(r"^proof: cluster A .* served 5/5 GET /headers", out, re.M), out
+    assert re.search(r"^proof: cluster B .* received 0 mirrored copies of 5", out, re.M), out
+    assert re.search(r"^demo: FAILED: no mirrored copy reached cluster B$", out, re.M), out
+    assert_children_stopped(out)
