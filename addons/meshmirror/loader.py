@@ -187,6 +187,10 @@ def load_text(text: str, file: str = "<string>") -> LoadResult:
             result.diagnostics.extend(builder.diagnostics)
             if builder.failed:
                 continue
+            if data is None:
+                # An explicitly empty document (`---` then `---`, common in generated YAML) is
+                # skipped, as kubectl skips it.
+                continue
             _load_document(data, source, builder.positions, (), result)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
