@@ -1,0 +1,73 @@
+"""The entry point: dispatch each resource to its validator, and duplicate definitions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from meshmirror.diagnostics import Diagnostic, Severity
+from meshmirror.loader import LoadedResource
+from meshmirror.model import (
+    DestinationRule,
+    Gateway,
+    KubernetesService,
+    ServiceEntry,
+    VirtualService,
+    WorkloadEntry,
+)
+from meshmirror.validate.checker import Checker
+from meshmirror.validate.destinationrule import validate_destination_rule
+from meshmirror.validate.gateway import validate_gateway
+from meshmirror.validate.kubernetes import validate_kubernetes_service
+from meshmirror.validate.serviceentry import (
+    validate_service_entry,
+    validate_standalone_workload_entry,
+)
+from meshmirror.validate.virtualservice import validate_virtual_service
+
+_VALIDATORS: dict[type, Callable[[Checker, Any], None]] = {
+    VirtualService: validate_virtual_service,
+    DestinationRule: validate_destination_rule,
+    ServiceEntry: validate_service_entry,
+    WorkloadEntry: validate_standalone_workload_entry,
+    Gateway: validate_gateway,
+    KubernetesService: validate_kubernetes_service,
+}
+
+
+def validate_resources(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
+    """Every per-resource rule for every resource, plus duplicate definitions; never raises."""
+    out: list[Diagnostic] = []
+    out.extend(_duplicates(resources))
+    for res in resources:
+        checker = Checker(res)
+        validator = _VALIDATORS.get(type(res.obj))
+        if validator is not None:
+            try:
+                validator(checker, res.obj)
+            except Exception as e:  # a validator bug must not hide the user's errors
+                checker.err((), f"internal error while validating: {type(e).__name__}: {e}")
+        out.extend(checker.out)
+    return out
+
+
+def _duplicates(resources: Iterable[LoadedResource]) -> list[Diagnostic]:
+    """The same kind/namespace/name twice in one config set: `kubectl apply` would keep only one."""
+    first: dict[tuple[str, str, str], LoadedResource] = {}
+    out: list[Diagnostic] = []
+    for res in resources:
+        key = (res.kind, res.namespace, res.name)
+        earlier = first.get(key)
+        if earlier is None:
+            first[key] = res
+            continue
+        where = f"{earlier.source.file}:{earlier.source.line} (doc {earlier.source.doc})"
+        out.append(
+            res.diag(
+                Severity.ERROR,
+                ("metadata", "name"),
+                f"duplicate {res.kind} {res.ref}: already defined at {where}",
+                res.name,
+            )
+        )
+    return out
