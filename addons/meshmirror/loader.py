@@ -8,6 +8,7 @@ here raises for bad input.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -275,13 +276,11 @@ def _load_document(
         return
     meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
     assert isinstance(meta, dict)
-    try:
-        obj = model.model_validate(data)
-    except pydantic.ValidationError as e:
-        for item in e.errors(include_url=False):
-            path, message, value = _describe_pydantic_error(item, data, model)
-            extra: dict[str, Any] = {} if value is ... else {"value": value}
-            d = Diagnostic(
+    obj, schema_errors = _validate_model(model, data)
+    for path, message, value in schema_errors:
+        extra: dict[str, Any] = {} if value is ... else {"value": value}
+        result.diagnostics.append(
+            Diagnostic(
                 Severity.ERROR,
                 message,
                 source=source,
@@ -292,7 +291,8 @@ def _load_document(
                 line=_line_at(positions, base + path) or source.line,
                 **extra,
             )
-            result.diagnostics.append(d)
+        )
+    if obj is None:
         return
     if not obj.metadata.name:
         err(("metadata", "name"), "metadata.name is required")
@@ -306,6 +306,47 @@ def _load_document(
             base_path=base,
         )
     )
+
+
+def _validate_model(
+    model: type[Resource], data: dict[str, Any]
+) -> tuple[Resource | None, list[tuple[Path, str, object]]]:
+    """Validate `data`; on schema errors, also validate a copy without the offending values.
+
+    The pruned copy lets the Istio rules run on the rest of the resource, so one typo does not
+    hide the other mistakes of the same document (the resource is still reported as invalid and
+    never compiled, since its errors are kept).
+    """
+    errors: list[tuple[Path, str, object]] = []
+    current: object = data
+    for _ in range(4):
+        try:
+            return model.model_validate(current), errors
+        except pydantic.ValidationError as e:
+            items = e.errors(include_url=False)
+            described = [_describe_pydantic_error(item, current, model) for item in items]
+            known = {(p, m) for p, m, _ in errors}
+            errors.extend(d for d in described if (d[0], d[1]) not in known)
+            pruned = copy.deepcopy(current)
+            if not all(_prune(pruned, p) for p, _, _ in described):
+                return None, errors
+            current = pruned
+    return None, errors
+
+
+def _prune(data: object, path: Path) -> bool:
+    """Remove the value at `path` (map key deleted, list item nulled). False if impossible."""
+    if not path:
+        return False
+    parent = _resolve(data, list(path[:-1]))
+    last = path[-1]
+    if isinstance(parent, dict) and isinstance(last, str):
+        parent.pop(last, None)
+        return True
+    if isinstance(parent, list) and isinstance(last, int) and 0 <= last < len(parent):
+        parent[last] = None
+        return True
+    return False
 
 
 def _line_at(positions: Mapping[Path, int], path: Path) -> int | None:
