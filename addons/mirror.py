@@ -1,3 +1,9 @@
-"""Entry point for `mitmdump -s addons/mirror.py`: the meshmirror addon bundle."""
+"""Entry point for `mitmdump -s addons/mirror.py`: the meshmirror addon bundle.
 
-addons: list[object] = []
+The logic lives in the `meshmirror` package next to this file (installed editable by
+scripts/setup; mitmproxy also puts this directory on sys.path while loading the script).
+"""
+
+from meshmirror.addon import Mirror
+
+addons = [Mirror()]

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from meshmirror.diagnostics import Severity, format_path
 from meshmirror.loader import MAX_NODES_PER_DOCUMENT, PathError, load_paths, load_text
 from meshmirror.validate import validate_resources

@@ -9,6 +9,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+
 from meshmirror.diagnostics import Diagnostic, Severity, format_path
 from meshmirror.durations import check_istio_duration, parse_duration, parse_duration_ns
 from meshmirror.loader import load_text

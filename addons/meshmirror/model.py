@@ -4,7 +4,8 @@ Classes keep the API's type names (`VirtualService`, `HTTPMatchRequest`, `HTTPMi
 fields are spelled in YAML exactly as the CRDs spell them (camelCase through the alias generator;
 the deprecated `mirror_percent` spelling is accepted too). Unknown fields in a known kind are
 errors, so a typo never passes silently. Numbers are strict: Kubernetes rejects `"50"` where an
-integer belongs, and so do we. Semantic rules (ranges, conflicts, regexes) live in the validate package.
+integer belongs, and so do we. Semantic rules (ranges, conflicts, regexes) live in the
+validate package.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ _SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 def parse_size(text: str) -> int:
-    """Parse a byte size like mitmproxy's options do (`4m`, `512k`, `1g`, `1024`). Raises ValueError.
+    """Parse a byte size as mitmproxy's options do (`4m`, `512k`, `1024`). Raises ValueError.
 
     Binary multiples (k = 1024), matching mitmproxy's `stream_large_bodies` / `body_size_limit`.
     """

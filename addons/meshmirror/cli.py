@@ -1,0 +1,277 @@
+"""`meshmirror validate | routes | explain`: check configs and see the table the proxy will use.
+
+Exit codes: 0 fine, 1 configuration errors (or, for explain, a request that matches nothing is
+still 0), 2 usage errors or unreadable paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from meshmirror import __version__, shadow
+from meshmirror.configset import ConfigSet, load_config_set
+from meshmirror.diagnostics import Severity
+from meshmirror.loader import PathError, discover_config_sets
+from meshmirror.match import RequestView, explain_request
+from meshmirror.routes import RouteTable
+from meshmirror.sampling import describe_fraction
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
+        return int(e.code or 0)
+    try:
+        result: int = args.func(args, sys.stdout)
+        return result
+    except PathError as e:
+        print(f"meshmirror: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="meshmirror",
+        description="Check Istio mirroring configs and show the route table meshmirror will use.",
+    )
+    p.add_argument("--version", action="version", version=f"meshmirror {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser(
+        "validate",
+        help="check configs with Istio's rules; every error at once",
+        description="Validate each config set. Files given together form one set; a directory is "
+        "one set per directory that holds YAML files (subdirectories are their own sets).",
+    )
+    v.add_argument("paths", nargs="+", metavar="PATH")
+    v.add_argument("--gateway", default=None, help="the Gateway the proxy acts as (ns/name)")
+    v.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    v.set_defaults(func=cmd_validate)
+
+    r = sub.add_parser(
+        "routes",
+        help="show the compiled route table (Envoy route-configuration shape)",
+    )
+    r.add_argument("paths", nargs="+", metavar="PATH")
+    r.add_argument("--gateway", default=None, help="the Gateway the proxy acts as (ns/name)")
+    r.add_argument("--format", choices=("table", "json"), default="table")
+    r.set_defaults(func=cmd_routes)
+
+    e = sub.add_parser(
+        "explain",
+        help="show how one request would be routed and mirrored",
+    )
+    e.add_argument("paths", nargs="+", metavar="PATH")
+    e.add_argument(
+        "--request",
+        required=True,
+        metavar="'METHOD URL'",
+        help="e.g. 'GET http://httpbin:8000/headers?x=1'",
+    )
+    e.add_argument(
+        "-H", "--header", action="append", default=[], metavar="'NAME: VALUE'", dest="headers"
+    )
+    e.add_argument("--body-file", default=None, help="request body (its size decides skipping)")
+    e.add_argument("--gateway", default=None, help="the Gateway the proxy acts as (ns/name)")
+    e.add_argument(
+        "--host-suffix",
+        default=shadow.DEFAULT_SUFFIX,
+        help="as the addon's mirror_host_suffix option (default: %(default)s)",
+    )
+    e.set_defaults(func=cmd_explain)
+    return p
+
+
+# --- validate -----------------------------------------------------------------------------------
+
+
+def _config_sets(paths: Sequence[str]) -> list[list[str]]:
+    files = [p for p in paths if not os.path.isdir(p)]
+    sets: list[list[str]] = [files] if files else []
+    for p in paths:
+        if os.path.isdir(p):
+            found = discover_config_sets(p)
+            sets.extend([[d] for d in found] or [[p]])
+    return sets
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    sets = _config_sets(args.paths)
+    failed = 0
+    for paths in sets:
+        cs = load_config_set(paths, gateway=args.gateway)
+        _print_diagnostics(cs, out, quiet=args.quiet)
+        name = ", ".join(paths)
+        if cs.errors:
+            failed += 1
+            print(
+                f"{name}: INVALID: {len(cs.errors)} error(s), {len(cs.warnings)} warning(s)",
+                file=out,
+            )
+        elif not args.quiet:
+            kinds = ", ".join(f"{n} {k}" for k, n in sorted(cs.counts().items())) or "no resources"
+            print(
+                f"{name}: OK: {len(cs.files)} file(s), {kinds}; {len(cs.warnings)} warning(s)",
+                file=out,
+            )
+    return EXIT_INVALID if failed else EXIT_OK
+
+
+def _print_diagnostics(cs: ConfigSet, out: TextIO, *, quiet: bool = False) -> None:
+    for d in cs.diagnostics:
+        if quiet and d.severity is not Severity.ERROR:
+            continue
+        print(d.format(), file=out)
+
+
+def _load_or_report(args: argparse.Namespace, out: TextIO) -> ConfigSet | None:
+    cs = load_config_set(args.paths, gateway=args.gateway)
+    if cs.errors or cs.table is None:
+        _print_diagnostics(cs, sys.stderr, quiet=True)
+        print(
+            f"meshmirror: {len(cs.errors)} configuration error(s); no route table", file=sys.stderr
+        )
+        return None
+    for d in cs.warnings:
+        print(d.format(), file=sys.stderr)
+    return cs
+
+
+# --- routes -------------------------------------------------------------------------------------
+
+
+def cmd_routes(args: argparse.Namespace, out: TextIO) -> int:
+    cs = _load_or_report(args, out)
+    if cs is None or cs.table is None:
+        return EXIT_INVALID
+    if args.format == "json":
+        json.dump(cs.table.to_envoy(), out, indent=2)
+        out.write("\n")
+    else:
+        print_table(cs.table, out)
+    return EXIT_OK
+
+
+def print_table(table: RouteTable, out: TextIO) -> None:
+    print(f"acting as: {table.gateway or 'mesh'}   listener port: {table.listener_port}", file=out)
+    for vh in table.virtual_hosts:
+        print(f"\nvirtual host {vh.name}   domains: {', '.join(vh.domains)}", file=out)
+        for route in vh.routes:
+            print(f"  {route.label}  match: {route.matcher.describe()}", file=out)
+            if route.action != "route":
+                print(f"      {route.action} (parsed, not served: goes to the upstream)", file=out)
+            for wc in route.clusters:
+                where = _endpoints_text(wc.cluster)
+                weight = f" weight {wc.weight}" if len(route.clusters) > 1 else ""
+                print(f"      -> {wc.cluster.name}{weight}  [{where}]", file=out)
+            for m in route.mirrors:
+                where = _endpoints_text(m.cluster)
+                frac = describe_fraction(m)
+                print(f"      mirror {m.cluster.name} {frac}  [{where}]", file=out)
+
+
+def _endpoints_text(cluster: object) -> str:
+    eps = getattr(cluster, "endpoints", ())
+    if not eps:
+        return "no endpoints in config: reverse-proxy upstream"
+    tls = " tls" if getattr(cluster, "tls", None) is not None else ""
+    return ", ".join(f"{e.address}:{e.port}" for e in eps) + tls
+
+
+# --- explain ------------------------------------------------------------------------------------
+
+
+def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        method, url = args.request.split(None, 1)
+        parts = urlsplit(url.strip())
+        if not parts.scheme or not parts.netloc:
+            raise ValueError
+    except ValueError:
+        print(
+            f"meshmirror: --request must look like 'GET http://host[:port]/path' "
+            f"(got {args.request!r})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    headers: list[tuple[str, str]] = []
+    for h in args.headers:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            print(f"meshmirror: -H must look like 'name: value' (got {h!r})", file=sys.stderr)
+            return EXIT_USAGE
+        headers.append((name.strip(), value.strip()))
+    body_size = 0
+    if args.body_file:
+        try:
+            body_size = os.path.getsize(args.body_file)
+        except OSError as e:
+            print(f"meshmirror: --body-file {args.body_file}: {e.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+    cs = _load_or_report(args, out)
+    if cs is None or cs.table is None:
+        return EXIT_INVALID
+    table = cs.table
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    view = RequestView.build(
+        method=method.upper(),
+        scheme=parts.scheme,
+        authority=parts.netloc,
+        path=path,
+        header_items=[("host", parts.netloc), *headers],
+        port=table.listener_port,
+    )
+    ex = explain_request(table, view)
+    print(f"request: {method.upper()} {parts.scheme}://{parts.netloc}{path}", file=out)
+    print(f"acting as: {table.gateway or 'mesh'}", file=out)
+    for line in ex.lines():
+        print(line, file=out)
+    if ex.route is None:
+        print(
+            "result: no route matched; forwarded to the reverse-proxy upstream unchanged, "
+            "not mirrored",
+            file=out,
+        )
+        return EXIT_OK
+    route = ex.route
+    print(
+        f"matched: {route.label} (VirtualService {route.virtual_service}, rule {route.rule_index})",
+        file=out,
+    )
+    if route.action != "route":
+        print(
+            f"action: {route.action} (parsed, not served yet: forwarded upstream, not mirrored)",
+            file=out,
+        )
+        return EXIT_OK
+    for wc in route.clusters:
+        share = f" weight {wc.weight}" if len(route.clusters) > 1 else ""
+        print(f"primary: {wc.cluster.name}{share} -> {_endpoints_text(wc.cluster)}", file=out)
+    if not route.mirrors:
+        print("mirrors: none", file=out)
+    shadow_authority = shadow.shadow_host(parts.netloc, args.host_suffix)
+    for m in route.mirrors:
+        print(
+            f"mirror: {m.cluster.name} {describe_fraction(m)} -> {_endpoints_text(m.cluster)}; "
+            f"copy carries Host: {shadow_authority}",
+            file=out,
+        )
+    if body_size:
+        print(f"body: {body_size} bytes (copies larger than mirror_max_body are skipped)", file=out)
+    return EXIT_OK

@@ -1,0 +1,128 @@
+"""How a mirrored copy differs from the request the primary gets (pure functions).
+
+Envoy's shadow writer appends `-shadow` to the host part of Host/:authority, before any port
+(`httpbin:8000` -> `httpbin-shadow:8000`), and appends the client address to X-Forwarded-For.
+We keep X-Request-Id so primary and copy correlate.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+Header = tuple[bytes, bytes]
+
+DEFAULT_SUFFIX = "-shadow"
+# Every copy carries this header; a request that already has it is never mirrored again, so two
+# meshmirror instances (or a mirror that routes back to us) cannot loop.
+MARKER_HEADER = b"x-meshmirror-shadow"
+MARKER_VALUE = b"1"
+REDACTED = b"[redacted]"
+
+
+def parse_redactions(entries: Iterable[str]) -> dict[bytes, bytes | None]:
+    """`Authorization` strips the header from copies; `Cookie=mask` keeps it with a masked value.
+
+    Returns lower-case header name -> replacement value (None = strip). Raises ValueError."""
+    out: dict[bytes, bytes | None] = {}
+    for entry in entries:
+        name, sep, mode = entry.strip().partition("=")
+        name = name.strip()
+        if not name or any(c in name for c in " :\t"):
+            raise ValueError(f"invalid header name in mirror_redact_headers: {entry!r}")
+        mode = mode.strip().lower() if sep else "strip"
+        if mode not in ("strip", "mask"):
+            raise ValueError(f"mirror_redact_headers: {entry!r}: mode must be strip or mask")
+        out[name.lower().encode()] = None if mode == "strip" else REDACTED
+    return out
+
+
+def is_shadow_host(host: str, suffix: str) -> bool:
+    """True when the host part of `host` already ends with the shadow suffix (a copy of a copy)."""
+    if not suffix:
+        return False
+    if host.startswith("["):
+        end = host.find("]")
+        name = host[: end + 1] if end != -1 else host
+    else:
+        name, colon, port = host.rpartition(":")
+        if not (colon and port.isdigit() and name and ":" not in name):
+            name = host
+    return name.lower().endswith(suffix.lower())
+
+
+def shadow_host(host: str, suffix: str = DEFAULT_SUFFIX) -> str:
+    """Insert `suffix` after the host part, before any `:port` (IPv6 keeps its brackets)."""
+    if not suffix:
+        return host
+    if host.startswith("["):
+        end = host.find("]")
+        if end != -1:
+            return host[: end + 1] + suffix + host[end + 1 :]
+        return host + suffix
+    name, colon, port = host.rpartition(":")
+    if colon and port.isdigit() and name and ":" not in name:
+        return f"{name}{suffix}:{port}"
+    return host + suffix
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def mirror_headers(
+    fields: Iterable[Header],
+    *,
+    shadow: str,
+    client_ip: str | None,
+    request_id: str | None,
+    redact: dict[bytes, bytes | None] | None = None,
+) -> list[Header]:
+    """The copy's header list: Host replaced by the shadow host (first, as HTTP/1.1 wants),
+    X-Forwarded-For extended with the client address, X-Request-Id added when given and absent.
+    Multiple Cookie headers (HTTP/2 splits them) are joined with "; " as HTTP/1.1 requires.
+    Headers named in `redact` are stripped or masked; the loop-guard marker is always added."""
+    out: list[Header] = [(b"host", shadow.encode("utf-8", "surrogateescape"))]
+    xff_index = -1
+    cookies: list[bytes] = []
+    has_request_id = False
+    for name, value in fields:
+        lname = name.lower()
+        if lname == b"host":
+            continue
+        if lname == b"cookie":
+            cookies.append(value)
+            continue
+        if lname == b"x-forwarded-for":
+            if xff_index == -1:
+                xff_index = len(out)
+                out.append((name, value))
+            else:  # fold repeated XFF headers into the first one, in order
+                n, v = out[xff_index]
+                out[xff_index] = (n, v + b", " + value)
+            continue
+        if lname == b"x-request-id":
+            has_request_id = True
+        if redact and lname in redact:
+            masked = redact[lname]
+            if masked is not None:
+                out.append((name, masked))
+            continue
+        out.append((name, value))
+    if cookies:
+        if redact and b"cookie" in redact:
+            if redact[b"cookie"] is not None:
+                out.append((b"cookie", REDACTED))
+        else:
+            out.append((b"cookie", b"; ".join(cookies)))
+    if client_ip:
+        ip = client_ip.encode()
+        if xff_index == -1:
+            out.append((b"x-forwarded-for", ip))
+        else:
+            n, v = out[xff_index]
+            out[xff_index] = (n, v + b", " + ip if v else ip)
+    if request_id and not has_request_id:
+        out.append((b"x-request-id", request_id.encode()))
+    out.append((MARKER_HEADER, MARKER_VALUE))
+    return out

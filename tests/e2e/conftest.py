@@ -1,0 +1,45 @@
+"""Fixtures for end-to-end tests: proxies and extra HTTP servers, all stopped after the test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from tests.e2e.harness import Proxy, start_proxy
+
+
+@pytest.fixture
+def proxies() -> Iterator[Callable[..., Proxy]]:
+    started: list[Proxy] = []
+
+    def start(*args: object, **kwargs: object) -> Proxy:
+        p = start_proxy(*args, **kwargs)  # type: ignore[arg-type]
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
+def mirror_server() -> Iterator[HTTPServer]:
+    """A second pytest-httpserver instance standing for the shadow service."""
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
+@pytest.fixture
+def second_mirror_server() -> Iterator[HTTPServer]:
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()
