@@ -1,0 +1,82 @@
+"""Recorded sessions: `mitmdump -nr recording.mitm` mirrors every recorded request and exits only
+when every copy is done."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from mitmproxy import io
+from mitmproxy.test import tflow, tutils
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from tests.e2e.harness import ADDON, MITMDUMP
+from tests.e2e.test_proxy import requests_of, service_entry, virtual_service, write_config
+
+
+def write_recording(path: Path, n: int) -> None:
+    with path.open("wb") as fh:
+        writer = io.FlowWriter(fh)
+        for i in range(n):
+            f = tflow.tflow(
+                req=tutils.treq(
+                    host="10.9.9.9",
+                    port=80,
+                    path=f"/rec/{i}?x=1",
+                    method=b"POST",
+                    content=f"body-{i}".encode(),
+                    headers=[(b"host", b"app.example.com"), (b"content-type", b"text/plain")],
+                ),
+                resp=True,
+            )
+            writer.add(f)
+
+
+def test_nr_recording_mirrors_every_request_before_exit(
+    tmp_path: Path, mirror_server: HTTPServer
+) -> None:
+    def slow(req: Request) -> Response:
+        time.sleep(0.2)  # each copy takes a while: exit must still wait for all of them
+        return Response("m")
+
+    mirror_server.expect_request(re.compile(".*")).respond_with_handler(slow)
+    n = 8
+    rec = tmp_path / "session.mitm"
+    write_recording(rec, n)
+    cfg = write_config(
+        tmp_path,
+        service_entry("shadow", "shadow.local", mirror_server.port),
+        virtual_service(
+            "  - route:\n    - destination: {host: primary.local}\n"
+            "    mirror: {host: shadow.local}\n"
+        ),
+    )
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [
+            str(MITMDUMP),
+            "-nr",
+            str(rec),
+            "-s",
+            str(ADDON),
+            "--set",
+            f"mirror_config={cfg}",
+            "--set",
+            "flow_detail=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # every copy arrived before mitmdump returned
+    got = requests_of(mirror_server)
+    assert len(got) == n, proc.stdout
+    assert sorted(r.path for r in got) == sorted(f"/rec/{i}" for i in range(n))
+    assert all(r.headers["Host"] == "app.example.com-shadow" for r in got)
+    assert {r.get_data() for r in got} == {f"body-{i}".encode() for i in range(n)}
+    assert "sampled=8 sent=8" in proc.stdout
+    assert time.monotonic() - t0 < 60
