@@ -1,0 +1,314 @@
+"""Misbehaving mirror servers on 127.0.0.1 (OS-chosen ports), one thread each, for e2e tests and
+scripts/soak.py. Each fault is a small function run per accepted connection.
+
+Also: a config writer for the usual "primary + mirrors" layout and a parser for the addon's
+summary line, so tests can read the per-cluster counters from mitmdump's output.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+Handler = Callable[[socket.socket], None]
+
+
+def _read_head(conn: socket.socket, limit: int = 1 << 20) -> bytes:
+    """Read one request (head, and a Content-Length body) so the peer is not reset early."""
+    data = b""
+    conn.settimeout(5)
+    while b"\r\n\r\n" not in data and len(data) < limit:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    need = int(m.group(1)) if m else 0
+    while len(rest) < need:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return head
+
+
+def silent(conn: socket.socket) -> None:
+    """Accepts, reads, never answers (until the client gives up)."""
+    conn.settimeout(30)
+    try:
+        while conn.recv(65536):
+            pass
+    except OSError:
+        pass
+
+
+def drip(conn: socket.socket, delay: float = 0.03) -> None:
+    """A valid answer, one byte at a time: slower than any sane mirror_timeout."""
+    _read_head(conn)
+    for b in b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n" + b"d" * 20:
+        conn.sendall(bytes([b]))
+        time.sleep(delay)
+
+
+def reset_mid_response(conn: socket.socket) -> None:
+    """Starts a 1000-byte answer, sends 7 bytes of it, then resets (RST) the connection."""
+    _read_head(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial")
+    time.sleep(0.05)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def garbage(conn: socket.socket) -> None:
+    _read_head(conn)
+    conn.sendall(b"\x00\x01garbage that is not HTTP\r\n\r\n")
+    time.sleep(0.1)
+
+
+def huge_body(conn: socket.socket, size: int = 24 * 1024 * 1024) -> None:
+    """A 24 MiB answer: the writer must discard it without buffering (it stops reading at 8 MiB)."""
+    _read_head(conn)
+    conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode())
+    block = b"h" * 65536
+    sent = 0
+    try:
+        while sent < size:
+            conn.sendall(block)
+            sent += len(block)
+    except OSError:
+        pass
+
+
+def status(code: int) -> Handler:
+    def answer(conn: socket.socket) -> None:
+        try:
+            while _read_head(conn):
+                conn.sendall(f"HTTP/1.1 {code} X\r\nContent-Length: 2\r\n\r\nok".encode())
+        except OSError:
+            pass
+
+    return answer
+
+
+class FaultServer:
+    """Runs `handler` on each accepted connection (a thread each); `tls` wraps accepted sockets."""
+
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
+        self.handler = handler
+        self.tls = tls
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.port: int = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._conns: list[socket.socket] = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            if self.tls is not None:
+                conn.settimeout(5)
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            self.handler(conn)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        for c in self._conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.sock.close()
+
+
+def refused_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def self_signed_context(tmp: Path) -> ssl.SSLContext:
+    """A server context with a fresh self-signed certificate (no client trusts it)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "selfsigned.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_file = tmp / "self.crt"
+    key_file = tmp / "self.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
+
+
+# --- config and output helpers ----------------------------------------------------------------
+
+
+def service_entry(
+    name: str,
+    host: str,
+    port: int,
+    *,
+    address: str = "127.0.0.1",
+    protocol: str = "HTTP",
+    resolution: str = "STATIC",
+) -> str:
+    pname = protocol.lower()
+    return f"""
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {{name: {name}}}
+spec:
+  hosts: [{host}]
+  ports: [{{number: 80, name: {pname}, protocol: {protocol}}}]
+  resolution: {resolution}
+  endpoints:
+  - address: {address}
+    ports: {{{pname}: {port}}}
+"""
+
+
+def mirror_config(
+    path: Path,
+    primary_port: int,
+    mirrors: dict[str, str],
+    *,
+    percentage: float | None = None,
+    extra_docs: tuple[str, ...] = (),
+    hosts: str = "[app.example.com]",
+) -> Path:
+    """primary.local -> 127.0.0.1:primary_port; `mirrors` maps a mirror host to its
+    ServiceEntry document (see `service_entry`); every mirror at `percentage` (None: absent)."""
+    pct = "" if percentage is None else f"\n      percentage: {{value: {percentage}}}"
+    mirror_lines = "".join(f"\n    - destination: {{host: {h}}}{pct}" for h in mirrors)
+    vs = f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: app}}
+spec:
+  hosts: {hosts}
+  http:
+  - route:
+    - destination: {{host: primary.local}}
+    mirrors:{mirror_lines}
+"""
+    docs = [service_entry("primary", "primary.local", primary_port), *mirrors.values(), *extra_docs]
+    text = "\n---\n".join(d.strip() for d in [*docs, vs]) + "\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)  # atomic: a watcher never sees half a file
+    return path
+
+
+SUMMARY_RE = re.compile(r"mirror summary: (.*)$")
+
+
+def parse_summary(line: str) -> dict[str, dict[str, object]]:
+    """`mirror summary: C: sampled=3 sent=1 failed=refused:2; D: ...` -> per-cluster counters
+    ({"sampled": 3, "sent": 1, "failed": {"refused": 2}, ...})."""
+    m = SUMMARY_RE.search(line)
+    out: dict[str, dict[str, object]] = {}
+    if not m or m.group(1).startswith("nothing"):
+        return out
+    for part in m.group(1).split("; "):
+        name, _, fields = part.partition(": ")
+        counters: dict[str, object] = {"failed": {}, "dropped": {}, "skipped": {}}
+        for f in fields.split():
+            key, _, value = f.partition("=")
+            if key in ("sampled", "sent"):
+                counters[key] = int(value)
+            else:
+                counters[key] = {
+                    k: int(v) for k, _, v in (x.partition(":") for x in value.split(","))
+                }
+        out[name] = counters
+    return out
+
+
+def last_summary(lines: list[str]) -> dict[str, dict[str, object]]:
+    for line in reversed(lines):
+        if "mirror summary: " in line:
+            return parse_summary(line.rstrip("\n"))
+    return {}
+
+
+def accounted(c: dict[str, object]) -> int:
+    total = int(c.get("sent", 0))  # type: ignore[call-overload]
+    for key in ("failed", "dropped", "skipped"):
+        total += sum(c.get(key, {}).values())  # type: ignore[attr-defined]
+    return total
+
+
+def proc_figures(pid: int) -> tuple[int, int]:
+    """(open fds, VmRSS in KiB) of a process, from /proc."""
+    import os
+
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    rss = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    return fds, rss
+
+
+def plain_http_400(conn: socket.socket) -> None:
+    """A plain-HTTP server's answer to a TLS ClientHello: a 400 and close."""
+    conn.settimeout(5)
+    try:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    except OSError:
+        pass
