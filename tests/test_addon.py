@@ -63,6 +63,7 @@ class RecordingWriter:
         endpoint: MirrorEndpoint,
         request: MirrorRequest,
         on_done: Callable[[MirrorResult], None],
+        capture: int = 0,
     ) -> bool:
         if not self.accept:
             return False

@@ -692,11 +692,16 @@ def test_match_dump_headers_query_and_flags() -> None:
 
 
 def test_delegate_and_hostless_vs() -> None:
+    """The delegate's rules are inlined into the root (resolved in the delegate's namespace);
+    the host-less delegate gets no virtual host of its own."""
     http = "  - match: [{uri: {prefix: /d}}]\n    delegate: {name: child, namespace: team}\n"
     child = vs("  - route: [{destination: {host: b}}]\n", hosts="[]", name="child")
+    child = child.replace("metadata: {name: child}", "metadata: {name: child, namespace: team}")
     table, _ = compile_ok("---\n".join([vs(http), child]))
     [route] = all_routes(table)
-    assert route.action == "delegate" and route.delegate == "team/child"
+    assert route.action == "route" and route.virtual_service == "team/child"
+    assert route.matcher.path_value == "/d"
+    assert route.clusters[0].cluster.host == "b.team.svc.cluster.local"
     assert [vh.virtual_service for vh in table.virtual_hosts] == ["default/app"]
 
 
@@ -867,3 +872,129 @@ def test_analyze_unknown_gateway_and_unused_vs() -> None:
         ),
         ("unused", "IST0101", 'Referenced gateway not found: "gw2"'),
     ]
+
+
+# --- HTTPRoute policies and delegates (issue 7) --------------------------------------------------
+
+DELEGATE_ROOT = """  - match: [{uri: {prefix: /reviews}, headers: {x-env: {exact: prod}}}]
+    name: root
+    timeout: 3s
+    mirror: {host: shadow}
+    headers: {request: {set: {x-root: "1"}}}
+    delegate: {name: reviews, namespace: team}
+  - route: [{destination: {host: fallback}}]
+"""
+
+
+def delegate_vs(http: str) -> str:
+    return (
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        f"metadata: {{name: reviews, namespace: team}}\nspec:\n  http:\n{http}"
+    )
+
+
+def test_delegate_merges_match_and_inherits_root_fields() -> None:
+    child = delegate_vs(
+        "  - name: v2\n    match: [{uri: {prefix: /reviews/v2}}]\n"
+        "    route: [{destination: {host: reviews-v2}}]\n    timeout: 1s\n"
+        "  - route: [{destination: {host: reviews-v1}}]\n"
+    )
+    table, diags = compile_ok("---\n".join([vs(DELEGATE_ROOT), child]))
+    r0, r1, r2 = all_routes(table)
+    assert (r0.virtual_service, r0.rule_index, r0.name) == ("team/reviews", 0, "root-v2")
+    assert r0.matcher.path_value == "/reviews/v2"
+    assert [h.name for h in r0.matcher.headers] == ["x-env"]  # root AND delegate
+    assert r0.upstream is not None and r0.upstream.timeout == 1.0  # the delegate's own wins
+    assert r0.clusters[0].cluster.host == "reviews-v2.team.svc.cluster.local"
+    # Inherited from the root, resolved in the root's namespace.
+    assert [m.cluster.host for m in r0.mirrors] == ["shadow.default.svc.cluster.local"]
+    assert r0.request_headers is not None and r0.request_headers.set == ((b"x-root", b"1"),)
+    assert r1.matcher.path_value == "/reviews" and r1.upstream is not None
+    assert r1.upstream.timeout == 3.0
+    assert r2.virtual_service == "default/app"
+
+
+@pytest.mark.parametrize(
+    ("root_match", "leaf_match", "expected"),
+    [
+        ("{uri: {prefix: /a}}", "{uri: {prefix: /a/b}}", "prefix /a/b"),
+        ("{uri: {prefix: /a}}", "{uri: {exact: /a/x}}", "exact /a/x"),
+        ("{uri: {prefix: /a}}", "{uri: {prefix: /b}}", None),  # not inside the root
+        ("{uri: {exact: /a}}", "{uri: {prefix: /a}}", None),
+        ("{uri: {regex: /a.*}}", "{uri: {prefix: /a}}", None),
+        ("{uri: {prefix: /a}}", "{method: {exact: GET}}", "prefix /a"),  # inherits the uri
+        ("{uri: {prefix: /a}, port: 80}", "{port: 81}", None),
+    ],
+    ids=[
+        "prefix-in-prefix",
+        "exact-in-prefix",
+        "prefix-outside",
+        "prefix-under-exact",
+        "regex-conflicts",
+        "inherits-uri",
+        "port-conflict",
+    ],
+)
+def test_delegate_match_merging(root_match: str, leaf_match: str, expected: str | None) -> None:
+    root = f"  - match: [{root_match}]\n    delegate: {{name: reviews, namespace: team}}\n"
+    child = delegate_vs(f"  - match: [{leaf_match}]\n    route: [{{destination: {{host: b}}}}]\n")
+    table, diags = compile_ok("---\n".join([vs(root), child]))
+    routes = all_routes(table)
+    if expected is None:
+        assert routes == []
+        assert any("conflicts with the match of its root" in d.message for d in diags)
+    else:
+        [route] = routes
+        kind = {"prefix": "prefix", "path": "exact"}[route.matcher.path_kind]
+        assert f"{kind} {route.matcher.path_value}" == expected
+
+
+def test_missing_delegate_warns_and_drops_rule() -> None:
+    table, diags = compile_ok(vs("  - delegate: {name: nope}\n"))
+    assert all_routes(table) == []
+    assert any("VirtualService default/nope is not in the config" in d.message for d in diags)
+
+
+def test_route_policies_compiled_and_dumped() -> None:
+    http = """  - match: [{uri: {prefix: /v1}}]
+    rewrite: {uri: /v2, authority: new.example}
+    headers:
+      request: {set: {x-a: "1"}, remove: [x-b]}
+      response: {add: {x-r: "2"}}
+    timeout: 2s
+    retries: {attempts: 2, perTryTimeout: 500ms, retryOn: "5xx,429"}
+    fault: {delay: {fixedDelay: 1s, percentage: {value: 50}}}
+    route:
+    - destination: {host: a}
+      weight: 50
+      headers: {request: {set: {x-dest: a, host: a.example}}}
+    - destination: {host: b}
+      weight: 50
+"""
+    table, _ = compile_ok(vs(http))
+    [route] = all_routes(table)
+    assert route.authority == "new.example"
+    assert route.rewrite is not None and route.rewrite.apply("/v1/x") == "/v2/x"
+    assert route.fault is not None and route.fault.delay_per_million == 500_000
+    assert route.upstream is not None and route.upstream.retriable_codes == {429}
+    a, b = route.clusters
+    assert a.authority == "a.example" and a.request_headers is not None
+    assert b.request_headers is None
+    dump = route.to_envoy()
+    assert dump["route"]["prefix_rewrite"] == "/v2"
+    assert dump["route"]["host_rewrite_literal"] == "new.example"
+    assert dump["route"]["timeout"] == "2s"
+    assert dump["route"]["retry_policy"]["num_retries"] == 2
+    assert dump["request_headers_to_remove"] == ["x-b"]
+    assert dump["response_headers_to_add"][0]["append_action"] == "APPEND_IF_EXISTS_OR_ADD"
+
+
+def test_redirect_and_direct_response_policies() -> None:
+    http = """  - match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new, derivePort: FROM_REQUEST_PORT}
+  - directResponse: {status: 200, body: {string: ok}}
+"""
+    table, _ = compile_ok(vs(http), listener_port=8080)
+    r0, r1 = all_routes(table)
+    assert r0.redirect_policy is not None and r0.redirect_policy.port == 8080
+    assert r1.direct_policy is not None and r1.direct_policy.body == b"ok"

@@ -1122,10 +1122,24 @@ def test_not_yet_served_warns_once(field: str) -> None:
     assert errors(ds) == []
 
 
-def test_destination_headers_not_served() -> None:
+@pytest.mark.parametrize(
+    "field", sorted(set(NOT_SERVED_SNIPPETS) - set(NOT_YET_SERVED)), ids=lambda f: f
+)
+def test_served_fields_do_not_warn(field: str) -> None:
+    ds = run(rule(NOT_SERVED_SNIPPETS[field]))
+    assert not [d for d in warnings(ds) if "not yet served" in d.message]
+    assert errors(ds) == []
+
+
+def test_destination_headers_served() -> None:
     ds = run(rule("route: [{destination: {host: a}, headers: {response: {remove: [x-a]}}}]"))
-    d = find(warnings(ds), "headers is parsed but not yet served")
-    assert format_path(d.path) == "spec.http[0].route[0].headers"
+    assert not [d for d in warnings(ds) if "not yet served" in d.message]
+
+
+def test_grpc_status_abort_not_served() -> None:
+    ds = run(rule(f"{ROUTE}\nfault: {{abort: {{grpcStatus: UNAVAILABLE}}}}"))
+    d = find(warnings(ds), "grpcStatus aborts are parsed but not yet served")
+    assert format_path(d.path) == "spec.http[0].fault.abort.grpcStatus"
 
 
 def test_plain_mirror_rule_has_no_warnings() -> None:

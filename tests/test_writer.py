@@ -987,3 +987,76 @@ async def test_parser_handles_every_split(
             assert conn.reusable() is reusable, (split, mode)
             if mode == "bytewise":
                 break
+
+
+# --------------------------------------------------------------------------------------------
+# Opt-in response capture (for comparison and mirror flows)
+
+
+async def capture_one(
+    h: Harness, w: MirrorWriter, endpoint: MirrorEndpoint, capture: int
+) -> MirrorResult:
+    _, on_done = h.outcomes.callback()
+    assert w.submit("shadow", endpoint, get(), on_done, capture=capture)
+    h.accepted += 1
+    return (await h.outcomes.wait(h.accepted))[-1]
+
+
+CHUNKED = (
+    b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
+    b"5;ext=1\r\nhello\r\n"
+    b"10\r\n" + b"x" * 16 + b"\r\n"
+    b"0\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("response", "capture", "body", "truncated"),
+    [
+        pytest.param(OK_RESPONSE, 1 << 20, OK_RESPONSE.split(b"\r\n\r\n", 1)[1], False, id="len"),
+        pytest.param(CHUNKED, 1 << 20, b"hello" + b"x" * 16, False, id="chunked"),
+        pytest.param(CHUNKED, 7, b"helloxx", True, id="chunked-capped"),
+        pytest.param(
+            b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"z" * 500,
+            100,
+            b"z" * 100,
+            True,
+            id="until-close-capped",
+        ),
+    ],
+)
+async def test_capture_keeps_headers_and_body_prefix(
+    h: Harness, response: bytes, capture: int, body: bytes, truncated: bool
+) -> None:
+    handler = serve(response) if b"HTTP/1.1" in response[:8] else serve_once_then_close(response)
+    backend = await h.backend(handler)
+    w = h.writer()
+    result = await capture_one(h, w, local(backend), capture)
+    assert result.failure is None
+    assert result.body == body[:capture]
+    assert result.body_truncated is truncated
+    assert result.headers is not None
+    expected_head = response.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
+    assert [f"{n.decode()}: {v.decode()}".encode() for n, v in result.headers] == expected_head
+
+
+async def test_capture_is_per_copy_on_a_reused_connection(h: Harness) -> None:
+    backend = await h.backend(serve(OK_RESPONSE))
+    w = h.writer()
+    first = await capture_one(h, w, local(backend), 1024)
+    plain = await h.one(w, local(backend), get())
+    again = await capture_one(h, w, local(backend), 1024)
+    assert backend.accepted == 1
+    assert first.body and first.headers
+    assert plain.body is None and plain.headers is None and not plain.body_truncated
+    assert again.body == first.body and again.headers == first.headers
+
+
+async def test_failed_copy_captures_nothing(h: Harness) -> None:
+    w = h.writer()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = await capture_one(h, w, MirrorEndpoint("127.0.0.1", port), 1024)
+    assert result.failure is not None
+    assert result.body is None and result.headers is None

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from meshmirror.diagnostics import Diagnostic, Path, Severity
 from meshmirror.loader import LoadedResource
 from meshmirror.model import Destination, Gateway, VirtualService
+from meshmirror.model_gateway_api import Gateway as GatewayAPIGateway
 from meshmirror.registry import Registry, build_registry, resolve_short_name
 from meshmirror.routes import MESH, RouteTable
 
@@ -32,7 +33,7 @@ def analyze(
     used: set[str] | None = None
     if table is not None:
         used = {vh.virtual_service for vh in table.virtual_hosts}
-    gateways = {r.ref for r in resources if isinstance(r.obj, Gateway)}
+    gateways = {r.ref for r in resources if isinstance(r.obj, (Gateway, GatewayAPIGateway))}
     out: list[Diagnostic] = []
     for r in resources:
         if not isinstance(r.obj, VirtualService):

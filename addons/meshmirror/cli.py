@@ -93,6 +93,16 @@ def _parser() -> argparse.ArgumentParser:
         help="as the addon's mirror_host_suffix option (default: %(default)s)",
     )
     e.set_defaults(func=cmd_explain)
+
+    rp = sub.add_parser(
+        "report",
+        help="summarise a mirror_log file: outcomes, latency, mismatches",
+        description="Per rule and mirror: sampled, sent, failures, drops, primary versus shadow "
+        "latency (p50/p95/p99), mismatch rate and the fields that differ most.",
+    )
+    rp.add_argument("log", metavar="OUTCOMES.jsonl")
+    rp.add_argument("--html", default=None, metavar="OUT.html", help="also write an HTML page")
+    rp.set_defaults(func=cmd_report)
     return p
 
 
@@ -173,7 +183,7 @@ def print_table(table: RouteTable, out: TextIO) -> None:
         for route in vh.routes:
             print(f"  {route.label}  match: {route.matcher.describe()}", file=out)
             if route.action != "route":
-                print(f"      {route.action} (parsed, not served: goes to the upstream)", file=out)
+                print(f"      {route.action} (answered by the proxy, not mirrored)", file=out)
             for wc in route.clusters:
                 where = _endpoints_text(wc.cluster)
                 weight = f" weight {wc.weight}" if len(route.clusters) > 1 else ""
@@ -256,7 +266,7 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     )
     if route.action != "route":
         print(
-            f"action: {route.action} (parsed, not served yet: forwarded upstream, not mirrored)",
+            f"action: {route.action} (answered by the proxy; never forwarded, never mirrored)",
             file=out,
         )
         return EXIT_OK
@@ -274,4 +284,25 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
         )
     if body_size:
         print(f"body: {body_size} bytes (copies larger than mirror_max_body are skipped)", file=out)
+    return EXIT_OK
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    from meshmirror.outcome_log import read_records
+    from meshmirror.report import build_report, render_html, render_text
+
+    try:
+        records = read_records(args.log)
+    except OSError as e:
+        print(f"meshmirror: {args.log}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
+    groups = build_report(records)
+    render_text(groups, out, args.log)
+    if args.html:
+        with open(args.html, "w", encoding="utf-8") as f:
+            f.write(render_html(groups, args.log))
+        print(f"\nHTML report written to {args.html}", file=out)
     return EXIT_OK

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from meshmirror.analyze import analyze
 from meshmirror.diagnostics import Diagnostic, Severity
+from meshmirror.gatewayapi import convert_gateway_api
 from meshmirror.loader import LoadedResource, load_paths
 from meshmirror.routes import RouteTable, compile_route_table
 from meshmirror.validate import validate_resources
@@ -58,12 +59,17 @@ def load_config_set(
     cs.diagnostics.extend(validate_resources(loaded.resources))
     if cs.errors:
         return cs
+    # Gateway API HTTPRoutes become VirtualServices (diagnostics still name the HTTPRoute) and
+    # compile with the Istio ones; cs.resources keeps what the files hold.
+    converted, convert_diags = convert_gateway_api(loaded.resources)
+    cs.diagnostics.extend(convert_diags)
+    compiled = [*loaded.resources, *converted]
     table, compile_diags = compile_route_table(
-        loaded.resources, gateway=gateway, listener_port=listener_port
+        compiled, gateway=gateway, listener_port=listener_port
     )
     cs.diagnostics.extend(compile_diags)
     if cs.errors:
         return cs
     cs.table = table
-    cs.diagnostics.extend(analyze(loaded.resources, table))
+    cs.diagnostics.extend(analyze(compiled, table))
     return cs

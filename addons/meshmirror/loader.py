@@ -19,13 +19,18 @@ import pydantic
 import yaml
 
 from meshmirror.diagnostics import Diagnostic, Path, Severity, Source
-from meshmirror.model import KINDS, Resource
+from meshmirror.model import KINDS as _ISTIO_KINDS
+from meshmirror.model import Resource
+from meshmirror.model_gateway_api import GATEWAY_API_KINDS
 
 DEFAULT_NAMESPACE = "default"
 YAML_SUFFIXES = (".yaml", ".yml")
 # Caps that keep hostile input (alias bombs, giant files) from exhausting memory or time.
 MAX_NODES_PER_DOCUMENT = 200_000
 MAX_FILE_BYTES = 16 * 1024 * 1024
+
+#: (group, kind) -> (model, accepted versions): Istio and Kubernetes kinds plus the Gateway API.
+KINDS = {**_ISTIO_KINDS, **GATEWAY_API_KINDS}
 
 _SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

@@ -25,12 +25,15 @@ import re2
 
 from meshmirror.model import HTTPMatchRequest
 from meshmirror.model import StringMatch as StringMatchSpec
+from meshmirror.paths import normalize_path
 
 if TYPE_CHECKING:
     from meshmirror.routes import Route, RouteTable, VirtualHost
 
 StringKind = Literal["exact", "prefix", "regex", "present"]
-PathKind = Literal["prefix", "path", "safe_regex"]
+# path_separated_prefix: Gateway API PathPrefix (element-wise), as Istio gives Envoy for routes
+# with gateway semantics (converted HTTPRoutes): `/abc` matches `/abc`, `/abc/x`, not `/abcd`.
+PathKind = Literal["prefix", "path", "safe_regex", "path_separated_prefix"]
 
 # Header keys Istio ignores inside `headers` (they have their own match fields) [API-VS].
 _IGNORED_HEADER_KEYS = frozenset({"uri", "scheme", "method", "authority"})
@@ -80,7 +83,8 @@ class RequestView:
             prev = headers.get(key)
             # Envoy: "Multiple headers are concatenated with ','" before matching.
             headers[key] = value if prev is None else f"{prev},{value}"
-        return cls(method, scheme, authority, path, headers, port)
+        # Envoy matches the normalised path (Istio's default BASE normalisation, paths.py).
+        return cls(method, scheme, authority, normalize_path(path), headers, port)
 
     # Derived views are computed on first use only: most requests never need the query parsed.
 
@@ -323,7 +327,12 @@ class RouteMatcher:
     def first_failure(self, req: RequestView) -> str | None:
         """The first condition that fails, in evaluation order, or None when the route matches."""
         if not self._path_test(req):
-            what = {"prefix": "uri prefix", "path": "uri exact", "safe_regex": "uri regex"}
+            what = {
+                "prefix": "uri prefix",
+                "path": "uri exact",
+                "safe_regex": "uri regex",
+                "path_separated_prefix": "uri path-separated prefix",
+            }
             fold = (
                 ""
                 if self.case_sensitive is not False or self.path_kind == "safe_regex"
@@ -348,7 +357,12 @@ class RouteMatcher:
         return catch_all and not self.headers and not self.query_params
 
     def describe(self) -> str:
-        kind = {"prefix": "prefix", "path": "exact", "safe_regex": "regex"}[self.path_kind]
+        kind = {
+            "prefix": "prefix",
+            "path": "exact",
+            "safe_regex": "regex",
+            "path_separated_prefix": "path-separated prefix",
+        }[self.path_kind]
         parts = [f"uri {kind} {self.path_value}"]
         if self.case_sensitive is False and self.path_kind != "safe_regex":
             parts[0] += " (any case)"
@@ -388,6 +402,26 @@ def _path_prefix(prefix: str, case_sensitive: bool) -> Callable[[RequestView], b
     return test_fold
 
 
+def _path_separated_prefix(prefix: str, case_sensitive: bool) -> Callable[[RequestView], bool]:
+    """Envoy `path_separated_prefix`: the path without query equals `prefix` or continues with
+    "/" after it."""
+    n = len(prefix)
+    if case_sensitive:
+
+        def test(req: RequestView) -> bool:
+            p = req.path_only
+            return p.startswith(prefix) and (len(p) == n or p[n] == "/")
+
+        return test
+    low = prefix.lower()
+
+    def test_fold(req: RequestView) -> bool:
+        p = req.path_only_lower
+        return p.startswith(low) and (len(p) == n or p[n] == "/")
+
+    return test_fold
+
+
 def _path_exact(path: str, case_sensitive: bool) -> Callable[[RequestView], bool]:
     if case_sensitive:
 
@@ -415,9 +449,13 @@ def _path_regex(rx: Any) -> Callable[[RequestView], bool]:
 CATCH_ALL = RouteMatcher("prefix", "/", None, (), (), _path_prefix("/", True))
 
 
-def compile_route_match(m: HTTPMatchRequest | None) -> RouteMatcher:
+def compile_route_match(
+    m: HTTPMatchRequest | None, *, gateway_semantics: bool = False
+) -> RouteMatcher:
     """Istio `TranslateRouteMatch` for one match block (None = a rule without `match`).
 
+    `gateway_semantics` (VirtualServices converted from Gateway API HTTPRoutes) turns a prefix
+    other than "/" into Envoy's path_separated_prefix, as Istio does for such routes.
     Raises re2.error for a regex RE2 rejects; the caller reports it against the resource.
     """
     if m is None:
@@ -434,6 +472,9 @@ def compile_route_match(m: HTTPMatchRequest | None) -> RouteMatcher:
         elif uri.prefix is not None:
             path_kind, path_value = "prefix", uri.prefix
             path_test = _path_prefix(uri.prefix, case_sensitive)
+            if gateway_semantics and uri.prefix != "/":
+                path_kind, path_value = "path_separated_prefix", uri.prefix.removesuffix("/")
+                path_test = _path_separated_prefix(path_value, case_sensitive)
         elif uri.regex is not None:
             path_kind, path_value = "safe_regex", uri.regex
             path_test = _path_regex(compile_regex(uri.regex))

@@ -33,15 +33,36 @@ from meshmirror.model import (
     HTTPMatchRequest,
     HTTPRedirect,
     HTTPRoute,
+    HTTPRouteDestination,
     Percent,
+    StringMatch,
     VirtualService,
 )
+from meshmirror.model_gateway_api import (
+    ROUTE_SEMANTICS_ANNOTATION,
+    ROUTE_SEMANTICS_GATEWAY,
+)
+from meshmirror.model_gateway_api import Gateway as GatewayAPIGateway
 from meshmirror.registry import (
     Cluster,
     Registry,
     build_registry,
     host_matches,
     resolve_short_name,
+)
+from meshmirror.transform import (
+    DirectResponsePolicy,
+    FaultPolicy,
+    HeaderOps,
+    PathRewrite,
+    RedirectPolicy,
+    UpstreamPolicy,
+    compile_direct_response,
+    compile_fault,
+    compile_header_ops,
+    compile_path_rewrite,
+    compile_redirect,
+    compile_upstream,
 )
 
 MESH = "mesh"
@@ -67,6 +88,10 @@ Action = Literal["route", "redirect", "direct_response", "delegate"]
 class WeightedCluster:
     cluster: Cluster
     weight: int
+    # This destination's `headers` (applied when it is picked) and its authority rewrite.
+    request_headers: HeaderOps | None = None
+    response_headers: HeaderOps | None = None
+    authority: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +136,16 @@ class Route:
     redirect: HTTPRedirect | None = field(default=None, compare=False)
     direct_response: HTTPDirectResponse | None = field(default=None, compare=False)
     delegate: str | None = None  # ns/name of the delegate VirtualService (not inlined)
+    # What the route does to the request and the response (transform.py), and the primary-side
+    # policies primary.py acts on. All compiled here, once.
+    rewrite: PathRewrite | None = field(default=None, compare=False)
+    authority: str | None = None  # rewrite.authority, or headers.request set/add of host
+    request_headers: HeaderOps | None = None
+    response_headers: HeaderOps | None = None
+    fault: FaultPolicy | None = None
+    upstream: UpstreamPolicy | None = None  # timeout and retries
+    redirect_policy: RedirectPolicy | None = None
+    direct_policy: DirectResponsePolicy | None = None
 
     @property
     def label(self) -> str:
@@ -138,9 +173,16 @@ class Route:
             elif self.clusters:
                 action["cluster"] = self.clusters[0].cluster.name
             action["timeout"] = self.timeout
+            if self.rewrite is not None:
+                action.update(self.rewrite.to_envoy())
+            if self.authority:
+                action["host_rewrite_literal"] = self.authority
+            if self.upstream is not None and self.upstream.retries:
+                action["retry_policy"] = _retry_policy_to_envoy(self.upstream)
             if self.mirrors:
                 action["request_mirror_policies"] = [m.to_envoy() for m in self.mirrors]
             out["route"] = action
+            _header_ops_to_envoy(out, self.request_headers, self.response_headers)
         elif self.action == "redirect" and self.redirect is not None:
             out["redirect"] = _redirect_to_envoy(self.redirect)
         elif self.action == "direct_response" and self.direct_response is not None:
@@ -353,6 +395,7 @@ def compile_route_table(
         gateway_obj=chosen,
         listener_port=listener_port,
         diags=diags,
+        resources=resources,
     )
     vhosts: list[VirtualHost] = []
     claimed: dict[str, str] = {}  # lower-case domain -> VS ref that owns it
@@ -374,7 +417,8 @@ def compile_route_table(
             )
             continue
         fqdns = [(k, resolve_short_name(h, r.namespace)) for k, h in enumerate(hosts)]
-        if chosen is not None:
+        if chosen is not None and isinstance(chosen.obj, Gateway):
+            # Routes converted for a Gateway API Gateway were bound to its listeners already.
             fqdns = _bind_to_gateway(r, fqdns, chosen, diags)
         if not fqdns:
             continue
@@ -414,6 +458,7 @@ class _Context:
     gateway_obj: LoadedResource | None
     listener_port: int
     diags: list[Diagnostic]
+    resources: Sequence[LoadedResource] = ()
 
     @property
     def current(self) -> str:
@@ -427,7 +472,7 @@ class _Context:
 def _choose_gateway(
     resources: Sequence[LoadedResource], gateway: str | None
 ) -> tuple[LoadedResource | None, Diagnostic | None]:
-    gateways = [r for r in resources if isinstance(r.obj, Gateway)]
+    gateways = [r for r in resources if isinstance(r.obj, (Gateway, GatewayAPIGateway))]
     refs = ", ".join(g.ref for g in gateways) or "none"
     if gateway:
         if gateway == MESH:
@@ -529,20 +574,21 @@ def _domains(host: str, namespace: str) -> tuple[str, ...]:
 
 def _compile_routes(r: LoadedResource, vs: VirtualService, ctx: _Context) -> tuple[Route, ...]:
     out: list[Route] = []
-    for i, rule in enumerate(vs.spec.http or ()):
-        if rule is None:
-            continue
+    for i, rule, source in _expand_delegates(r, vs, ctx):
         matches: list[HTTPMatchRequest | None] = list(rule.match or ()) or [None]
         action, clusters, weighted, mirrors = _rule_action(r, i, rule, ctx)
+        policies = _rule_policies(r, i, rule, action, ctx)
         delegate = None
         if rule.delegate is not None:
             delegate = f"{rule.delegate.namespace or r.namespace}/{rule.delegate.name or ''}"
         catch_all = not rule.match
+        annotations = vs.metadata.annotations or {}
+        gateway_semantics = annotations.get(ROUTE_SEMANTICS_ANNOTATION) == ROUTE_SEMANTICS_GATEWAY
         for j, m in enumerate(matches):
             if m is not None and not _match_applies(r, i, j, m, ctx):
                 continue
             try:
-                matcher = compile_route_match(m)
+                matcher = compile_route_match(m, gateway_semantics=gateway_semantics)
             except Exception as e:  # validation rejects bad regexes first; never crash here
                 ctx.diags.append(
                     r.diag(
@@ -555,10 +601,21 @@ def _compile_routes(r: LoadedResource, vs: VirtualService, ctx: _Context) -> tup
             name = rule.name or ""
             if m is not None and m.name:
                 name = f"{name}.{m.name}"
+            try:
+                rewrite = compile_path_rewrite(rule.rewrite, matcher.path_kind, matcher.path_value)
+            except Exception as e:  # validation rejects bad rewrite regexes first
+                ctx.diags.append(
+                    r.diag(
+                        Severity.ERROR,
+                        ("spec", "http", i, "rewrite", "uriRegexRewrite"),
+                        f"cannot compile rewrite: {e}",
+                    )
+                )
+                continue
             out.append(
                 Route(
                     name=name,
-                    virtual_service=r.ref,
+                    virtual_service=source,
                     rule_index=i,
                     match_index=j,
                     matcher=matcher,
@@ -571,6 +628,8 @@ def _compile_routes(r: LoadedResource, vs: VirtualService, ctx: _Context) -> tup
                     redirect=rule.redirect if action == "redirect" else None,
                     direct_response=rule.direct_response if action == "direct_response" else None,
                     delegate=delegate if action == "delegate" else None,
+                    rewrite=rewrite,
+                    **policies,
                 )
             )
             # Routes are matched in order: nothing after a catch-all can ever match.
@@ -591,8 +650,7 @@ def _match_applies(r: LoadedResource, i: int, j: int, m: HTTPMatchRequest, ctx: 
         return any(_resolve_gateway_name(g, r.namespace) == ctx.current for g in m.gateways)
     proxy_labels: Mapping[str, str] = {}
     proxy_namespace = r.namespace  # the mesh: assume a client in the VirtualService's namespace
-    if ctx.gateway_obj is not None:
-        assert isinstance(ctx.gateway_obj.obj, Gateway)
+    if ctx.gateway_obj is not None and isinstance(ctx.gateway_obj.obj, Gateway):
         proxy_labels = ctx.gateway_obj.obj.spec.selector or {}
         proxy_namespace = ctx.gateway_obj.namespace
     if m.source_labels and not (m.source_labels.items() <= proxy_labels.items()):
@@ -630,13 +688,13 @@ def _rule_action(
     weighted = len(dests) > 1
     if len(dests) == 1:
         assert dests[0].destination is not None
-        clusters.append(WeightedCluster(_cluster(dests[0].destination, r, ctx), 100))
+        clusters.append(_weighted(dests[0], _cluster(dests[0].destination, r, ctx), 100))
     else:
         for d in dests:
             # Istio skips weight-0 destinations and passes the others through unnormalised.
             if not d.weight or d.destination is None:
                 continue
-            clusters.append(WeightedCluster(_cluster(d.destination, r, ctx), d.weight))
+            clusters.append(_weighted(d, _cluster(d.destination, r, ctx), d.weight))
     mirrors: list[MirrorPolicy] = []
     if rule.mirror is not None and rule.mirror.host:
         frac = mirror_fraction(rule)
@@ -711,3 +769,273 @@ def _direct_response_to_envoy(dr: HTTPDirectResponse) -> dict[str, Any]:
         elif dr.body.bytes is not None:
             out["body"] = {"inline_bytes": dr.body.bytes}
     return out
+
+
+# --- route policies: rewrite, headers, fault, timeout, retries, redirect, direct response ---------
+
+
+def _weighted(d: HTTPRouteDestination, cluster: Cluster, weight: int) -> WeightedCluster:
+    """A destination with its own `headers` (Istio `processWeightedDestination`)."""
+    if d.headers is None:
+        return WeightedCluster(cluster, weight)
+    req, authority = compile_header_ops(d.headers.request)
+    resp, _ = compile_header_ops(d.headers.response)
+    return WeightedCluster(cluster, weight, req, resp, authority)
+
+
+def _rule_policies(
+    r: LoadedResource, i: int, rule: HTTPRoute, action: Action, ctx: _Context
+) -> dict[str, Any]:
+    """The per-rule compiled fields of Route (the path rewrite depends on the match: per block)."""
+    headers = rule.headers
+    req, header_authority = compile_header_ops(headers.request if headers else None)
+    resp, _ = compile_header_ops(headers.response if headers else None)
+    authority = rule.rewrite.authority if rule.rewrite is not None else None
+    out: dict[str, Any] = {
+        "authority": authority or header_authority,
+        "request_headers": req,
+        "response_headers": resp,
+    }
+    if action == "route":
+        out["fault"] = compile_fault(rule.fault)
+        out["upstream"] = compile_upstream(rule.timeout, rule.retries)
+    elif action == "redirect" and rule.redirect is not None:
+        out["redirect_policy"] = compile_redirect(rule.redirect, ctx.listener_port)
+    elif action == "direct_response" and rule.direct_response is not None:
+        out["direct_policy"] = compile_direct_response(rule.direct_response)
+    return out
+
+
+def _header_ops_to_envoy(
+    out: dict[str, Any], request: HeaderOps | None, response: HeaderOps | None
+) -> None:
+    for key, ops in (("request", request), ("response", response)):
+        if ops is None:
+            continue
+        adds = [
+            {
+                "header": {"key": n.decode(), "value": v.decode("utf-8", "surrogateescape")},
+                "append_action": action,
+            }
+            for items, action in (
+                (ops.set, "OVERWRITE_IF_EXISTS_OR_ADD"),
+                (ops.add, "APPEND_IF_EXISTS_OR_ADD"),
+            )
+            for n, v in items
+        ]
+        if adds:
+            out[f"{key}_headers_to_add"] = adds
+        if ops.remove:
+            out[f"{key}_headers_to_remove"] = sorted(n.decode() for n in ops.remove)
+
+
+def _retry_policy_to_envoy(policy: UpstreamPolicy) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "retry_on": ",".join(sorted(policy.retry_on)),
+        "num_retries": policy.retries,
+    }
+    if policy.per_try_timeout:
+        out["per_try_timeout"] = f"{policy.per_try_timeout:g}s"
+    if policy.retriable_codes:
+        out["retriable_status_codes"] = sorted(policy.retriable_codes)
+    return out
+
+
+# --- delegate VirtualServices (Istio pilot/pkg/model/virtualservice.go) ---------------------------
+
+# Root fields a delegate rule inherits when it leaves them unset (`mergeHTTPRoute`).
+_INHERITED = (
+    "rewrite",
+    "direct_response",
+    "timeout",
+    "retries",
+    "fault",
+    "mirror",
+    "mirror_percent",
+    "mirror_percentage",
+    "cors_policy",
+    "mirrors",
+    "headers",
+)
+
+
+def _expand_delegates(
+    r: LoadedResource, vs: VirtualService, ctx: _Context
+) -> list[tuple[int, HTTPRoute, str]]:
+    """(rule index, rule, VirtualService ref) per rule, with each root rule naming a `delegate`
+    replaced by the delegate's rules merged into it (`mergeHTTPRoutes`): match = root AND
+    delegate; unset fields inherited from the root. A delegate rule whose match conflicts with
+    the root's is dropped, and so is a root rule whose delegate is not in the config (Istio)."""
+    out: list[tuple[int, HTTPRoute, str]] = []
+    for i, rule in enumerate(vs.spec.http or ()):
+        if rule is None:
+            continue
+        if rule.delegate is None:
+            out.append((i, rule, r.ref))
+            continue
+        ref = f"{rule.delegate.namespace or r.namespace}/{rule.delegate.name or ''}"
+        found = next(
+            (
+                d
+                for d in ctx.resources
+                if isinstance(d.obj, VirtualService) and d.ref == ref and not d.obj.spec.hosts
+            ),
+            None,
+        )
+        if found is None or not isinstance(found.obj, VirtualService):
+            ctx.diags.append(
+                r.diag(
+                    Severity.WARNING,
+                    ("spec", "http", i, "delegate"),
+                    f"delegate VirtualService {ref} is not in the config (or has hosts, so it is "
+                    "not a delegate); this rule gets no routes",
+                )
+            )
+            continue
+        root = _qualify(rule, r.namespace)
+        for k, sub in enumerate(found.obj.spec.http or ()):
+            if sub is None:
+                continue
+            merged = merge_http_route(root, _qualify(sub, found.namespace))
+            if merged is None:
+                ctx.diags.append(
+                    found.diag(
+                        Severity.WARNING,
+                        ("spec", "http", k, "match"),
+                        f"delegate rule conflicts with the match of its root {r.ref} "
+                        f"(spec.http[{i}]); it is ignored, as Istio ignores it",
+                    )
+                )
+                continue
+            out.append((k, merged, found.ref))
+    return out
+
+
+def _qualify(rule: HTTPRoute, namespace: str) -> HTTPRoute:
+    """Destination hosts resolved in the rule's own namespace before merging (Istio resolves
+    short names per VirtualService before it merges delegates)."""
+
+    def q(d: Destination | None) -> Destination | None:
+        if d is None or not d.host:
+            return d
+        return d.model_copy(update={"host": resolve_short_name(d.host, namespace)})
+
+    update: dict[str, Any] = {}
+    if rule.route:
+        update["route"] = [
+            None if d is None else d.model_copy(update={"destination": q(d.destination)})
+            for d in rule.route
+        ]
+    if rule.mirror is not None:
+        update["mirror"] = q(rule.mirror)
+    if rule.mirrors:
+        update["mirrors"] = [
+            None if m is None else m.model_copy(update={"destination": q(m.destination)})
+            for m in rule.mirrors
+        ]
+    return rule.model_copy(update=update) if update else rule
+
+
+def _joined_name(root: str | None, leaf: str | None) -> str | None:
+    if not leaf:
+        return root
+    return f"{root}-{leaf}" if root else leaf
+
+
+def merge_http_route(root: HTTPRoute, delegate: HTTPRoute) -> HTTPRoute | None:
+    """Istio `mergeHTTPRoute`; None when the delegate's match conflicts with the root's."""
+    matches, conflict = merge_match_requests(
+        [m for m in root.match or () if m is not None],
+        [m for m in delegate.match or () if m is not None],
+    )
+    if conflict:
+        return None
+    update: dict[str, Any] = {
+        "match": list(matches) or None,
+        "name": _joined_name(root.name, delegate.name),
+    }
+    for f in _INHERITED:
+        value = getattr(delegate, f)
+        if value is None or (f == "mirrors" and not value):
+            update[f] = getattr(root, f)
+    return delegate.model_copy(update=update)
+
+
+def merge_match_requests(
+    root: Sequence[HTTPMatchRequest], delegate: Sequence[HTTPMatchRequest]
+) -> tuple[list[HTTPMatchRequest], bool]:
+    """Istio `mergeHTTPMatchRequests`: every delegate match must fit inside some root match;
+    each fitting (root, delegate) pair becomes one merged match. (merged, conflict)."""
+    if not root:
+        return list(delegate), False
+    if not delegate:
+        return list(root), False
+    out: list[HTTPMatchRequest] = []
+    for sub in delegate:
+        found = False
+        for rm in root:
+            if _match_conflict(rm, sub):
+                continue
+            out.append(_merge_match(rm, sub))
+            found = True
+        if not found:
+            return [], True
+    return out, not out
+
+
+def _merge_match(root: HTTPMatchRequest, leaf: HTTPMatchRequest) -> HTTPMatchRequest:
+    update: dict[str, Any] = {"name": _joined_name(root.name, leaf.name)}
+    for f in ("uri", "scheme", "method", "authority", "source_namespace", "stat_prefix"):
+        if not getattr(leaf, f):
+            update[f] = getattr(root, f)
+    for f in ("headers", "without_headers", "query_params", "source_labels"):
+        merged = {**(getattr(root, f) or {}), **(getattr(leaf, f) or {})}
+        update[f] = merged or None
+    if not leaf.port:
+        update["port"] = root.port
+    if not leaf.gateways:
+        update["gateways"] = root.gateways
+    return leaf.model_copy(update=update)
+
+
+def _match_conflict(root: HTTPMatchRequest, leaf: HTTPMatchRequest) -> bool:
+    """Istio `hasConflict`."""
+    for f in ("uri", "scheme", "method", "authority"):
+        if _string_match_conflict(getattr(root, f), getattr(leaf, f)):
+            return True
+    for f in ("headers", "without_headers", "query_params"):
+        rmap = getattr(root, f) or {}
+        for key, value in (getattr(leaf, f) or {}).items():
+            if _string_match_conflict(rmap.get(key), value):
+                return True
+    if bool(root.ignore_uri_case) != bool(leaf.ignore_uri_case):
+        return True
+    if root.port and leaf.port and root.port != leaf.port:
+        return True
+    if root.source_namespace and leaf.source_namespace != root.source_namespace:
+        return True
+    for key, value in (leaf.source_labels or {}).items():
+        if key in (root.source_labels or {}) and (root.source_labels or {})[key] != value:
+            return True
+    if root.gateways and leaf.gateways:
+        if len(root.gateways) < len(leaf.gateways) or not set(leaf.gateways) <= set(root.gateways):
+            return True
+    return False
+
+
+def _string_match_conflict(root: StringMatch | None, leaf: StringMatch | None) -> bool:
+    """Istio `stringMatchConflict`: the leaf must be a narrower match of the same kind."""
+    if root is None or leaf is None:
+        return False
+    if root.regex and (leaf.regex or leaf.prefix or leaf.exact):
+        return True
+    if leaf.regex and (root.regex or root.prefix or root.exact):
+        return True
+    if root.exact:
+        return bool(leaf.prefix) or leaf.exact != root.exact
+    if root.prefix:
+        if leaf.prefix:
+            return not leaf.prefix.startswith(root.prefix)
+        if leaf.exact:
+            return not leaf.exact.startswith(root.prefix)
+    return True

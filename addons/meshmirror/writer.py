@@ -57,6 +57,11 @@ class MirrorResult:
     latency: float  # seconds from submit to completion
     bytes_sent: int  # request bytes written (head + body) on the attempt reported
     bytes_received: int  # response bytes read (head + body framing), body discarded
+    # Only with submit(capture=N > 0): the response's header fields and its first N body bytes
+    # (raw, still content-encoded); body_truncated when the body was longer than what was kept.
+    headers: tuple[tuple[bytes, bytes], ...] | None = None
+    body: bytes | None = None
+    body_truncated: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,6 +203,9 @@ class _Connection(asyncio.Protocol):
         "_head_request",
         "_loop",
         "error_phase",
+        "capture",
+        "captured",
+        "head_raw",
     )
 
     def __init__(self, pool: _Pool, limit: int) -> None:
@@ -221,6 +229,9 @@ class _Connection(asyncio.Protocol):
         self._body = 0
         self._limit = limit
         self._head_request = False
+        self.capture = 0  # body bytes to keep for the current exchange (0: discard, fast path)
+        self.captured = bytearray()
+        self.head_raw: tuple[bytes, bytes] | None = None  # (head, line separator) when capturing
 
     # -- asyncio callbacks ------------------------------------------------------------------
 
@@ -272,6 +283,9 @@ class _Connection(asyncio.Protocol):
         self._body = 0
         self._buf.clear()
         self._head_request = head_request
+        if self.capture:
+            self.captured = bytearray()
+            self.head_raw = None
         self._state = _HEAD
         waiter = self.waiter = self._loop.create_future()
         if self.closed or transport.is_closing():
@@ -341,6 +355,10 @@ class _Connection(asyncio.Protocol):
             if state == _BODY_LEN or state == _CHUNK_DATA or state == _BODY_EOF:
                 want = end - pos if state == _BODY_EOF else min(end - pos, self._remaining)
                 got = self._accept_body(want)
+                if self.capture:
+                    room = self.capture - len(self.captured)
+                    if room > 0:
+                        self.captured += data[pos : pos + min(got, room)]
                 pos += got
                 if got < want:
                     self._truncate(end - pos)
@@ -501,6 +519,8 @@ class _Connection(asyncio.Protocol):
             return
         self.status = status
         self.keep_alive = keep_alive
+        if self.capture:
+            self.head_raw = (head, sep)
         if self._head_request or status in _NO_BODY_STATUS:
             self._state = _DONE
         elif has_te:
@@ -644,10 +664,15 @@ class _Copy:
         "conn",
         "phase",
         "sent",
+        "capture",
     )
 
     def __init__(
-        self, pool_key: str, on_done: Callable[[MirrorResult], None], started: float
+        self,
+        pool_key: str,
+        on_done: Callable[[MirrorResult], None],
+        started: float,
+        capture: int = 0,
     ) -> None:
         self.pool_key = pool_key
         self.on_done = on_done
@@ -657,6 +682,28 @@ class _Copy:
         self.conn: _Connection | None = None
         self.phase = "starting"
         self.sent = 0
+        self.capture = capture
+
+
+_Captured = tuple[tuple[tuple[bytes, bytes], ...], bytes, bool]
+
+
+def _take_capture(conn: _Connection) -> _Captured:
+    """The captured response of a finished exchange: header fields, body bytes, truncated?"""
+    fields: list[tuple[bytes, bytes]] = []
+    if conn.head_raw is not None:
+        head, sep = conn.head_raw
+        for line in head.split(sep)[1:]:
+            line = line.rstrip(b"\r")
+            if line[:1] in (b" ", b"\t"):
+                continue
+            name, _, value = line.partition(b":")
+            fields.append((name, value.strip()))
+    body = bytes(conn.captured)
+    conn.capture = 0
+    conn.captured = bytearray()
+    conn.head_raw = None
+    return tuple(fields), body, conn.truncated or conn._body > len(body)
 
 
 # create_connection(all_errors=...) appeared in 3.12; without it, several failed addresses
@@ -700,17 +747,19 @@ class MirrorWriter:
         endpoint: MirrorEndpoint,
         request: MirrorRequest,
         on_done: Callable[[MirrorResult], None],
+        capture: int = 0,
     ) -> bool:
         """Never blocks, never raises for network reasons. False (on_done NOT called) when
         pool_key already has max_inflight copies in flight; True otherwise, and then on_done is
         called exactly once (possibly before submit returns: mitmproxy 12 on py3.12+ installs an
-        eager task factory, so create_task may run the coroutine inline up to its first await)."""
+        eager task factory, so create_task may run the coroutine inline up to its first await).
+        capture > 0 keeps the response's headers and up to that many body bytes in the result."""
         count = self._inflight.get(pool_key, 0)
         if count >= self._max_inflight:
             return False
         self._inflight[pool_key] = count + 1
         loop = asyncio.get_running_loop()
-        copy = _Copy(pool_key, on_done, time.monotonic())
+        copy = _Copy(pool_key, on_done, time.monotonic(), capture)
         # Registered before the task exists: an eagerly-run copy may finish inside create_task.
         self._live.add(copy)
         try:
@@ -784,6 +833,7 @@ class MirrorWriter:
         failure: str | None,
         detail: str,
         received: int,
+        captured: _Captured | None = None,
     ) -> None:
         if copy.finished:
             return
@@ -795,7 +845,10 @@ class MirrorWriter:
         else:
             self._inflight.pop(key, None)
         latency = time.monotonic() - copy.started
-        result = MirrorResult(status, failure, detail, latency, copy.sent, received)
+        if captured is None:
+            result = MirrorResult(status, failure, detail, latency, copy.sent, received)
+        else:
+            result = MirrorResult(status, failure, detail, latency, copy.sent, received, *captured)
         try:
             copy.on_done(result)
         except Exception:
@@ -810,6 +863,7 @@ class MirrorWriter:
             async with asyncio.timeout(self._timeout):
                 conn, detail = await self._exchange(copy, endpoint, request)
             copy.conn = None
+            captured = _take_capture(conn) if copy.capture else None
             conn.pool.release(conn)
         except asyncio.CancelledError:
             received = self._abort_conn(copy)
@@ -835,7 +889,7 @@ class MirrorWriter:
                 text = f"{text} ({copy.phase})"
             self._finish(copy, None, failure, text, received)
         else:
-            self._finish(copy, conn.status, None, detail, conn.wire)
+            self._finish(copy, conn.status, None, detail, conn.wire, captured)
         finally:
             self._live.discard(copy)
 
@@ -868,6 +922,7 @@ class MirrorWriter:
                 copy.phase = "connect"
                 conn = await self._connect(pool)
             copy.conn = conn
+            conn.capture = copy.capture
             copy.phase = "waiting for response head"
             copy.sent = len(head) + len(body)
             await conn.send(head, body, head_request)

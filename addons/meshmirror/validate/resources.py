@@ -15,9 +15,12 @@ from meshmirror.model import (
     VirtualService,
     WorkloadEntry,
 )
+from meshmirror.model_gateway_api import Gateway as GatewayAPIGateway
+from meshmirror.model_gateway_api import HTTPRoute as GatewayAPIHTTPRoute
 from meshmirror.validate.checker import Checker
 from meshmirror.validate.destinationrule import validate_destination_rule
 from meshmirror.validate.gateway import validate_gateway
+from meshmirror.validate.gatewayapi import validate_gateway_api_gateway, validate_http_route
 from meshmirror.validate.kubernetes import validate_kubernetes_service
 from meshmirror.validate.serviceentry import (
     validate_service_entry,
@@ -32,6 +35,8 @@ _VALIDATORS: dict[type, Callable[[Checker, Any], None]] = {
     WorkloadEntry: validate_standalone_workload_entry,
     Gateway: validate_gateway,
     KubernetesService: validate_kubernetes_service,
+    GatewayAPIGateway: validate_gateway_api_gateway,
+    GatewayAPIHTTPRoute: validate_http_route,
 }
 
 
@@ -53,10 +58,11 @@ def validate_resources(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
 
 def _duplicates(resources: Iterable[LoadedResource]) -> list[Diagnostic]:
     """The same kind/namespace/name twice in one config set: `kubectl apply` would keep only one."""
-    first: dict[tuple[str, str, str], LoadedResource] = {}
+    first: dict[tuple[str, str, str, str], LoadedResource] = {}
     out: list[Diagnostic] = []
     for res in resources:
-        key = (res.kind, res.namespace, res.name)
+        # Keyed by API group too: Istio's Gateway and the Gateway API's are different kinds.
+        key = (res.obj.api_version.rpartition("/")[0], res.kind, res.namespace, res.name)
         earlier = first.get(key)
         if earlier is None:
             first[key] = res

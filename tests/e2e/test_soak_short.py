@@ -1,0 +1,30 @@
+"""A short soak (about 20 s): scripts/soak.py must report flat resources and full accounting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.e2e.harness import ROOT
+
+
+def test_short_soak_is_flat_and_fully_accounted() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "soak.py"),
+            "--seconds",
+            "20",
+            "--sample-every",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr[-3000:]
+    assert "soak: PASS" in out
+    assert out.count("  ok       outbound|80||") == 6
+    assert "MISMATCH" not in out
