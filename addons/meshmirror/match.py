@@ -28,7 +28,7 @@ from meshmirror.model import StringMatch as StringMatchSpec
 from meshmirror.paths import normalize_path
 
 if TYPE_CHECKING:
-    from meshmirror.routes import Route, RouteTable, VirtualHost
+    from meshmirror.table import Route, RouteTable, VirtualHost
 
 StringKind = Literal["exact", "prefix", "regex", "present"]
 # path_separated_prefix: Gateway API PathPrefix (element-wise), as Istio gives Envoy for routes
