@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from meshmirror import writer as writer_mod
+from meshmirror import failures, http1
 from meshmirror.writer import (
     FAILURE_CLASSES,
     MirrorEndpoint,
@@ -646,7 +646,7 @@ def test_failure_classes_are_documented() -> None:
     ],
 )
 def test_classify(exc: BaseException, expected: str) -> None:
-    failure, detail = writer_mod._classify(exc)
+    failure, detail = failures.classify(exc)
     assert failure == expected
     assert detail
 
@@ -974,7 +974,7 @@ async def test_parser_handles_every_split(
         parts = [response[:split], response[split:]] if split else [response]
         for mode in ("two-parts", "bytewise"):
             chunks = parts if mode == "two-parts" else [bytes([b]) for b in response]
-            conn = writer_mod._Connection(None, 1 << 20)  # type: ignore[arg-type]
+            conn = http1.Connection(None, 1 << 20)  # type: ignore[arg-type]
             conn.connection_made(_FakeTransport())
             waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", b"", head_request)
             for chunk in chunks:
