@@ -26,11 +26,13 @@ from meshmirror.fanout import EndpointPicker, Fanout
 from meshmirror.inspection import Inspection
 from meshmirror.liveconfig import ConfigError, LiveConfig
 from meshmirror.match import RequestView, match_request
+from meshmirror.mirror_types import CopyWriter
 from meshmirror.options import configured_listen_addrs, parse_option, register_options
 from meshmirror.outcomes import MirrorStats
 from meshmirror.reload import ConfigWatcher
 from meshmirror.routes import Route, RouteTable
 from meshmirror.sampling import Sampler, pick_weighted
+from meshmirror.sender_process import ProcessWriter, can_spawn
 from meshmirror.shadow import parse_redactions
 from meshmirror.units import parse_duration, parse_size
 from meshmirror.writer import MirrorWriter
@@ -51,7 +53,7 @@ class Mirror:
         self.primary = primary.Primary()  # fault sampling, timeout and retries (primary.py)
         self.endpoints = EndpointPicker()
         self.summary_interval = 30.0
-        self._writer_params: tuple[float, int] | None = None
+        self._writer_params: tuple[float, int, str] | None = None
         self._summary_task: asyncio.Task[None] | None = None
         self._summary_seen = -1
         # Mirror flows, the outcome log, comparison and replay pacing: a child addon.
@@ -62,11 +64,11 @@ class Mirror:
         self.live = LiveConfig(self.watcher, self.inspection.set_resources)
 
     @property
-    def writer(self) -> MirrorWriter | None:
+    def writer(self) -> CopyWriter | None:
         return self.fanout.writer
 
     @writer.setter
-    def writer(self, writer: MirrorWriter | None) -> None:
+    def writer(self, writer: CopyWriter | None) -> None:
         self.fanout.writer = writer
 
     @property
@@ -86,7 +88,7 @@ class Mirror:
                 # Matching and the shadow Host need the client's Host; reverse mode rewrites it.
                 opts.keep_host_header = True
                 log.info("meshmirror: turned on keep_host_header (the client's Host is needed)")
-        if updated & {"mirror_timeout", "mirror_max_inflight"}:
+        if updated & {"mirror_timeout", "mirror_max_inflight", "mirror_sender"}:
             timeout = parse_option("mirror_timeout", parse_duration)
             if timeout <= 0:
                 raise exceptions.OptionsError(
@@ -96,12 +98,21 @@ class Mirror:
                 raise exceptions.OptionsError(
                     f"mirror_max_inflight must be at least 1 (got {opts.mirror_max_inflight})"
                 )
-            params = (timeout, opts.mirror_max_inflight)
+            sender = opts.mirror_sender
+            if sender == "process" and not can_spawn():
+                log.info(
+                    "meshmirror: a frozen mitmproxy cannot start the sender process; "
+                    "copies are sent from the proxy's loop (mirror_sender=loop)"
+                )
+                sender = "loop"
+            params = (timeout, opts.mirror_max_inflight, sender)
             if params != self._writer_params:
                 if fanout.writer is not None:
                     fanout.writer.close()
-                fanout.writer = MirrorWriter(timeout=timeout, max_inflight=params[1])
+                kind = ProcessWriter if sender == "process" else MirrorWriter
+                fanout.writer = kind(timeout=timeout, max_inflight=params[1])
                 self._writer_params = params
+                self._start_sender()
         if "mirror_max_body" in updated:
             fanout.max_body = parse_option("mirror_max_body", parse_size)
         if "mirror_summary_interval" in updated:
@@ -156,6 +167,7 @@ class Mirror:
         # benchmark's p99 fell from 82 to 13 ms at 100% mirroring). Refcounting still frees them.
         gc.collect()
         gc.freeze()
+        self._start_sender()
         if self._summary_task is None and self.summary_interval > 0:
             self._summary_task = asyncio.get_running_loop().create_task(self._summaries())
         self.watcher.start(asyncio.get_running_loop())
@@ -186,15 +198,27 @@ class Mirror:
             writer.close()
             self._final_summary()
             return None
-        timeout = (self._writer_params or (5.0, 0))[0] + 1.0
+        timeout = (self._writer_params or (5.0, 0, ""))[0] + 1.0
         return loop.create_task(self._drain(writer, timeout))
 
-    async def _drain(self, writer: MirrorWriter, timeout: float) -> None:
+    async def _drain(self, writer: CopyWriter, timeout: float) -> None:
         cancelled = await writer.drain(timeout)
         if cancelled:
             log.warning(f"meshmirror: {cancelled} mirror(s) still in flight at exit were cancelled")
         writer.close()
         self._final_summary()
+
+    def _start_sender(self) -> None:
+        """A sender process starts with the proxy (or with a changed option), not with the
+        first copy; before the loop runs, running() does it."""
+        writer = self.fanout.writer
+        if not isinstance(writer, ProcessWriter):
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        writer.start()
 
     def _writer_has_room(self) -> bool:
         """Room for one more copy: recordings wait for it rather than drop copies as overflow."""
@@ -221,9 +245,11 @@ class Mirror:
     # awaits, holding only this flow) when a fault delay or the route's timeout/retries apply.
 
     def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        if not flow.live:
+            return self.inspection.pace(flow)  # a recording (-r) replays at its own pace
         # A streamed body opens the upstream connection right after this hook, so routing must
         # be decided now; the body will never be available for a copy.
-        if flow.request.stream and self.table is not None and flow.live:
+        if flow.request.stream and self.table is not None:
             flow.metadata[ROUTED_MARK] = True
             return self._handle(flow, streamed=True)
         return None
@@ -265,8 +291,11 @@ class Mirror:
             delay, abort = self.primary.sample_fault(route)
             if delay > 0 or abort is not None:
                 gen = table.generation
-                return self._faulted(flow, route, authority, streamed, gen, delay, abort)
-        return self._forward(flow, route, authority, streamed, table.generation)
+                rid = _first_request_id(view)
+                return self._faulted(flow, route, authority, streamed, gen, delay, abort, rid)
+        return self._forward(
+            flow, route, authority, streamed, table.generation, _first_request_id(view)
+        )
 
     async def _faulted(
         self,
@@ -277,6 +306,7 @@ class Mirror:
         generation: int,
         delay: float,
         abort: int | None,
+        request_id: str | None,
     ) -> None:
         # Envoy's fault filter runs before the router: the delay holds the request (its copy
         # leaves afterwards); an abort answers it, so it is never routed nor mirrored.
@@ -285,21 +315,27 @@ class Mirror:
         if abort is not None:
             self.primary.abort(flow, abort)
             return
-        pending = self._forward(flow, route, authority, streamed, generation)
+        pending = self._forward(flow, route, authority, streamed, generation, request_id)
         if pending is not None:
             await pending
 
     def _forward(
-        self, flow: http.HTTPFlow, route: Route, authority: str, streamed: bool, generation: int
+        self,
+        flow: http.HTTPFlow,
+        route: Route,
+        authority: str,
+        streamed: bool,
+        generation: int,
+        request_id: str | None,
     ) -> Awaitable[None] | None:
         req = flow.request
-        rand = self.sampler.value_for(req.headers.get("x-request-id"))
+        rand = self.sampler.value_for(request_id)
         dest = pick_weighted(route.clusters, rand) if route.clusters else None
         # Rewrites first: the copy must see the request as the primary sees it (spec 4.4).
         authority = primary.apply_rewrites(flow, route, dest, authority)
         live = flow.live and flow.response is None and flow.error is None
         if live:
-            self._route_primary(req, route, rand, authority)
+            self._route_primary(req, route, rand)
         if route.mirrors:
             self.fanout.mirror(flow, route, rand, authority, streamed, generation)
         if live and route.upstream is not None and not streamed:
@@ -307,18 +343,20 @@ class Mirror:
             return self.primary.exchange(flow, route.upstream, dest.cluster if dest else None)
         return None
 
-    def _route_primary(self, req: http.Request, route: Route, rand: int, authority: str) -> None:
+    def _route_primary(self, req: http.Request, route: Route, rand: int) -> None:
         if not route.clusters:
             return
         cluster = pick_weighted(route.clusters, rand).cluster
         ep = self.endpoints.pick(cluster)
         if ep is None:
             return  # no endpoints in the config: the reverse-proxy upstream serves it
-        req.scheme = "https" if cluster.tls is not None else "http"
-        req.host = ep.address
-        req.port = ep.port
-        # The host/port setters rewrite Host; the primary must see the client's Host.
-        req.host_header = authority
+        # Written to the request's data, not through the host/port setters: those rewrite the
+        # Host header (twice, each a scan of the headers), and the primary must see the client's
+        # Host (or the rewritten authority apply_rewrites already set), which stays as it is.
+        data = req.data
+        data.scheme = b"https" if cluster.tls is not None else b"http"
+        data.host = ep.address
+        data.port = ep.port
 
     # --- commands -------------------------------------------------------------------------------
 
@@ -352,3 +390,11 @@ class Mirror:
         if self.table is None:
             return "no route table (mirror_config is empty)"
         return json.dumps(self.table.to_envoy(), indent=2)
+
+
+def _first_request_id(view: RequestView) -> str | None:
+    """The first X-Request-Id (the view joins repeated headers with ","), as headers.get gives."""
+    rid = view.headers.get("x-request-id")
+    if rid is not None and "," in rid:
+        rid = rid.split(",", 1)[0]
+    return rid

@@ -20,11 +20,12 @@ from mitmproxy import http
 from meshmirror import shadow
 from meshmirror.breaker import CircuitBreaker
 from meshmirror.inspection import Inspection
+from meshmirror.mirror_types import CopyWriter
 from meshmirror.outcomes import MirrorStats, Outcome, format_outcome
 from meshmirror.registry import Cluster, Endpoint
 from meshmirror.routes import MirrorPolicy, Route
 from meshmirror.sampling import should_mirror
-from meshmirror.writer import MirrorEndpoint, MirrorRequest, MirrorResult, MirrorWriter
+from meshmirror.writer import MirrorEndpoint, MirrorRequest, MirrorResult
 
 log = logging.getLogger("meshmirror")
 
@@ -52,7 +53,7 @@ class Fanout:
         self.inspection = inspection
         self.endpoints = endpoints
         self.stats = MirrorStats()
-        self.writer: MirrorWriter | None = None
+        self.writer: CopyWriter | None = None
         self.breaker = CircuitBreaker(5, 10.0, time.monotonic)
         self.suffix = shadow.DEFAULT_SUFFIX
         self.max_body = 4 * 1024 * 1024
@@ -62,7 +63,7 @@ class Fanout:
         # Mirror clusters found to point at our own listen address: their copies are `loop`.
         self.loop_clusters: frozenset[str] = frozenset()
 
-    def skip_reason(self, flow: http.HTTPFlow, streamed: bool) -> str | None:
+    def skip_reason(self, flow: http.HTTPFlow, streamed: bool, authority: str) -> str | None:
         req = flow.request
         method = req.method.upper()
         if method == "CONNECT":
@@ -71,15 +72,21 @@ class Fanout:
             return "h2_preface"
         if self.methods and method not in self.methods:
             return "method"
-        if shadow.MARKER_HEADER.decode() in req.headers or shadow.is_shadow_host(
-            req.host_header or "", self.suffix
-        ):
+        marker = upgrade = False
+        # One pass over the raw fields: each `name in req.headers` would be a scan of its own.
+        for name, _ in req.headers.fields:
+            lname = name.lower()
+            if lname == shadow.MARKER_HEADER:
+                marker = True
+            elif lname == b"upgrade":
+                upgrade = True
+        if marker or shadow.is_shadow_host(authority, self.suffix):
             return "loop"
         if flow.error is not None:
             return "killed"
         if flow.live and flow.response is not None:
             return "has_response"
-        if "upgrade" in req.headers:
+        if upgrade:
             return "upgrade"
         if streamed or req.raw_content is None:
             return "streamed_body"
@@ -107,7 +114,7 @@ class Fanout:
             counters = self.stats.cluster(policy.cluster.name)
             counters.sampled += 1
             if not checked:
-                skip = self.skip_reason(flow, streamed)
+                skip = self.skip_reason(flow, streamed, authority)
                 if skip is None and writer is None:
                     skip = "no_writer"
                 checked = True
@@ -130,7 +137,8 @@ class Fanout:
                 if request_id is None:
                     request_id = shadow.new_request_id()
                     if flow.live and flow.response is None:
-                        req.headers["x-request-id"] = request_id
+                        # Known to be absent: appending skips the scan a headers[...] = does.
+                        req.headers.fields += ((b"x-request-id", request_id.encode()),)
             headers = shadow.mirror_headers(
                 req.headers.fields,
                 shadow=shadow_authority,

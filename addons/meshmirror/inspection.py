@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -362,11 +362,14 @@ class Inspection:
 
     # --- recordings -------------------------------------------------------------------------------
 
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
-        # Flows read from a recording (-r) are not live: pace them before the mirror sees them.
+    def pace(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """Flows read from a recording (-r) are not live: the wait before the mirror sees them.
+
+        Called from Mirror.requestheaders rather than being a hook of its own: an async hook
+        would cost every live request a coroutine, and live requests are never paced."""
         if flow.live or flow.metadata.get(MIRROR_FLOW_MARK) or self.pacer is None:
-            return
-        await self.pacer.wait(flow.request.timestamp_start, self.writer_room)
+            return None
+        return self.pacer.wait(flow.request.timestamp_start, self.writer_room)
 
     # --- the primary ------------------------------------------------------------------------------
 

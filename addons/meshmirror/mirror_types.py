@@ -5,9 +5,11 @@ Plain data, no behaviour, so the wire layer, the pools and the writer can all de
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["MirrorEndpoint", "MirrorRequest", "MirrorResult"]
+__all__ = ["CopyWriter", "MirrorEndpoint", "MirrorRequest", "MirrorResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +43,25 @@ class MirrorResult:
     headers: tuple[tuple[bytes, bytes], ...] | None = None
     body: bytes | None = None
     body_truncated: bool = False
+
+
+class CopyWriter(Protocol):
+    """What the fan-out needs from a sender: writer.MirrorWriter (copies on the proxy's loop)
+    and sender_process.ProcessWriter (copies sent by a child process) both provide it."""
+
+    callback_errors: int
+
+    def submit(
+        self,
+        pool_key: str,
+        endpoint: MirrorEndpoint,
+        request: MirrorRequest,
+        on_done: Callable[[MirrorResult], None],
+        capture: int = 0,
+    ) -> bool: ...
+
+    def inflight(self, pool_key: str | None = None) -> int: ...
+
+    async def drain(self, timeout: float) -> int: ...
+
+    def close(self) -> None: ...

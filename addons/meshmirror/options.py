@@ -20,6 +20,7 @@ T = TypeVar("T")
 
 VERBOSITIES = ("each", "errors", "summary")
 SAMPLING_MODES = ("random", "request-id")
+SENDERS = ("process", "loop")
 
 
 class OptionSpec(NamedTuple):
@@ -68,6 +69,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
         256,
         "Copies in flight per mirror cluster. A sampled copy over the cap is dropped and "
         "counted, never queued and never waited on.",
+    ),
+    OptionSpec(
+        "mirror_sender",
+        str,
+        "process",
+        "Where copies are sent from: `process` (a child process, so the copies' sockets, "
+        "timeouts and slow mirrors cost the proxy's loop almost nothing) or `loop` "
+        "(mitmproxy's own event loop; no extra process).",
+        SENDERS,
     ),
     OptionSpec(
         "mirror_max_body",

@@ -34,9 +34,41 @@ from meshmirror.mirror_types import MirrorEndpoint, MirrorRequest, MirrorResult
 from meshmirror.pool import IdlePool
 from meshmirror.request_head import encode_head
 
-__all__ = ["MirrorEndpoint", "MirrorRequest", "MirrorResult", "MirrorWriter", "FAILURE_CLASSES"]
+__all__ = [
+    "FAILURE_CLASSES",
+    "MirrorEndpoint",
+    "MirrorRequest",
+    "MirrorResult",
+    "MirrorWriter",
+    "call_on_done",
+    "check_limits",
+]
 
 log = logging.getLogger("meshmirror.writer")
+
+
+def check_limits(timeout: float, max_inflight: int) -> None:
+    """The writers' argument checks (MirrorWriter and sender_process.ProcessWriter)."""
+    if timeout <= 0:
+        raise ValueError("timeout must be > 0")
+    if max_inflight < 1:
+        raise ValueError("max_inflight must be >= 1")
+
+
+def call_on_done(
+    on_done: Callable[[MirrorResult], None], result: MirrorResult, errors_so_far: int
+) -> int:
+    """Run a copy's callback; returns 1 if it raised (only the first is logged, with its
+    traceback, so a broken callback cannot flood the log), else 0."""
+    try:
+        on_done(result)
+    except Exception:
+        if errors_so_far == 0:
+            log.exception(
+                "mirror on_done callback raised; further callback errors are only counted"
+            )
+        return 1
+    return 0
 
 
 class _Copy:
@@ -89,10 +121,7 @@ class MirrorWriter:
         max_idle_per_endpoint: int = 16,
         max_response_body: int = 8 * 1024 * 1024,
     ) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout must be > 0")
-        if max_inflight < 1:
-            raise ValueError("max_inflight must be >= 1")
+        check_limits(timeout, max_inflight)
         self._timeout = timeout
         self._max_inflight = max_inflight
         self._connect_timeout = connect_timeout
@@ -215,14 +244,7 @@ class MirrorWriter:
             result = MirrorResult(status, failure, detail, latency, copy.sent, received)
         else:
             result = MirrorResult(status, failure, detail, latency, copy.sent, received, *captured)
-        try:
-            copy.on_done(result)
-        except Exception:
-            self.callback_errors += 1
-            if self.callback_errors == 1:
-                log.exception(
-                    "mirror on_done callback raised; further callback errors are only counted"
-                )
+        self.callback_errors += call_on_done(copy.on_done, result, self.callback_errors)
 
     async def _run(self, copy: _Copy, endpoint: MirrorEndpoint, request: MirrorRequest) -> None:
         try:

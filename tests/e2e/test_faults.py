@@ -221,7 +221,7 @@ def test_every_sampled_copy_has_exactly_one_outcome_under_mixed_faults(
         assert counters["sampled"] == n, (name, counters)
         assert fs.accounted(counters) == n, (name, counters)
     too_large = sum(1 for i in range(n) if i % 3 == 0 and i * 100 > 1024)
-    assert c["healthy"]["sent"] == n - too_large
+    assert c["healthy"]["sent"] == n - too_large, c["healthy"]
     assert c["healthy"]["skipped"] == {"body_too_large": too_large}
     assert c["failing"]["sent"] == n - too_large  # a 500 is an answer: sent, not failed
     assert c["refusing"]["failed"] == {"refused": 3}
@@ -229,6 +229,60 @@ def test_every_sampled_copy_has_exactly_one_outcome_under_mixed_faults(
     assert c["silent"]["dropped"]["overflow"] > 0
     assert sum(c["silent"]["failed"].values()) >= 2  # type: ignore[attr-defined]
     assert proxy.log_lines("mirror circuit closed -> open cluster=outbound|80||refusing.local")
+
+
+def _sender_children(pid: int) -> list[int]:
+    """The mirror sender processes mitmdump started (its children running sender_worker)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except FileNotFoundError:
+        return []
+    out = []
+    for child in children:
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"meshmirror.sender_worker" in f.read():
+                    out.append(child)
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_one_sender_process_runs_beside_mitmdump_and_ends_with_it(
+    primary: HTTPServer, tmp_path: Path
+) -> None:
+    silent = fs.FaultServer(fs.silent)
+    cfg = fs.mirror_config(
+        tmp_path / "c.yaml",
+        primary.port,
+        {"silent.local": fs.service_entry("silent", "silent.local", silent.port)},
+    )
+    proxy = start_proxy(upstream_of(primary), [cfg], "mirror_timeout=2s")
+    try:
+        # Started with the proxy, before any copy (its cmdline shows once it has exec'd).
+        wait_for(lambda: _sender_children(proxy.proc.pid), timeout=5)
+        senders = _sender_children(proxy.proc.pid)
+        assert len(senders) == 1, senders
+        for i in range(5):
+            assert exchange(proxy.port, i)[0] == 200  # copies held by the silent mirror
+        assert _sender_children(proxy.proc.pid) == senders
+        stop_within(proxy)  # at exit the held copies get mirror_timeout + 1 s, then are cancelled
+    finally:
+        proxy.stop()
+        silent.close()
+    deadline = time.monotonic() + 5
+    while not _gone(senders[0]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _gone(senders[0]), "the sender process outlived mitmdump"
 
 
 def test_circuit_half_opens_after_cooldown_and_probe_closes_it(
