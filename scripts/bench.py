@@ -559,6 +559,39 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def process_tree(pid: int) -> list[int]:
+    """pid and its live descendants (meshmirror's mirror sender process is a child)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of the proxy and its children: the copies' cost counts wherever it runs."""
+    total = 0.0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError, ValueError):
+            total += cpu_seconds(p)
+    return total
+
+
+def tree_memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM summed over the proxy and its children (the sum of peaks is an upper
+    bound of the peak of the sum)."""
+    out = {"VmRSS": 0.0, "VmHWM": 0.0}
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError, ValueError):
+            for key, value in memory_mb(p).items():
+                out[key] += value
+    return out
+
+
 def busy_seconds() -> float:
     """CPU seconds spent busy on all CPUs since boot (/proc/stat), for the noise figure."""
     with open("/proc/stat") as f:
@@ -571,7 +604,7 @@ def own_seconds(children: Children) -> float:
     total = 0.0
     for child in children.live:
         with contextlib.suppress(OSError, ValueError):
-            total += cpu_seconds(child.proc.pid)
+            total += tree_cpu_seconds(child.proc.pid)
     for who in (resource.RUSAGE_CHILDREN, resource.RUSAGE_SELF):
         ru = resource.getrusage(who)
         total += ru.ru_utime + ru.ru_stime
@@ -728,6 +761,7 @@ class Point:
     mirror: str | None = None  # backend role the copies go to
     percent: float | None = None
     matching: bool = True
+    options: tuple[str, ...] = ()  # extra `--set` options for meshmirror
 
 
 POINTS: tuple[Point, ...] = (
@@ -736,6 +770,14 @@ POINTS: tuple[Point, ...] = (
     Point("m0", "meshmirror, 0% mirrored", "meshmirror", "healthy", 0),
     Point("m50", "meshmirror, 50% to a healthy mirror", "meshmirror", "healthy", 50),
     Point("m100", "meshmirror, 100% to a healthy mirror", "meshmirror", "healthy", 100),
+    Point(
+        "m100-loop",
+        "meshmirror, 100% to a healthy mirror, copies sent from the proxy's loop",
+        "meshmirror",
+        "healthy",
+        100,
+        options=("mirror_sender=loop",),
+    ),
     Point("slow100", "meshmirror, 100% to a mirror answering after 2 s", "meshmirror", "slow", 100),
     Point(
         "silent100", "meshmirror, 100% to a mirror that never answers", "meshmirror", "silent", 100
@@ -1008,6 +1050,8 @@ def start_proxy(env: Env, point: Point, tag: str) -> tuple[Child, int, Path | No
                 "--set",
                 "mirror_timeout=1s",
             ]
+            for option in point.options:
+                argv += ["--set", option]
         child = env.children.start(f"mitmdump {tag}", argv, d / "proxy.log", env=environ)
     wait_until(f"{child.name} listening on {port}", lambda: listening(port), 30.0, child)
     return child, port, stats_path
@@ -1052,7 +1096,7 @@ def run_load(
                 raise BenchError(f"load generator {argv[0]} did not finish by its deadline")
             if watch_pid is not None:
                 with contextlib.suppress(OSError):
-                    samples.append((time.monotonic() - t0, memory_mb(watch_pid)["VmRSS"]))
+                    samples.append((time.monotonic() - t0, tree_memory_mb(watch_pid)["VmRSS"]))
             time.sleep(0.25 if duration < 5 else 1.0)
     finally:
         env.children.stop(child)
@@ -1081,12 +1125,12 @@ def measure(env: Env, point: Point, rnd: int) -> dict[str, Any]:
                 f"warm-up failed: {warm['requests']} ok, {warm['error_classes']}; proxy {state}"
                 f"; log: {tail(child.log_path)}"
             )
-        rss_warm = memory_mb(pid)["VmRSS"]
+        rss_warm = tree_memory_mb(pid)["VmRSS"]
         noise = NoiseMeter(env.children)
         noise.start()
-        c0 = cpu_seconds(pid)
+        c0 = tree_cpu_seconds(pid)
         closed, samples_c = run_load(env, "closed", port, s.duration, watch_pid=pid)
-        c1 = cpu_seconds(pid)
+        c1 = tree_cpu_seconds(pid)
         res["other_cpu_cores"] = noise.cores()
         if env.rate is None:
             env.rate = max(20.0, round(closed["rps"] / 2))
@@ -1094,8 +1138,8 @@ def measure(env: Env, point: Point, rnd: int) -> dict[str, Any]:
         opened, samples_o = run_load(
             env, "open", port, s.open_duration, rate=env.rate, watch_pid=pid
         )
-        c2 = cpu_seconds(pid)
-        mem = memory_mb(pid)
+        c2 = tree_cpu_seconds(pid)
+        mem = tree_memory_mb(pid)
         res["closed"] = closed
         res["open"] = opened
         res["cpu_closed_s"] = round(c1 - c0, 3)
@@ -1184,11 +1228,11 @@ def soak(env: Env, point: Point) -> dict[str, Any]:
     pid = child.proc.pid
     try:
         run_load(env, "closed", port, s.warmup, conns=4, use_wrk=False)
-        rss0 = memory_mb(pid)["VmRSS"]
-        c0 = cpu_seconds(pid)
+        rss0 = tree_memory_mb(pid)["VmRSS"]
+        c0 = tree_cpu_seconds(pid)
         load, samples = run_load(env, "closed", port, s.soak, watch_pid=pid)
-        c1 = cpu_seconds(pid)
-        mem = memory_mb(pid)
+        c1 = tree_cpu_seconds(pid)
+        mem = tree_memory_mb(pid)
     finally:
         env.children.stop(child, grace=15.0)
     half = [r for t, r in samples if t >= s.soak / 2]
@@ -1385,7 +1429,7 @@ def targets(aggs: dict[str, dict[str, Any]], routing: dict[str, Any], soak_res: 
                 f"second half {soak_res['second_half_growth_mb']} MB",
             )
         )
-    for name in ("nomatch", "m0", "m50", "m100", "slow100", "silent100", "refused100"):
+    for name in ("nomatch", "m0", "m50", "m100", "m100-loop", "slow100", "silent100", "refused100"):
         m = aggs.get(name, {}).get("mirror")
         if m is None:
             continue
@@ -1400,7 +1444,7 @@ def targets(aggs: dict[str, dict[str, Any]], routing: dict[str, Any], soak_res: 
                 f"{fin} = {m['sampled']}",
             )
         )
-    for name in ("m50", "m100"):
+    for name in ("m50", "m100", "m100-loop"):
         m = aggs.get(name, {}).get("mirror")
         if m is None:
             continue
