@@ -6,6 +6,7 @@ real writer is exercised end to end in tests/e2e and tests/test_writer.py.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons, tflow, tutils
 
 from meshmirror.addon import Mirror
+from meshmirror.sender_process import ProcessWriter
 from meshmirror.writer import MirrorEndpoint, MirrorRequest, MirrorResult
 
 CONFIG = """
@@ -219,3 +221,77 @@ def test_commands_report_stats_and_routes(config: Path) -> None:
         assert '"sampled": 1' in stats
         routes = tctx.master.commands.call("mirror.routes")
         assert "outbound|80||shadow.local" in routes
+
+
+def test_reload_command_rejects_a_bad_change_and_loads_a_good_one(config: Path) -> None:
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_config=[str(config)], mirror_reload_interval="0")
+        assert m.live.generation == 1
+        good = config.read_text()
+        config.write_text(good.replace("mirror: {host: shadow.local}", "mirror: {host: 7}", 1))
+        out = tctx.master.commands.call("mirror.reload")
+        assert out == "config not loaded (see the event log); generation 1"
+        assert m.table is not None and m.table.generation == 1  # the last good table serves
+        config.write_text(good.replace("app.example.com", "other.example.com"))
+        assert tctx.master.commands.call("mirror.reload") == "config loaded; generation 2"
+        assert m.table is not None and m.table.generation == 2
+        m.writer = RecordingWriter()  # type: ignore[assignment]
+        m.request(make_flow(host="other.example.com"))
+        assert len(m.writer.sent) == 1  # type: ignore[union-attr]
+
+
+async def test_os_chosen_port_is_checked_against_the_mirrors_once_listening(
+    config: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With -p 0 the listen port is known only in running(). The OS cannot be made to pick a
+    # given port, so the proxyserver's answer is set to the shadow endpoint of CONFIG here.
+    m = Mirror()
+    proxyserver = Proxyserver()
+    with taddons.context(proxyserver, m) as tctx:
+        tctx.configure(
+            m,
+            listen_port=0,
+            mirror_config=[str(config)],
+            mirror_sender="loop",
+            mirror_reload_interval="0",
+            mirror_summary_interval="0",
+        )
+        assert m.live.listen is None
+        monkeypatch.setattr(proxyserver, "listen_addrs", lambda: [("127.0.0.3", 9091)])
+        m.running()
+        try:
+            assert m.fanout.loop_clusters == frozenset({"outbound|80||shadow.local"})
+            warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert any("own listen address 127.0.0.3:9091" in w for w in warnings), warnings
+            m.writer = RecordingWriter()  # type: ignore[assignment]
+            m.request(make_flow())
+            assert m.writer.sent == []  # type: ignore[union-attr]
+            assert m.stats.cluster("outbound|80||shadow.local").skipped == {"loop": 1}
+        finally:
+            m.done()
+
+
+async def test_done_stops_the_sender_process(config: Path) -> None:
+    # mitmproxy calls done() on script reload too: the old addon's sender must not linger.
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        # mitmproxy configures every option at start; here the writer's own are named.
+        tctx.configure(
+            m, mirror_config=[str(config)], mirror_reload_interval="0", mirror_timeout="5s"
+        )
+        writer = m.writer
+        assert isinstance(writer, ProcessWriter)
+        pid = writer.pid
+        assert pid is not None
+        assert m.done() is None  # nothing in flight: nothing to wait for
+        assert writer.pid is None
+        assert _gone(pid)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -19,7 +19,7 @@ import pytest
 
 from meshmirror.mirror_types import MirrorEndpoint, MirrorRequest, MirrorResult
 from meshmirror.sender_process import ProcessWriter
-from meshmirror.sender_worker import FrameReader, encode_frame
+from meshmirror.sender_worker import FrameReader, copy_message, encode_frame
 
 DEADLINE = 10.0
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -212,7 +212,7 @@ async def test_drain_waits_then_cancels_what_the_mirror_still_holds(held: Server
 
 
 def test_frames_survive_every_split_of_the_stream() -> None:
-    messages = [[("copy", i, "k", MirrorEndpoint("h", i), get(), 0)] for i in range(3)]
+    messages = [[copy_message(i, "k", MirrorEndpoint("h", i), get(), 0)] for i in range(3)]
     stream = b"".join(encode_frame(m) for m in messages)
     expected = [m[0] for m in messages]
     for cut in range(len(stream) + 1):

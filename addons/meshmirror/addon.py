@@ -190,6 +190,10 @@ class Mirror:
         self.watcher.stop()
         writer = self.fanout.writer
         if writer is None or writer.inflight() == 0:
+            if writer is not None:
+                # Stops the sender process: done() also runs on script reload, and the next
+                # instance starts its own.
+                writer.close()
             self._final_summary()
             return None
         try:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from meshmirror.mirror_types import MirrorEndpoint, MirrorRequest, MirrorResult
-from meshmirror.sender_worker import FrameReader, encode_frame
+from meshmirror.sender_worker import FrameReader, copy_message, encode_frame
 from meshmirror.writer import call_on_done, check_limits
 
 __all__ = ["ProcessWriter", "can_spawn"]
@@ -108,7 +108,7 @@ class ProcessWriter:
         if self._proc is None and not self._start():
             self._complete(token, _failed("other", "mirror sender process not running"))
             return True
-        self._outq.append(("copy", token, pool_key, endpoint, request, capture))
+        self._outq.append(copy_message(token, pool_key, endpoint, request, capture))
         if not self._flush_scheduled:
             # One pipe write per loop iteration, however many copies were submitted in it.
             self._flush_scheduled = True
@@ -258,8 +258,8 @@ class ProcessWriter:
         self._deliver(data)
 
     def _deliver(self, data: bytes) -> None:
-        for token, result in self._frames.feed(data):
-            self._complete(token, result)
+        for message in self._frames.feed(data):
+            self._complete(message[0], MirrorResult(*message[1:]))
 
     def _died(self, why: str) -> None:
         proc = self._proc

@@ -7,8 +7,10 @@ exited): copies still in flight are cancelled and reported, then the process end
 
 Wire format, both ways: frames of a 4-byte big-endian length and a pickle of a list of messages.
 Pickle is safe here: both ends are this package, over private pipes between parent and child.
-Proxy -> sender: ("copy", token, pool_key, MirrorEndpoint, MirrorRequest, capture), ("cancel",).
-Sender -> proxy: (token, MirrorResult).
+Messages are plain tuples (`copy_message`, `result_message`): pickling the dataclasses
+themselves cost several times more per copy on the proxy's side.
+Proxy -> sender: ("copy", token, pool_key, *endpoint fields, method, target, headers, body,
+capture) and ("cancel",). Sender -> proxy: (token, *MirrorResult fields).
 
 Only the standard library and the writer's modules are imported: the process starts in about a
 tenth of a second and holds a few MB.
@@ -24,12 +26,44 @@ import struct
 import sys
 from typing import Any
 
-from meshmirror.mirror_types import MirrorResult
+from meshmirror.mirror_types import MirrorEndpoint, MirrorRequest, MirrorResult
 from meshmirror.writer import MirrorWriter
 
-__all__ = ["FrameReader", "encode_frame", "main"]
+__all__ = ["FrameReader", "copy_message", "encode_frame", "main", "result_message"]
 
 _LENGTH = struct.Struct(">I")
+
+
+def copy_message(
+    token: int, pool_key: str, endpoint: MirrorEndpoint, request: MirrorRequest, capture: int
+) -> tuple[Any, ...]:
+    e = endpoint
+    return (
+        "copy",
+        token,
+        pool_key,
+        (e.host, e.port, e.tls, e.sni, e.ca_file, e.insecure_skip_verify),
+        request.method,
+        request.target,
+        request.headers,
+        request.body,
+        capture,
+    )
+
+
+def result_message(token: int, r: MirrorResult) -> tuple[Any, ...]:
+    return (
+        token,
+        r.status,
+        r.failure,
+        r.detail,
+        r.latency,
+        r.bytes_sent,
+        r.bytes_received,
+        r.headers,
+        r.body,
+        r.body_truncated,
+    )
 
 
 def encode_frame(messages: list[Any]) -> bytes:
@@ -67,15 +101,21 @@ class _Worker:
         self.writer = writer
         self.out: asyncio.WriteTransport | None = None
         self.stopped = loop.create_future()
-        self._results: list[tuple[int, MirrorResult]] = []
+        self._results: list[tuple[Any, ...]] = []
         self._flush_scheduled = False
         self._frames = FrameReader()
+        # Endpoints repeat: one MirrorEndpoint per distinct tuple keeps the writer's pools keyed.
+        self._endpoints: dict[tuple[Any, ...], MirrorEndpoint] = {}
 
     def feed(self, data: bytes) -> None:
         for message in self._frames.feed(data):
             kind = message[0]
             if kind == "copy":
-                _, token, pool_key, endpoint, request, capture = message
+                _, token, pool_key, ep, method, target, headers, body, capture = message
+                endpoint = self._endpoints.get(ep)
+                if endpoint is None:
+                    endpoint = self._endpoints[ep] = MirrorEndpoint(*ep)
+                request = MirrorRequest(method, target, headers, body)
                 if not self.writer.submit(pool_key, endpoint, request, self._reply(token), capture):
                     # The proxy counts the cap before sending, so this cannot happen; answer anyway.
                     failed = MirrorResult(None, "other", "sender process over its cap", 0.0, 0, 0)
@@ -87,7 +127,7 @@ class _Worker:
         return lambda result: self._post(token, result)
 
     def _post(self, token: int, result: MirrorResult) -> None:
-        self._results.append((token, result))
+        self._results.append(result_message(token, result))
         if not self._flush_scheduled:
             # One frame per loop iteration, however many copies finished in it.
             self._flush_scheduled = True

@@ -394,3 +394,51 @@ def test_replay_recording_compares_waits_and_records(
         assert f.request.headers["host"] == "app.example.com-shadow"
         assert f.response is not None and f.response.status_code == 200
         assert json.loads(f.response.content or b"")["origin"] == "shadow-10.0.0.2"
+
+
+def test_hooks_mode_sends_mirror_flows_through_the_addon_chain(
+    tmp_path: Path, httpserver: HTTPServer, mirror_server: HTTPServer
+) -> None:
+    # mirror_flows=hooks: the mirror flows reach every addon, so mitmproxy's own `-w` saves them
+    # beside the originals; they are never mirrored again.
+    n = 4
+    mirror_server.expect_request(ANY).respond_with_handler(json_handler(shadow_payload))
+    cfg = write_config(
+        tmp_path,
+        service_entry("primary", "primary.local", httpserver.port),
+        service_entry("shadow", "shadow.local", mirror_server.port),
+        VS,
+    )
+    session = tmp_path / "session.mitm"
+    write_recording(session, n)
+    saved = tmp_path / "saved.mitm"
+    proc = subprocess.run(
+        [
+            str(MITMDUMP),
+            "-nr",
+            str(session),
+            "-s",
+            str(ADDON),
+            "-w",
+            str(saved),
+            "--set",
+            f"mirror_config={cfg}",
+            "--set",
+            "flow_detail=0",
+            "--set",
+            "mirror_flows=hooks",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(mirror_server.log) == n  # one copy each: the mirror flows were not mirrored
+    with open(saved, "rb") as fo:
+        flows = [f for f in io.FlowReader(fo).stream() if isinstance(f, http.HTTPFlow)]
+    ghosts = [f for f in flows if f.marked == ":ghost:"]
+    assert len(ghosts) == n
+    assert len(flows) == 2 * n
+    for f in ghosts:
+        assert f.request.headers["host"] == "app.example.com-shadow"
+        assert f.response is not None and f.response.status_code == 200
