@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 import h11
 from mitmproxy import http
 
+from meshmirror.percent import MILLION
 from meshmirror.transform import (
-    MILLION,
     Failure,
     HeaderOps,
     UpstreamPolicy,

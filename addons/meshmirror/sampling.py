@@ -15,6 +15,8 @@ import random
 from collections.abc import Sequence
 from typing import Literal, Protocol, TypeVar
 
+from meshmirror.percent import DENOMINATOR_NAMES
+
 SamplingMode = Literal["random", "request-id"]
 SAMPLING_MODES: tuple[str, ...] = ("random", "request-id")
 
@@ -105,8 +107,7 @@ def fraction_percent(policy: Fraction) -> float:
 
 def describe_fraction(policy: Fraction) -> str:
     """`50% (500000/MILLION)`, `100% (100/HUNDRED)`, `0.5699% (5699/MILLION)`."""
-    names = {100: "HUNDRED", 10_000: "TEN_THOUSAND", 1_000_000: "MILLION"}
-    denominator = names.get(policy.denominator, str(policy.denominator))
+    denominator = DENOMINATOR_NAMES.get(policy.denominator, str(policy.denominator))
     return f"{fraction_percent(policy):.6g}% ({policy.numerator}/{denominator})"
 
 

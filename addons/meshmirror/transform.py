@@ -28,10 +28,10 @@ from meshmirror.model import (
     HTTPRewrite,
     Percent,
 )
+from meshmirror.percent import MILLION
 
 Header = tuple[bytes, bytes]
 
-MILLION = 1_000_000
 _AUTHORITY_NAMES = frozenset({"host", ":authority"})
 
 # --- header operations ---
