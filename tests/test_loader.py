@@ -101,6 +101,26 @@ def test_duplicate_key_is_an_error_with_line() -> None:
     assert r.resources == []
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "expected"),
+    [
+        pytest.param("a: !!int foo\n", 1, "invalid scalar 'foo' for tag", id="int-value"),
+        pytest.param("a: 1\nb: !!float x\n", 2, "could not convert", id="float-value"),
+        pytest.param("a: !!timestamp 2020-99-99\n", 1, "month must be in 1..12", id="timestamp"),
+        pytest.param("!!int k: 1\n", 1, "invalid scalar 'k' for tag", id="key"),
+    ],
+)
+def test_explicitly_tagged_scalar_that_does_not_parse_is_a_located_error(
+    text: str, line: int, expected: str
+) -> None:
+    # PyYAML raises plain ValueErrors here, not YAMLErrors: they must still become messages.
+    r = load_text(text, "f.yaml")
+    (d,) = r.errors
+    assert expected in d.message
+    assert d.line == line
+    assert r.resources == []
+
+
 def test_yaml_syntax_error_has_line_and_column() -> None:
     r = load_text("apiVersion: v1\nkind: [unclosed\n", "bad.yaml")
     (d,) = r.errors
