@@ -307,3 +307,30 @@ def test_random_documents_never_raise(kind: tuple[str, str], spec: Any, extra: A
     if k == "List":
         body = {"apiVersion": api, "kind": k, "items": [spec, extra]}
     _check(yaml.safe_dump(body, allow_unicode=True) + "---\n" + yaml.safe_dump(extra))
+
+
+TAGS = ["!!int", "!!float", "!!bool", "!!null", "!!timestamp", "!!binary", "!!str", "!!set"]
+TAGS += ["!!omap", "!!pairs", "!!seq", "!!map", "!!python/object", "!custom"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["spec", "metadata", "hosts", "x", "kind"]),
+            st.sampled_from(TAGS),
+            st.text(st.characters(codec="ascii", exclude_characters="\n\r#"), max_size=12),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_explicit_tags_never_raise(lines: list[tuple[str, str, str, bool]]) -> None:
+    # Explicit tags reach PyYAML's constructors, which raise plain Python errors (ValueError,
+    # TypeError, ...) for values they cannot build; the loader must turn every one into a message.
+    text = "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+    for key, tag, value, on_key in lines:
+        quoted = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        text += f"{tag} {quoted}: 1\n" if on_key else f"{key}: {tag} {quoted}\n"
+    _check(text)

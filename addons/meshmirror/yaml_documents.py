@@ -159,9 +159,10 @@ class DocumentBuilder:
         return out
 
 
-# An explicit tag on a scalar that does not parse (`!!int foo`, `!!timestamp 2020-99-99`):
-# PyYAML's constructors raise the plain Python error, not a YAMLError.
-_SCALAR_ERRORS = (yaml.YAMLError, ValueError, TypeError, OverflowError)
+# An explicit tag on a scalar that does not parse (`!!int foo`, `!!int ""`, `!!timestamp
+# 2020-99-99`): PyYAML's constructors raise whatever Python raises (ValueError, IndexError,
+# TypeError, binascii errors ...), not a YAMLError. Any of them is a message about that scalar.
+_SCALAR_ERRORS = (Exception,)
 
 
 def _invalid_scalar(node: yaml.ScalarNode, e: Exception) -> str:
