@@ -18,6 +18,7 @@ from mitmproxy.test import taddons, tflow, tutils
 from meshmirror.addon import Mirror
 from meshmirror.sender_process import ProcessWriter
 from meshmirror.writer import MirrorEndpoint, MirrorRequest, MirrorResult
+from tests.processes import gone
 
 CONFIG = """
 apiVersion: networking.istio.io/v1beta1
@@ -286,12 +287,4 @@ async def test_done_stops_the_sender_process(config: Path) -> None:
         assert pid is not None
         assert m.done() is None  # nothing in flight: nothing to wait for
         assert writer.pid is None
-        assert _gone(pid)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+        assert gone(pid)

@@ -20,6 +20,7 @@ import pytest
 from meshmirror.mirror_types import MirrorEndpoint, MirrorRequest, MirrorResult
 from meshmirror.sender_process import ProcessWriter
 from meshmirror.sender_worker import FrameReader, copy_message, encode_frame
+from tests.processes import gone, wait_gone
 
 DEADLINE = 10.0
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -90,19 +91,6 @@ async def until(predicate: Callable[[], bool]) -> None:
             await asyncio.sleep(0.005)
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purpose (its parent has not collected it yet).
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 async def test_the_copies_are_sent_by_a_child_process(server: Server) -> None:
     w = ProcessWriter(timeout=5.0, max_inflight=100)
     results: list[MirrorResult] = []
@@ -122,7 +110,7 @@ async def test_the_copies_are_sent_by_a_child_process(server: Server) -> None:
     finally:
         w.close()
     assert w.pid is None
-    assert not alive(pid)
+    assert gone(pid)
 
 
 async def test_a_killed_sender_fails_only_its_copies_and_a_new_one_takes_over(
@@ -181,13 +169,10 @@ def test_the_sender_exits_when_the_proxy_dies_without_closing(tmp_path: Path) ->
     try:
         assert proxy.stdout is not None
         sender = int(proxy.stdout.readline())
-        assert alive(sender)
+        assert not gone(sender)
         proxy.kill()
         proxy.wait(DEADLINE)
-        deadline = time.monotonic() + DEADLINE
-        while alive(sender) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not alive(sender), "the sender process outlived its proxy"
+        assert wait_gone(sender, DEADLINE), "the sender process outlived its proxy"
     finally:
         if proxy.poll() is None:
             proxy.kill()

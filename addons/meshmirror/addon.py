@@ -29,6 +29,7 @@ from meshmirror.match import RequestView, match_request
 from meshmirror.mirror_types import CopyWriter
 from meshmirror.options import configured_listen_addrs, parse_option, register_options
 from meshmirror.outcomes import MirrorStats
+from meshmirror.registry import Cluster
 from meshmirror.reload import ConfigWatcher
 from meshmirror.routes import Route, RouteTable
 from meshmirror.sampling import Sampler, pick_weighted
@@ -291,15 +292,13 @@ class Mirror:
             if live:
                 primary.answer_locally(flow, route, view.scheme)
             return None
+        rid = _first_request_id(view)
+        gen = table.generation
         if live and route.fault is not None:
             delay, abort = self.primary.sample_fault(route)
             if delay > 0 or abort is not None:
-                gen = table.generation
-                rid = _first_request_id(view)
                 return self._faulted(flow, route, authority, streamed, gen, delay, abort, rid)
-        return self._forward(
-            flow, route, authority, streamed, table.generation, _first_request_id(view)
-        )
+        return self._forward(flow, route, authority, streamed, gen, rid)
 
     async def _faulted(
         self,
@@ -338,8 +337,8 @@ class Mirror:
         # Rewrites first: the copy must see the request as the primary sees it (spec 4.4).
         authority = primary.apply_rewrites(flow, route, dest, authority)
         live = flow.live and flow.response is None and flow.error is None
-        if live:
-            self._route_primary(req, route, rand)
+        if live and dest is not None:
+            self._route_primary(req, dest.cluster)
         if route.mirrors:
             self.fanout.mirror(flow, route, rand, authority, streamed, generation)
         if live and route.upstream is not None and not streamed:
@@ -347,10 +346,7 @@ class Mirror:
             return self.primary.exchange(flow, route.upstream, dest.cluster if dest else None)
         return None
 
-    def _route_primary(self, req: http.Request, route: Route, rand: int) -> None:
-        if not route.clusters:
-            return
-        cluster = pick_weighted(route.clusters, rand).cluster
+    def _route_primary(self, req: http.Request, cluster: Cluster) -> None:
         ep = self.endpoints.pick(cluster)
         if ep is None:
             return  # no endpoints in the config: the reverse-proxy upstream serves it
@@ -397,7 +393,7 @@ class Mirror:
 
 
 def _first_request_id(view: RequestView) -> str | None:
-    """The first X-Request-Id (the view joins repeated headers with ","), as headers.get gives."""
+    """The first X-Request-Id: the view joins repeated headers with ","."""
     rid = view.headers.get("x-request-id")
     if rid is not None and "," in rid:
         rid = rid.split(",", 1)[0]

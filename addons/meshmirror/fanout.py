@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from mitmproxy import http
 
@@ -48,6 +49,31 @@ class EndpointPicker:
         return eps[i % len(eps)]
 
 
+class HeaderFacts(NamedTuple):
+    """What the copy's guards and its X-Request-Id need from the request's header fields."""
+
+    marker: bool  # carries the loop-guard marker: it is itself a copy
+    upgrade: bool
+    request_id: str | None  # the first X-Request-Id, decoded as mitmproxy decodes values
+
+
+def scan_headers(fields: Iterable[tuple[bytes, bytes]]) -> HeaderFacts:
+    """One pass over the raw fields: each `name in req.headers` or `headers.get` would be a
+    scan of its own."""
+    marker = upgrade = False
+    request_id: bytes | None = None
+    for name, value in fields:
+        lname = name.lower()
+        if lname == shadow.MARKER_HEADER:
+            marker = True
+        elif lname == b"upgrade":
+            upgrade = True
+        elif lname == b"x-request-id" and request_id is None:
+            request_id = value
+    rid = None if request_id is None else request_id.decode("utf-8", "surrogateescape")
+    return HeaderFacts(marker, upgrade, rid)
+
+
 class Fanout:
     def __init__(self, inspection: Inspection, endpoints: EndpointPicker) -> None:
         self.inspection = inspection
@@ -63,7 +89,9 @@ class Fanout:
         # Mirror clusters found to point at our own listen address: their copies are `loop`.
         self.loop_clusters: frozenset[str] = frozenset()
 
-    def skip_reason(self, flow: http.HTTPFlow, streamed: bool, authority: str) -> str | None:
+    def skip_reason(
+        self, flow: http.HTTPFlow, streamed: bool, authority: str, fields: HeaderFacts
+    ) -> str | None:
         req = flow.request
         method = req.method.upper()
         if method == "CONNECT":
@@ -72,21 +100,13 @@ class Fanout:
             return "h2_preface"
         if self.methods and method not in self.methods:
             return "method"
-        marker = upgrade = False
-        # One pass over the raw fields: each `name in req.headers` would be a scan of its own.
-        for name, _ in req.headers.fields:
-            lname = name.lower()
-            if lname == shadow.MARKER_HEADER:
-                marker = True
-            elif lname == b"upgrade":
-                upgrade = True
-        if marker or shadow.is_shadow_host(authority, self.suffix):
+        if fields.marker or shadow.is_shadow_host(authority, self.suffix):
             return "loop"
         if flow.error is not None:
             return "killed"
         if flow.live and flow.response is not None:
             return "has_response"
-        if upgrade:
+        if fields.upgrade:
             return "upgrade"
         if streamed or req.raw_content is None:
             return "streamed_body"
@@ -106,19 +126,21 @@ class Fanout:
         writer = self.writer
         req = flow.request
         skip: str | None = None
-        checked = False
-        request_id: str | None = None
+        facts: HeaderFacts | None = None
+        shadow_authority = ""
+        mreq: MirrorRequest | None = None
         for policy in route.mirrors:
             if not should_mirror(policy, rand):
                 continue
             counters = self.stats.cluster(policy.cluster.name)
             counters.sampled += 1
-            if not checked:
-                skip = self.skip_reason(flow, streamed, authority)
+            if facts is None:
+                # Once per request, whatever the number of mirror policies.
+                facts = scan_headers(req.headers.fields)
+                skip = self.skip_reason(flow, streamed, authority, facts)
                 if skip is None and writer is None:
                     skip = "no_writer"
-                checked = True
-            shadow_authority = shadow.shadow_host(authority, self.suffix)
+                shadow_authority = shadow.shadow_host(authority, self.suffix)
             ep = self.endpoints.pick(policy.cluster)
             reason = skip or (None if ep is not None else "no_endpoints")
             if reason is None and policy.cluster.name in self.loop_clusters:
@@ -132,26 +154,27 @@ class Fanout:
                     Outcome.SKIPPED, route, policy, ep, shadow_authority, reason, generation
                 )
                 continue
-            if request_id is None:
-                request_id = req.headers.get("x-request-id")
+            if mreq is None:
+                # One copy serves every mirror policy: writers only read it.
+                request_id = facts.request_id
                 if request_id is None:
                     request_id = shadow.new_request_id()
                     if flow.live and flow.response is None:
                         # Known to be absent: appending skips the scan a headers[...] = does.
                         req.headers.fields += ((b"x-request-id", request_id.encode()),)
-            headers = shadow.mirror_headers(
-                req.headers.fields,
-                shadow=shadow_authority,
-                client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
-                request_id=request_id,
-                redact=self.redact,
-            )
-            mreq = MirrorRequest(
-                method=req.method,
-                target=req.path,
-                headers=headers,
-                body=req.raw_content or b"",
-            )
+                headers = shadow.mirror_headers(
+                    req.headers.fields,
+                    shadow=shadow_authority,
+                    client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+                    request_id=request_id,
+                    redact=self.redact,
+                )
+                mreq = MirrorRequest(
+                    method=req.method,
+                    target=req.path,
+                    headers=headers,
+                    body=req.raw_content or b"",
+                )
             target = mirror_endpoint(policy.cluster, ep)
             allowed, transition = self.breaker.allow(policy.cluster.name)
             if transition is not None:

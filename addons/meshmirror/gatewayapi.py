@@ -16,12 +16,8 @@ treat an HTTPRoute exactly like its Istio equivalent.
   several matches becomes one Istio route per match, as in Istio.
 - PathPrefix is element-wise: the generated VirtualService carries Istio's route-semantics
   annotation, and the compiler then emits Envoy's path_separated_prefix.
-- Filters: RequestMirror -> `mirrors[]` in order (fraction -> 100 * numerator / denominator
-  percent; percent -> percent; neither -> 100%); RequestHeaderModifier / ResponseHeaderModifier ->
-  `headers`; URLRewrite -> `rewrite`; RequestRedirect -> `redirect`; `timeouts.request` ->
-  `timeout`. backendRefs -> `route[]` with their weights; a rule without a usable backend answers
-  500 (`directResponse`), as Gateway API requires.
-- A mirror whose backendRef cannot be resolved is dropped with a warning; the route is kept.
+- Filters (RequestMirror -> `mirrors[]`, header modifiers, URLRewrite, RequestRedirect) and
+  backendRefs: how each becomes Istio's field is listed in gatewayapi_rules.
 
 Diagnostics about a generated VirtualService point at the HTTPRoute (file, document, YAML path).
 

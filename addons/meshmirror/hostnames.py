@@ -1,12 +1,12 @@
 """Istio host names: the cluster domain, short-name resolution and wildcard host matching (pure).
 
 Kept apart from the registry because Gateway, Gateway API and delegate handling need the same
-host rules without the registry's services and endpoints; it imports nothing from meshmirror.
+host rules without the registry's services and endpoints.
 """
 
 from __future__ import annotations
 
-import ipaddress
+from meshmirror.validate.names import is_ip
 
 DOMAIN_SUFFIX = "cluster.local"
 
@@ -14,17 +14,9 @@ DOMAIN_SUFFIX = "cluster.local"
 def resolve_short_name(host: str, namespace: str) -> str:
     """Istio `ResolveShortnameToFQDN`: `httpbin` in ns `default` ->
     `httpbin.default.svc.cluster.local`; `*`, IPs and names containing a dot are unchanged."""
-    if not host or host == "*" or "." in host or _is_ip(host):
+    if not host or host == "*" or "." in host or is_ip(host):
         return host
     return f"{host}.{namespace}.svc.{DOMAIN_SUFFIX}"
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def host_matches(pattern: str, host: str) -> bool:

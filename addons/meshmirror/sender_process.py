@@ -29,7 +29,7 @@ from typing import Any
 
 from meshmirror.mirror_types import MirrorEndpoint, MirrorRequest, MirrorResult
 from meshmirror.sender_worker import FrameReader, copy_message, encode_frame
-from meshmirror.writer import call_on_done, check_limits
+from meshmirror.writer import InflightCaps, call_on_done, check_limits
 
 __all__ = ["ProcessWriter", "can_spawn"]
 
@@ -68,8 +68,7 @@ class ProcessWriter:
                 "max_response_body": max_response_body,
             }
         )
-        self._max_inflight = max_inflight
-        self._inflight: dict[str, int] = {}
+        self._caps = InflightCaps(max_inflight)
         self._pending: dict[int, tuple[str, Callable[[MirrorResult], None]]] = {}
         self._next_token = 0
         self._cancelled = 0
@@ -98,22 +97,15 @@ class ProcessWriter:
     ) -> bool:
         """As MirrorWriter.submit. on_done is called later, on this loop; only when the sender
         process cannot be started is it called at once (failure `other`)."""
-        count = self._inflight.get(pool_key, 0)
-        if count >= self._max_inflight:
+        if not self._caps.take(pool_key):
             return False
-        self._inflight[pool_key] = count + 1
         token = self._next_token
         self._next_token = token + 1
         self._pending[token] = (pool_key, on_done)
         if self._proc is None and not self._start():
             self._complete(token, _failed("other", "mirror sender process not running"))
             return True
-        self._outq.append(copy_message(token, pool_key, endpoint, request, capture))
-        if not self._flush_scheduled:
-            # One pipe write per loop iteration, however many copies were submitted in it.
-            self._flush_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._flush)
+        self._send(copy_message(token, pool_key, endpoint, request, capture))
         return True
 
     def start(self) -> None:
@@ -124,9 +116,7 @@ class ProcessWriter:
             self._start()
 
     def inflight(self, pool_key: str | None = None) -> int:
-        if pool_key is None:
-            return len(self._pending)
-        return self._inflight.get(pool_key, 0)
+        return self._caps.count(pool_key)
 
     @property
     def pid(self) -> int | None:
@@ -208,6 +198,7 @@ class ProcessWriter:
     def _send(self, message: Any) -> None:
         self._outq.append(message)
         if not self._flush_scheduled and self._loop is not None:
+            # One pipe write per loop iteration, however many messages were queued in it.
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
@@ -315,11 +306,7 @@ class ProcessWriter:
         pool_key, on_done = entry
         if result.failure == "cancelled":
             self._cancelled += 1
-        count = self._inflight.get(pool_key, 0) - 1
-        if count > 0:
-            self._inflight[pool_key] = count
-        else:
-            self._inflight.pop(pool_key, None)
+        self._caps.release(pool_key)
         self.callback_errors += call_on_done(on_done, result, self.callback_errors)
 
     def _fail_all(self, failure: str, detail: str) -> None:

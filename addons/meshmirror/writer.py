@@ -39,6 +39,7 @@ __all__ = [
     "MirrorEndpoint",
     "MirrorRequest",
     "MirrorResult",
+    "InflightCaps",
     "MirrorWriter",
     "call_on_done",
     "check_limits",
@@ -53,6 +54,37 @@ def check_limits(timeout: float, max_inflight: int) -> None:
         raise ValueError("timeout must be > 0")
     if max_inflight < 1:
         raise ValueError("max_inflight must be >= 1")
+
+
+class InflightCaps:
+    """Copies in flight per pool key, each key capped at `limit`: both writers count here
+    before they accept a copy, and release when its on_done is due."""
+
+    __slots__ = ("limit", "_counts")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._counts: dict[str, int] = {}
+
+    def take(self, key: str) -> bool:
+        """One more in flight for key; False (nothing taken) when key is at its cap."""
+        count = self._counts.get(key, 0)
+        if count >= self.limit:
+            return False
+        self._counts[key] = count + 1
+        return True
+
+    def release(self, key: str) -> None:
+        count = self._counts.get(key, 0) - 1
+        if count > 0:
+            self._counts[key] = count
+        else:
+            self._counts.pop(key, None)
+
+    def count(self, key: str | None = None) -> int:
+        if key is None:
+            return sum(self._counts.values())
+        return self._counts.get(key, 0)
 
 
 def call_on_done(
@@ -123,11 +155,10 @@ class MirrorWriter:
     ) -> None:
         check_limits(timeout, max_inflight)
         self._timeout = timeout
-        self._max_inflight = max_inflight
+        self._caps = InflightCaps(max_inflight)
         self._connect_timeout = connect_timeout
         self._max_idle = max(0, max_idle_per_endpoint)
         self._max_body = max(0, max_response_body)
-        self._inflight: dict[str, int] = {}
         self._live: set[_Copy] = set()
         self._pools: dict[MirrorEndpoint, IdlePool] = {}
         self._ssl_contexts: dict[tuple[str | None, bool], ssl.SSLContext | TLSConfigError] = {}
@@ -149,10 +180,8 @@ class MirrorWriter:
         called exactly once (possibly before submit returns: mitmproxy 12 on py3.12+ installs an
         eager task factory, so create_task may run the coroutine inline up to its first await).
         capture > 0 keeps the response's headers and up to that many body bytes in the result."""
-        count = self._inflight.get(pool_key, 0)
-        if count >= self._max_inflight:
+        if not self._caps.take(pool_key):
             return False
-        self._inflight[pool_key] = count + 1
         loop = asyncio.get_running_loop()
         copy = _Copy(pool_key, on_done, time.monotonic(), capture)
         # Registered before the task exists: an eagerly-run copy may finish inside create_task.
@@ -163,16 +192,12 @@ class MirrorWriter:
             # Only a closed or broken loop gets here; undo so the caller sees just the raise.
             self._live.discard(copy)
             copy.finished = True
-            self._inflight[pool_key] -= 1
-            if not self._inflight[pool_key]:
-                del self._inflight[pool_key]
+            self._caps.release(pool_key)
             raise
         return True
 
     def inflight(self, pool_key: str | None = None) -> int:
-        if pool_key is None:
-            return sum(self._inflight.values())
-        return self._inflight.get(pool_key, 0)
+        return self._caps.count(pool_key)
 
     async def drain(self, timeout: float) -> int:
         """Wait up to timeout for in-flight copies; cancel the rest (on_done gets "cancelled").
@@ -233,12 +258,7 @@ class MirrorWriter:
         if copy.finished:
             return
         copy.finished = True
-        key = copy.pool_key
-        count = self._inflight.get(key, 0) - 1
-        if count > 0:
-            self._inflight[key] = count
-        else:
-            self._inflight.pop(key, None)
+        self._caps.release(copy.pool_key)
         latency = time.monotonic() - copy.started
         if captured is None:
             result = MirrorResult(status, failure, detail, latency, copy.sent, received)

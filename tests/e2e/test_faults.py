@@ -19,6 +19,7 @@ from werkzeug import Request, Response
 
 from tests.e2e import faultservers as fs
 from tests.e2e.harness import Proxy, start_proxy, wait_for
+from tests.processes import wait_gone
 
 FAST = ("mirror_timeout=500ms", "mirror_verbosity=each", "mirror_summary_interval=0")
 OUTCOME_RE = re.compile(r"\bmirror (sent \d+|failed: |dropped: |skipped: )")
@@ -255,14 +256,6 @@ def _sender_children(pid: int) -> list[int]:
     return out
 
 
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 def test_one_sender_process_runs_beside_mitmdump_and_ends_with_it(
     primary: HTTPServer, tmp_path: Path
 ) -> None:
@@ -285,10 +278,7 @@ def test_one_sender_process_runs_beside_mitmdump_and_ends_with_it(
     finally:
         proxy.stop()
         silent.close()
-    deadline = time.monotonic() + 5
-    while not _gone(senders[0]) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _gone(senders[0]), "the sender process outlived mitmdump"
+    assert wait_gone(senders[0], 5), "the sender process outlived mitmdump"
 
 
 def test_circuit_half_opens_after_cooldown_and_probe_closes_it(

@@ -333,14 +333,15 @@ def write_recording(path: Path, n: int) -> None:
             w.add(f)
 
 
-def test_replay_recording_compares_waits_and_records(
+def replay(
     tmp_path: Path,
     httpserver: HTTPServer,
     mirror_server: HTTPServer,
-) -> None:
-    n = 10
-    # A slow shadow: the copies are still in flight when the last flow is read.
-    mirror_server.expect_request(ANY).respond_with_handler(json_handler(shadow_payload, delay=0.3))
+    n: int,
+    *args: str,
+) -> subprocess.CompletedProcess[str]:
+    """`mitmdump -nr` of an n-flow recording through the addon (config: primary and shadow on
+    the test servers); `args` are more mitmdump arguments."""
     cfg = write_config(
         tmp_path,
         service_entry("primary", "primary.local", httpserver.port),
@@ -349,30 +350,29 @@ def test_replay_recording_compares_waits_and_records(
     )
     session = tmp_path / "session.mitm"
     write_recording(session, n)
+    cmd = [str(MITMDUMP), "-nr", str(session), "-s", str(ADDON), "--set", f"mirror_config={cfg}"]
+    cmd += ["--set", "flow_detail=0", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_replay_recording_compares_waits_and_records(
+    tmp_path: Path,
+    httpserver: HTTPServer,
+    mirror_server: HTTPServer,
+) -> None:
+    n = 10
+    # A slow shadow: the copies are still in flight when the last flow is read.
+    mirror_server.expect_request(ANY).respond_with_handler(json_handler(shadow_payload, delay=0.3))
     log = tmp_path / "outcomes.jsonl"
     shadow = tmp_path / "shadow.mitm"
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [
-            str(MITMDUMP),
-            "-nr",
-            str(session),
-            "-s",
-            str(ADDON),
-            "--set",
-            f"mirror_config={cfg}",
-            "--set",
-            "flow_detail=0",
-            "--set",
-            f"mirror_log={log}",
-            "--set",
-            f"mirror_record={shadow}",
-            "--set",
-            "mirror_replay_rate=25",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = replay(
+        tmp_path,
+        httpserver,
+        mirror_server,
+        n,
+        *("--set", f"mirror_log={log}", "--set", f"mirror_record={shadow}"),
+        *("--set", "mirror_replay_rate=25"),
     )
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -403,34 +403,9 @@ def test_hooks_mode_sends_mirror_flows_through_the_addon_chain(
     # beside the originals; they are never mirrored again.
     n = 4
     mirror_server.expect_request(ANY).respond_with_handler(json_handler(shadow_payload))
-    cfg = write_config(
-        tmp_path,
-        service_entry("primary", "primary.local", httpserver.port),
-        service_entry("shadow", "shadow.local", mirror_server.port),
-        VS,
-    )
-    session = tmp_path / "session.mitm"
-    write_recording(session, n)
     saved = tmp_path / "saved.mitm"
-    proc = subprocess.run(
-        [
-            str(MITMDUMP),
-            "-nr",
-            str(session),
-            "-s",
-            str(ADDON),
-            "-w",
-            str(saved),
-            "--set",
-            f"mirror_config={cfg}",
-            "--set",
-            "flow_detail=0",
-            "--set",
-            "mirror_flows=hooks",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = replay(
+        tmp_path, httpserver, mirror_server, n, "-w", str(saved), "--set", "mirror_flows=hooks"
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(mirror_server.log) == n  # one copy each: the mirror flows were not mirrored
