@@ -4,6 +4,6 @@ The logic lives in the `meshmirror` package next to this file (installed editabl
 scripts/setup; mitmproxy also puts this directory on sys.path while loading the script).
 """
 
-from meshmirror.addon import Mirror
+from meshmirror.mitm.addon import Mirror
 
 addons = [Mirror()]

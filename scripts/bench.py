@@ -1651,7 +1651,7 @@ def machine_info(settings: Settings) -> dict[str, Any]:
 
 
 def addon_importable() -> str | None:
-    rc, out = run_quiet([sys.executable, "-c", "import meshmirror.addon"], timeout=60)
+    rc, out = run_quiet([sys.executable, "-c", "import meshmirror.mitm.addon"], timeout=60)
     return None if rc == 0 else (out.splitlines()[-1] if out else f"exit {rc}")
 
 

@@ -15,11 +15,13 @@ import random
 import statistics
 import time
 
+from meshmirror.config.destinations import ServiceEntry
+from meshmirror.config.resources import LoadedResource
+from meshmirror.config.virtualservice import VirtualService
 from meshmirror.diagnostics import Source
-from meshmirror.loader import LoadedResource
-from meshmirror.match import RequestView, match_request
-from meshmirror.model import ServiceEntry, VirtualService
-from meshmirror.routes import compile_route_table
+from meshmirror.routing.compile import compile_route_table
+from meshmirror.routing.match import match_request
+from meshmirror.routing.request_view import RequestView
 
 
 def build_resources(hosts: int, rules_per_host: int) -> list[LoadedResource]:

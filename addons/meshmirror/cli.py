@@ -14,13 +14,15 @@ from collections.abc import Sequence
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from meshmirror import __version__, shadow
-from meshmirror.configset import ConfigSet, load_config_set
+from meshmirror import __version__
+from meshmirror.config.loader import PathError, discover_config_sets
 from meshmirror.diagnostics import Severity
-from meshmirror.loader import PathError, discover_config_sets
-from meshmirror.match import RequestView, explain_request
-from meshmirror.routes import RouteTable
-from meshmirror.sampling import describe_fraction
+from meshmirror.mirror import shadow
+from meshmirror.pipeline import ConfigSet, load_config_set
+from meshmirror.routing.explain import explain_request
+from meshmirror.routing.request_view import RequestView
+from meshmirror.routing.sampling import describe_fraction
+from meshmirror.routing.table import RouteTable
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -291,8 +293,8 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
-    from meshmirror.outcome_log import read_records
-    from meshmirror.report import build_report, render_html, render_text
+    from meshmirror.outcomes.log import read_records
+    from meshmirror.outcomes.report import build_report, render_html, render_text
 
     try:
         records = read_records(args.log)

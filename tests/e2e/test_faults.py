@@ -249,7 +249,7 @@ def _sender_children(pid: int) -> list[int]:
     for child in children:
         try:
             with open(f"/proc/{child}/cmdline", "rb") as f:
-                if b"meshmirror.sender_worker" in f.read():
+                if b"meshmirror.mirror.worker" in f.read():
                     out.append(child)
         except FileNotFoundError:
             pass

@@ -22,7 +22,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request
 
-from meshmirror.validate import NOT_YET_SERVED
+from meshmirror.validate.virtualservice import NOT_YET_SERVED
 from tests.e2e.harness import Proxy, wait_for
 
 ANY = re.compile(r".*")

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from meshmirror.config.base import HeaderOperations, Headers
+from meshmirror.config.resources import LoadedResource
 from meshmirror.diagnostics import Diagnostic, Path, Severity
-from meshmirror.durations import check_istio_duration, parse_duration_ns
-from meshmirror.loader import LoadedResource
-from meshmirror.model import HeaderOperations, Headers
-from meshmirror.validate.gocompat import go_quote
+from meshmirror.golang import check_istio_duration, go_quote, parse_duration_ns
 from meshmirror.validate.headers import (
     header_name_with_authority_error,
     header_operation_name_error,

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from meshmirror.diagnostics import Path
-from meshmirror.model import (
+from meshmirror.config.destinations import (
     ClientTLSSettings,
     ConnectionPoolSettings,
     DestinationRule,
     PortTrafficPolicy,
     TrafficPolicy,
 )
+from meshmirror.diagnostics import Path
 from meshmirror.validate.checker import Checker
 from meshmirror.validate.destinations import subset_name_error
 from meshmirror.validate.names import validate_wildcard_domain

@@ -5,16 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from meshmirror.diagnostics import Path
-from meshmirror.model import (
-    Destination,
+from meshmirror.config.base import Destination, Percent
+from meshmirror.config.virtualservice import (
     HTTPMirrorPolicy,
     HTTPRouteDestination,
-    Percent,
     RouteDestination,
 )
+from meshmirror.diagnostics import Path
+from meshmirror.golang import go_float
 from meshmirror.validate.checker import Checker
-from meshmirror.validate.gocompat import go_float
 from meshmirror.validate.names import is_dns1123_label, validate_wildcard_domain
 
 

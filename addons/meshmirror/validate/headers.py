@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from meshmirror.validate.gocompat import go_quote
+from meshmirror.golang import go_quote
 
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~A-Za-z0-9]+\Z")
 _HEADER_VALUE_BAD_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f]")

@@ -8,18 +8,18 @@ import math
 
 from pydantic.alias_generators import to_snake
 
-from meshmirror.diagnostics import Path
-from meshmirror.model import (
+from meshmirror.config.base import Headers, Percent
+from meshmirror.config.virtualservice import (
     CorsPolicy,
-    Headers,
     HTTPDirectResponse,
     HTTPFaultInjection,
     HTTPRedirect,
     HTTPRetry,
     HTTPRewrite,
     HTTPRoute,
-    Percent,
 )
+from meshmirror.diagnostics import Path
+from meshmirror.golang import go_atoi_ok, go_quote, go_value
 from meshmirror.validate.checker import Checker
 from meshmirror.validate.destinations import (
     check_percent,
@@ -27,7 +27,6 @@ from meshmirror.validate.destinations import (
     validate_http_route_destinations,
     validate_mirror_policy,
 )
-from meshmirror.validate.gocompat import go_atoi_ok, go_quote, go_value
 from meshmirror.validate.headers import HEADER_NAME_RE, is_authority_header
 from meshmirror.validate.matches import (
     regex_error,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from meshmirror.model import KubernetesService
+from meshmirror.config.destinations import KubernetesService
+from meshmirror.golang import go_quote
 from meshmirror.validate.checker import Checker
-from meshmirror.validate.gocompat import go_quote
 from meshmirror.validate.names import is_dns1123_label
 
 _IANA_SVC_NAME_CHARS = re.compile(r"^[-a-z0-9]+\Z")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re2
 
+from meshmirror.config.base import StringMatch
+from meshmirror.config.virtualservice import HTTPRoute
 from meshmirror.diagnostics import Path
-from meshmirror.model import HTTPRoute, StringMatch
+from meshmirror.golang import go_quote
+from meshmirror.regex import compile_regex
 from meshmirror.validate.checker import Checker
-from meshmirror.validate.gocompat import go_quote
 from meshmirror.validate.headers import header_match_name_error
 from meshmirror.validate.names import is_dns1123_label
 
@@ -15,10 +17,8 @@ MAX_REGEX_LEN = 1024
 
 
 def _re2_error(pattern: str) -> str | None:
-    options = re2.Options()
-    options.log_errors = False  # the C++ library would otherwise print to stderr
     try:
-        re2.compile(pattern, options=options)
+        compile_regex(pattern)
     except re2.error as e:
         raw = e.args[0] if e.args else e
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)

@@ -7,7 +7,8 @@ import posixpath
 import re
 from collections.abc import Mapping
 
-from meshmirror.validate.gocompat import go_atoi_ok, go_quote
+from meshmirror.golang import go_atoi_ok, go_quote
+from meshmirror.hosts import is_ip
 
 UNIX_PREFIX = "unix://"
 
@@ -96,14 +97,6 @@ def validate_wildcard_domain_for_gateway_vs(sni: bool, domain: str) -> str | Non
             )
         return None
     return validate_wildcard_domain(domain)
-
-
-def is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def validate_ip_subnet(subnet: str) -> str | None:

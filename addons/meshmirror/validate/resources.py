@@ -5,22 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from meshmirror.diagnostics import Diagnostic, Severity
-from meshmirror.loader import LoadedResource
-from meshmirror.model import (
+from meshmirror.config.destinations import (
     DestinationRule,
-    Gateway,
     KubernetesService,
     ServiceEntry,
-    VirtualService,
     WorkloadEntry,
 )
-from meshmirror.model_gateway_api import Gateway as GatewayAPIGateway
-from meshmirror.model_gateway_api import HTTPRoute as GatewayAPIHTTPRoute
+from meshmirror.config.gateway_api import Gateway as GatewayAPIGateway
+from meshmirror.config.gateway_api import HTTPRoute as GatewayAPIHTTPRoute
+from meshmirror.config.istio_gateway import Gateway
+from meshmirror.config.resources import LoadedResource
+from meshmirror.config.virtualservice import VirtualService
+from meshmirror.diagnostics import Diagnostic, Severity
 from meshmirror.validate.checker import Checker
 from meshmirror.validate.destinationrule import validate_destination_rule
-from meshmirror.validate.gateway import validate_gateway
-from meshmirror.validate.gatewayapi import validate_gateway_api_gateway, validate_http_route
+from meshmirror.validate.gateway_api import validate_gateway_api_gateway, validate_http_route
+from meshmirror.validate.istio_gateway import validate_gateway
 from meshmirror.validate.kubernetes import validate_kubernetes_service
 from meshmirror.validate.serviceentry import (
     validate_service_entry,

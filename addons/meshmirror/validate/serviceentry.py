@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from meshmirror.config.destinations import ServiceEntry, WorkloadEntry, WorkloadEntrySpec
 from meshmirror.diagnostics import Path
-from meshmirror.model import ServiceEntry, WorkloadEntry, WorkloadEntrySpec
+from meshmirror.golang import go_quote
+from meshmirror.hosts import is_ip
 from meshmirror.validate.checker import Checker
-from meshmirror.validate.gocompat import go_quote
 from meshmirror.validate.names import (
     UNIX_PREFIX,
     is_dns1123_label,
-    is_ip,
     validate_fqdn,
     validate_ip_subnet,
     validate_unix_address,

@@ -6,26 +6,26 @@ from collections.abc import Mapping, Sequence
 
 from pydantic.alias_generators import to_snake
 
+from meshmirror.config.virtualservice import HTTPRoute, TCPRoute, TLSRoute, VirtualService
 from meshmirror.diagnostics import Path
-from meshmirror.model import HTTPRoute, TCPRoute, TLSRoute, VirtualService
-from meshmirror.validate.analysis import analyze_unreachable_http_rules
+from meshmirror.golang import go_list, go_quote
+from meshmirror.hosts import is_ip
 from meshmirror.validate.checker import Checker
 from meshmirror.validate.destinations import validate_http_route_destinations
-from meshmirror.validate.gocompat import go_list, go_quote
 from meshmirror.validate.headers import is_jwt_claim
 from meshmirror.validate.httproute import validate_http_route
 from meshmirror.validate.names import (
     host_subset_of,
     hosts_match,
-    is_ip,
     validate_ip_subnet,
     validate_wildcard_domain,
     validate_wildcard_domain_for_gateway_vs,
 )
+from meshmirror.validate.unreachable import analyze_unreachable_http_rules
 
 #: HTTPRoute fields (CRD spelling) that are parsed and validated but that meshmirror does not act on
 #: yet; each present one gets a warning. Shrink this as features land. (fault, retries, timeout,
-#: rewrite, redirect, directResponse, delegate and headers are served: transform.py, primary.py.)
+#: rewrite, redirect, directResponse, delegate and headers are served: policy/, mitm/primary.py.)
 NOT_YET_SERVED: tuple[str, ...] = ("corsPolicy",)
 
 

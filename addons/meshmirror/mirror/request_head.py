@@ -1,0 +1,83 @@
+"""HTTP/1.1 request-head encoding for mirror copies: hop-by-hop fields dropped, framing checked."""
+
+from __future__ import annotations
+
+from meshmirror.mirror.failures import InvalidRequest
+from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest
+
+# Content-Length is dropped too: the writer always recomputes it from the body it sends.
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+    }
+)
+_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+
+
+def encode_head(request: MirrorRequest, endpoint: MirrorEndpoint) -> bytes:
+    method = request.method.encode("ascii")
+    # mitmproxy exposes non-UTF-8 path bytes as surrogates; this restores them byte-exact.
+    target = (request.target or "/").encode("utf-8", "surrogateescape")
+    if b" " in target:
+        raise InvalidRequest("target contains a space")
+    headers = request.headers
+    lows = [name.lower() for name, _ in headers]
+    drop = _HOP_BY_HOP
+    if b"connection" in lows:
+        extra = {
+            token.strip().lower()
+            for low, (_, value) in zip(lows, headers, strict=True)
+            if low == b"connection"
+            for token in value.split(b",")
+        }
+        # Never let a Connection token strip Host: the copy would become unroutable.
+        extra.discard(b"host")
+        if not extra <= _HOP_BY_HOP:  # usually just "keep-alive"/"close": skip the union
+            drop = drop | extra
+    out = [method, b" ", target, b" HTTP/1.1\r\n"]
+    has_host = False
+    for low, (name, value) in zip(lows, headers, strict=True):
+        if low in drop:
+            continue
+        if low == b"host":
+            has_host = True
+        out += (name, b": ", value, b"\r\n")
+    if not has_host:
+        # HTTP/1.1 requires Host; the caller normally supplies the shadow host already.
+        host = endpoint.host
+        if not host.isascii():
+            host = host.encode("idna").decode("ascii")
+        if ":" in host:
+            host = f"[{host}]"
+        if endpoint.port != (443 if endpoint.tls else 80):
+            host = f"{host}:{endpoint.port}"
+        out[4:4] = (b"Host", b": ", host.encode("ascii"), b"\r\n")
+    body_len = len(request.body)
+    if body_len or method in _BODY_METHODS:
+        out += (b"Content-Length: ", str(body_len).encode("ascii"), b"\r\n")
+    out.append(b"\r\n")
+    head = b"".join(out)
+    # One cheap pass instead of checking every value: each CRLF we emitted is the only one allowed.
+    lines = len(out) // 4 + 1  # request line, one line per header (4 parts), final CRLF
+    if head.count(b"\n") != lines or head.count(b"\r") != lines:
+        raise InvalidRequest(_find_bad_field(method, target, headers))
+    return head
+
+
+def _find_bad_field(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> str:
+    # Names the offending field without echoing values (they may be secrets).
+    if b"\r" in method or b"\n" in method:
+        return "method contains CR/LF"
+    if b"\r" in target or b"\n" in target:
+        return "target contains CR/LF"
+    for index, (name, value) in enumerate(headers):
+        if b"\r" in name or b"\n" in name or b"\r" in value or b"\n" in value:
+            return f"header #{index} contains CR/LF"
+    return "request head contains CR/LF"

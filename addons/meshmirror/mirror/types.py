@@ -1,0 +1,65 @@
+"""The mirror writer's vocabulary: where a copy goes, what it carries, how it ended.
+
+Plain data, no behaviour, so the wire layer, the pools and the writer can all depend on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorEndpoint:
+    host: str  # IP or DNS name to connect to
+    port: int
+    tls: bool = False
+    sni: str | None = None  # TLS server_hostname; None -> host (no SNI for IP literals)
+    ca_file: str | None = None  # PEM bundle; None -> system default trust
+    insecure_skip_verify: bool = False
+
+
+@dataclass(slots=True)
+class MirrorRequest:
+    method: str
+    target: str  # origin-form: "/path?query"
+    headers: list[tuple[bytes, bytes]]  # as sent, incl. Host (already the shadow host)
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorResult:
+    status: int | None  # HTTP status when the mirror answered
+    failure: str | None  # one of FAILURE_CLASSES when it did not
+    detail: str  # short text for logs; never contains request header values
+    latency: float  # seconds from submit to completion
+    bytes_sent: int  # request bytes written (head + body) on the attempt reported
+    bytes_received: int  # response bytes read (head + body framing), body discarded
+    # Only with submit(capture=N > 0): the response's header fields and its first N body bytes
+    # (raw, still content-encoded); body_truncated when the body was longer than what was kept.
+    headers: tuple[tuple[bytes, bytes], ...] | None = None
+    body: bytes | None = None
+    body_truncated: bool = False
+
+
+class CopyWriter(Protocol):
+    """What the fan-out needs from a sender: writer.MirrorWriter (copies on the proxy's loop)
+    and sender.ProcessWriter (copies sent by a child process) both provide it."""
+
+    callback_errors: int
+
+    def submit(
+        self,
+        pool_key: str,
+        endpoint: MirrorEndpoint,
+        request: MirrorRequest,
+        on_done: Callable[[MirrorResult], None],
+        capture: int = 0,
+    ) -> bool: ...
+
+    def inflight(self, pool_key: str | None = None) -> int: ...
+
+    async def drain(self, timeout: float) -> int: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,396 @@
+"""The mirror writer: sends fire-and-forget HTTP/1.1 copies to shadow services.
+
+Pure asyncio (no mitmproxy imports) so it runs on mitmproxy's event loop and is testable alone.
+Each copy is one task bounded by a per-pool-key in-flight cap and an overall timeout; connections
+are pooled per endpoint (pool.py) and reused LIFO. Responses are parsed incrementally inside the
+protocol (http1.py) and their bodies discarded as they arrive, so a copy never buffers more than a
+response head. The request head is serialised by request_head.py; exceptions are mapped to
+failure classes once, here, by failures.classify.
+
+Every accepted copy ends in exactly one ``on_done(MirrorResult)``; network problems never raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from meshmirror.mirror.failures import (
+    ClosedEarly,
+    ConnectTimeout,
+    TLSConfigError,
+    classify,
+    short_error,
+)
+from meshmirror.mirror.http1 import Captured, Connection, take_capture
+from meshmirror.mirror.pool import IdlePool
+from meshmirror.mirror.request_head import encode_head
+from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
+
+log = logging.getLogger("meshmirror.writer")
+
+
+def check_limits(timeout: float, max_inflight: int) -> None:
+    """The writers' argument checks (MirrorWriter and sender.ProcessWriter)."""
+    if timeout <= 0:
+        raise ValueError("timeout must be > 0")
+    if max_inflight < 1:
+        raise ValueError("max_inflight must be >= 1")
+
+
+class InflightCaps:
+    """Copies in flight per pool key, each key capped at `limit`: both writers count here
+    before they accept a copy, and release when its on_done is due."""
+
+    __slots__ = ("limit", "_counts")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._counts: dict[str, int] = {}
+
+    def take(self, key: str) -> bool:
+        """One more in flight for key; False (nothing taken) when key is at its cap."""
+        count = self._counts.get(key, 0)
+        if count >= self.limit:
+            return False
+        self._counts[key] = count + 1
+        return True
+
+    def release(self, key: str) -> None:
+        count = self._counts.get(key, 0) - 1
+        if count > 0:
+            self._counts[key] = count
+        else:
+            self._counts.pop(key, None)
+
+    def count(self, key: str | None = None) -> int:
+        if key is None:
+            return sum(self._counts.values())
+        return self._counts.get(key, 0)
+
+
+def call_on_done(
+    on_done: Callable[[MirrorResult], None], result: MirrorResult, errors_so_far: int
+) -> int:
+    """Run a copy's callback; returns 1 if it raised (only the first is logged, with its
+    traceback, so a broken callback cannot flood the log), else 0."""
+    try:
+        on_done(result)
+    except Exception:
+        if errors_so_far == 0:
+            log.exception(
+                "mirror on_done callback raised; further callback errors are only counted"
+            )
+        return 1
+    return 0
+
+
+class _Copy:
+    """Book-keeping for one accepted submit."""
+
+    __slots__ = (
+        "pool_key",
+        "on_done",
+        "started",
+        "finished",
+        "task",
+        "conn",
+        "phase",
+        "sent",
+        "capture",
+    )
+
+    def __init__(
+        self,
+        pool_key: str,
+        on_done: Callable[[MirrorResult], None],
+        started: float,
+        capture: int = 0,
+    ) -> None:
+        self.pool_key = pool_key
+        self.on_done = on_done
+        self.started = started
+        self.finished = False
+        self.task: asyncio.Task[None] | None = None
+        self.conn: Connection | None = None
+        self.phase = "starting"
+        self.sent = 0
+        self.capture = capture
+
+
+# create_connection(all_errors=...) appeared in 3.12; without it, several failed addresses
+# collapse into a bare OSError("Multiple exceptions: ...") that cannot be classified.
+_CONNECT_KWARGS: dict[str, Any] = {"all_errors": True} if sys.version_info >= (3, 12) else {}
+
+
+class MirrorWriter:
+    """Sends mirror copies: pooled per endpoint, bounded per pool key, timed, fire-and-forget."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        max_inflight: int,
+        connect_timeout: float | None = None,
+        max_idle_per_endpoint: int = 16,
+        max_response_body: int = 8 * 1024 * 1024,
+    ) -> None:
+        check_limits(timeout, max_inflight)
+        self._timeout = timeout
+        self._caps = InflightCaps(max_inflight)
+        self._connect_timeout = connect_timeout
+        self._max_idle = max(0, max_idle_per_endpoint)
+        self._max_body = max(0, max_response_body)
+        self._live: set[_Copy] = set()
+        self._pools: dict[MirrorEndpoint, IdlePool] = {}
+        self._ssl_contexts: dict[tuple[str | None, bool], ssl.SSLContext | TLSConfigError] = {}
+        #: How many on_done callbacks raised (only the first is logged, with its traceback).
+        self.callback_errors = 0
+
+    # -- public API -------------------------------------------------------------------------
+
+    def submit(
+        self,
+        pool_key: str,
+        endpoint: MirrorEndpoint,
+        request: MirrorRequest,
+        on_done: Callable[[MirrorResult], None],
+        capture: int = 0,
+    ) -> bool:
+        """Never blocks, never raises for network reasons. False (on_done NOT called) when
+        pool_key already has max_inflight copies in flight; True otherwise, and then on_done is
+        called exactly once (possibly before submit returns: mitmproxy 12 on py3.12+ installs an
+        eager task factory, so create_task may run the coroutine inline up to its first await).
+        capture > 0 keeps the response's headers and up to that many body bytes in the result."""
+        if not self._caps.take(pool_key):
+            return False
+        loop = asyncio.get_running_loop()
+        copy = _Copy(pool_key, on_done, time.monotonic(), capture)
+        # Registered before the task exists: an eagerly-run copy may finish inside create_task.
+        self._live.add(copy)
+        try:
+            copy.task = loop.create_task(self._run(copy, endpoint, request))
+        except BaseException:
+            # Only a closed or broken loop gets here; undo so the caller sees just the raise.
+            self._live.discard(copy)
+            copy.finished = True
+            self._caps.release(pool_key)
+            raise
+        return True
+
+    def inflight(self, pool_key: str | None = None) -> int:
+        return self._caps.count(pool_key)
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to timeout for in-flight copies; cancel the rest (on_done gets "cancelled").
+        Returns how many were cancelled. Idle connections stay pooled (close() drops them)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while self._live:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            tasks = [c.task for c in self._live if c.task is not None]
+            if not tasks:
+                break
+            await asyncio.wait(tasks, timeout=remaining)
+        leftovers = self._cancel_all("cancelled by drain()")
+        if leftovers:
+            # Let cancelled copies unwind (they abort their sockets) before returning.
+            await asyncio.wait(leftovers, timeout=1.0)
+        return len(leftovers)
+
+    def close(self) -> None:
+        """Cancel every copy in flight (on_done gets "cancelled") and drop idle connections.
+        Synchronous so mitmproxy's done() can call it; the writer stays usable afterwards."""
+        self._cancel_all("cancelled by close()")
+        pools, self._pools = self._pools, {}
+        self._ssl_contexts.clear()
+        for pool in pools.values():
+            pool.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _cancel_all(self, detail: str) -> list[asyncio.Task[None]]:
+        copies = list(self._live)
+        self._live.clear()
+        tasks: list[asyncio.Task[None]] = []
+        for copy in copies:
+            received = copy.conn.wire if copy.conn is not None else 0
+            self._finish(copy, None, "cancelled", detail, received)
+            if copy.task is not None and not copy.task.done():
+                # Cancel first: it cancels the awaited response future before the abort below
+                # could complete it.
+                copy.task.cancel()
+                tasks.append(copy.task)
+            if copy.conn is not None:
+                copy.conn.abort()
+                copy.conn = None
+        return tasks
+
+    def _finish(
+        self,
+        copy: _Copy,
+        status: int | None,
+        failure: str | None,
+        detail: str,
+        received: int,
+        captured: Captured | None = None,
+    ) -> None:
+        if copy.finished:
+            return
+        copy.finished = True
+        self._caps.release(copy.pool_key)
+        latency = time.monotonic() - copy.started
+        if captured is None:
+            result = MirrorResult(status, failure, detail, latency, copy.sent, received)
+        else:
+            result = MirrorResult(status, failure, detail, latency, copy.sent, received, *captured)
+        self.callback_errors += call_on_done(copy.on_done, result, self.callback_errors)
+
+    async def _run(self, copy: _Copy, endpoint: MirrorEndpoint, request: MirrorRequest) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                conn, detail = await self._exchange(copy, endpoint, request)
+            copy.conn = None
+            captured = take_capture(conn) if copy.capture else None
+            conn.pool.release(conn)
+        except asyncio.CancelledError:
+            received = self._abort_conn(copy)
+            self._finish(copy, None, "cancelled", "cancelled", received)
+            raise
+        except ConnectTimeout as exc:
+            self._finish(copy, None, "timeout", str(exc), 0)
+        except TimeoutError as exc:
+            received = self._abort_conn(copy)
+            if str(exc):  # the OS's ETIMEDOUT, not our deadline
+                text = f"{short_error(exc)} ({copy.phase})"
+            else:
+                text = f"no answer within {self._timeout:g}s ({copy.phase})"
+            self._finish(copy, None, "timeout", text, received)
+        except Exception as exc:
+            received = self._abort_conn(copy)
+            failure, text = classify(exc)
+            if (
+                failure in ("reset", "protocol", "other")
+                and copy.phase != "starting"
+                and not isinstance(exc, ClosedEarly)
+            ):
+                text = f"{text} ({copy.phase})"
+            self._finish(copy, None, failure, text, received)
+        else:
+            self._finish(copy, conn.status, None, detail, conn.wire, captured)
+        finally:
+            self._live.discard(copy)
+
+    def _abort_conn(self, copy: _Copy) -> int:
+        """Abort the connection a failed copy was using; returns its response bytes."""
+        conn = copy.conn
+        if conn is None:
+            return 0
+        copy.conn = None
+        if conn.error is None:
+            phase = conn.phase()
+            if phase != "idle":
+                copy.phase = phase
+        conn.abort()
+        return conn.wire
+
+    async def _exchange(
+        self, copy: _Copy, endpoint: MirrorEndpoint, request: MirrorRequest
+    ) -> tuple[Connection, str]:
+        head = encode_head(request, endpoint)
+        body = request.body
+        pool = self._pools.get(endpoint)
+        if pool is None:
+            pool = self._new_pool(endpoint)
+        head_request = request.method == "HEAD"
+        conn = pool.take()
+        retried = False
+        while True:
+            if conn is None:
+                copy.phase = "connect"
+                conn = await self._connect(pool)
+            copy.conn = conn
+            conn.capture = copy.capture
+            copy.phase = "waiting for response head"
+            copy.sent = len(head) + len(body)
+            await conn.send(head, body, head_request)
+            error = conn.error
+            if error is None:
+                break
+            if conn.reused and conn.wire == 0 and not retried:
+                # Stale keep-alive: the server closed an idle connection as we reused it. No
+                # response byte arrived, so one retry on a fresh connection is safe to try.
+                conn.abort()
+                copy.conn = None
+                conn = None
+                retried = True
+                continue
+            copy.phase = conn.error_phase
+            raise error
+        if conn.truncated:
+            return conn, f"response body truncated at {self._max_body} bytes; connection closed"
+        if retried:
+            return conn, "retried on a fresh connection after a stale keep-alive"
+        return conn, ""
+
+    async def _connect(self, pool: IdlePool) -> Connection:
+        loop = asyncio.get_running_loop()
+        endpoint = pool.endpoint
+        limit = self._max_body
+
+        def factory() -> Connection:
+            return Connection(pool, limit)
+
+        coro = loop.create_connection(
+            factory,
+            endpoint.host,
+            endpoint.port,
+            ssl=pool.ssl_context,
+            server_hostname=pool.server_hostname,
+            **_CONNECT_KWARGS,
+        )
+        connect_timeout = self._connect_timeout
+        if connect_timeout is None or connect_timeout >= self._timeout:
+            _, conn = await coro
+            return conn
+        try:
+            async with asyncio.timeout(connect_timeout) as deadline:
+                _, conn = await coro
+        except TimeoutError:
+            if deadline.expired():
+                raise ConnectTimeout(f"connect not done within {connect_timeout:g}s") from None
+            raise
+        return conn
+
+    def _new_pool(self, endpoint: MirrorEndpoint) -> IdlePool:
+        context = self._ssl_context(endpoint) if endpoint.tls else None
+        pool = self._pools[endpoint] = IdlePool(endpoint, self._max_idle, context)
+        return pool
+
+    def _ssl_context(self, endpoint: MirrorEndpoint) -> ssl.SSLContext:
+        # Loading trust stores costs milliseconds: share one context per (ca_file, insecure).
+        # A broken ca_file is remembered too, so a misconfigured mirror cannot make every copy
+        # re-read it on the event loop; close() forgets both.
+        key = (endpoint.ca_file, endpoint.insecure_skip_verify)
+        context = self._ssl_contexts.get(key)
+        if context is None:
+            try:
+                context = ssl.create_default_context(cafile=endpoint.ca_file)
+            except (OSError, ValueError) as exc:
+                context = TLSConfigError(f"cannot load ca_file: {short_error(exc)}")
+            else:
+                if endpoint.insecure_skip_verify:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                context.set_alpn_protocols(["http/1.1"])
+            self._ssl_contexts[key] = context
+        if isinstance(context, TLSConfigError):
+            raise context
+        return context

@@ -1,0 +1,362 @@
+"""Inspection: what happened to each copy, next to what the primary answered.
+
+A child addon of `Mirror` (registered through `Mirror.addons`), so it has its own options and
+hooks while the mirror glue only hands it each copy (`probe`) and each copy it did not send
+(`not_sent`). Per sampled copy it joins two events that come in either order:
+- the copy's result (the writer's callback), with the shadow's response captured when needed;
+- the primary's response (the `response`/`error` hook; for flows read from a recording the
+  recorded response is already there when the copy starts).
+Whichever comes second finalises the copy: comparison (outcomes/compare.py), the outcome
+record (outcomes/log.py), the mirror flow (flows.py) and the comment on the original flow.
+Pending state is bounded (`_MAX_PENDING` flows) and dropped after `_PRIMARY_WAIT` seconds
+without a primary.
+
+This module is the addon: options, hooks, the table of pending flows and when a copy is
+finalised. The pieces it drives live beside it, imported one way (none of them imports this):
+- inspection_options.py: the declarations of this addon's options;
+- compare_rules.py: global comparison settings refined per VirtualService by annotations
+  (`meshmirror.io/compare`, `-ignore-json`, `-ignore-headers`);
+- probes.py: the per-copy (`Probe`) and per-flow (`Pending`) bookkeeping;
+- probe_records.py: a settled copy's comparable sides, outcome record and comment texts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from meshmirror.config.resources import LoadedResource
+from meshmirror.mesh.clusters import Endpoint
+from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest
+from meshmirror.mitm.compare_rules import (
+    RuleCompare,
+    compile_compare_rules,
+)
+from meshmirror.mitm.flows import MIRROR_FLOW_MARK, MirrorFlows, build_mirror_flow
+from meshmirror.mitm.inspection_options import INSPECTION_OPTIONS
+from meshmirror.mitm.probe_records import (
+    comparison_detail,
+    outcome_record,
+    outcome_text,
+    primary_of,
+    shadow_side,
+)
+from meshmirror.mitm.probes import Pending, Primary, Probe
+from meshmirror.mitm.replay import ReplayPacer, parse_replay_rate
+from meshmirror.mitm.units import parse_size
+from meshmirror.outcomes.compare import CompareSettings, Comparison, compare_responses
+from meshmirror.outcomes.counters import Outcome
+from meshmirror.outcomes.log import OutcomeLog
+from meshmirror.routing.table import MirrorPolicy, Route
+
+log = logging.getLogger("meshmirror")
+
+_MAX_PENDING = 10_000  # original flows waiting for their primary response or their copies
+_PRIMARY_WAIT = 60.0  # seconds a finished copy waits for the primary before it is logged anyway
+_FLOW_CAPTURE = 64 * 1024  # shadow body bytes kept for a mirror flow when not comparing
+
+
+class Inspection:
+    def __init__(self, writer_room: Callable[[], bool] | None = None) -> None:
+        self.flows = MirrorFlows()
+        self.log_file: OutcomeLog | None = None
+        self.compare_default = RuleCompare(False, CompareSettings.build())
+        self.compare_rules: dict[str, RuleCompare] = {}
+        self.capture_max = 256 * 1024
+        self.counts: dict[tuple[str, str], Counter[str]] = {}
+        self.pacer: ReplayPacer | None = None
+        self.writer_room = writer_room or (lambda: True)
+        self._pending: dict[str, Pending] = {}
+        self._resources: list[LoadedResource] = []
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # --- options --------------------------------------------------------------------------------
+
+    def load(self, loader: Any) -> None:
+        for spec in INSPECTION_OPTIONS:
+            loader.add_option(
+                spec.name, spec.typespec, spec.default, spec.help, choices=spec.choices
+            )
+
+    def configure(self, updated: set[str]) -> None:
+        opts = ctx.options
+        if updated & {
+            "mirror_compare",
+            "mirror_compare_ignore_headers",
+            "mirror_compare_ignore_json",
+            "mirror_compare_max_body",
+        }:
+            try:
+                self.capture_max = parse_size(opts.mirror_compare_max_body)
+                settings = CompareSettings.build(
+                    opts.mirror_compare_ignore_headers,
+                    opts.mirror_compare_ignore_json,
+                    self.capture_max,
+                )
+            except ValueError as e:
+                raise _options_error(f"mirror_compare: {e}") from e
+            self.compare_default = RuleCompare(opts.mirror_compare, settings)
+            self._compile_rules()
+        if updated & {"mirror_flows", "mirror_flows_max", "mirror_record"}:
+            try:
+                self.flows.configure(opts.mirror_flows, opts.mirror_flows_max, opts.mirror_record)
+            except OSError as e:
+                raise _options_error(f"mirror_record: {e}") from e
+        if "mirror_log" in updated:
+            if self.log_file is not None and self.log_file.path != opts.mirror_log:
+                self.log_file.close()
+                self.log_file = None
+            if opts.mirror_log and self.log_file is None:
+                try:
+                    self.log_file = OutcomeLog(opts.mirror_log)
+                except OSError as e:
+                    raise _options_error(f"mirror_log: {e}") from e
+        if "mirror_replay_rate" in updated:
+            try:
+                rate = parse_replay_rate(opts.mirror_replay_rate)
+            except ValueError as e:
+                raise _options_error(
+                    f"mirror_replay_rate: {e} (got {opts.mirror_replay_rate!r})"
+                ) from e
+            self.pacer = ReplayPacer(rate)
+
+    def set_resources(self, resources: Sequence[LoadedResource]) -> None:
+        """Per-VirtualService comparison settings, from annotations (called on each config load)."""
+        self._resources = list(resources)
+        self._compile_rules()
+
+    def _compile_rules(self) -> None:
+        try:
+            self.compare_rules = compile_compare_rules(self._resources, self.compare_default)
+        except ValueError as e:
+            raise _options_error(str(e)) from e
+
+    def compare_for(self, route: Route) -> RuleCompare:
+        return self.compare_rules.get(route.virtual_service, self.compare_default)
+
+    @property
+    def active(self) -> bool:
+        return (
+            self.log_file is not None
+            or self.flows.wanted
+            or self.compare_default.enabled
+            or bool(self.compare_rules)
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def running(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.sweep(time.monotonic())
+
+    def done(self) -> asyncio.Future[None] | None:
+        """Called after Mirror.done drained the writer: log what still waits, close the files."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self.sweep(float("inf"))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._close()
+            return None
+        return loop.create_task(self._finish())
+
+    async def _finish(self) -> None:
+        await self.flows.drain(5.0)
+        self._close()
+
+    def _close(self) -> None:
+        self.flows.close()
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+
+    # --- recordings -------------------------------------------------------------------------------
+
+    def pace(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """Flows read from a recording (-r) are not live: the wait before the mirror sees them.
+
+        Called from Mirror.requestheaders rather than being a hook of its own: an async hook
+        would cost every live request a coroutine, and live requests are never paced."""
+        if flow.live or flow.metadata.get(MIRROR_FLOW_MARK) or self.pacer is None:
+            return None
+        return self.pacer.wait(flow.request.timestamp_start, self.writer_room)
+
+    # --- the primary ------------------------------------------------------------------------------
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        if self._pending:
+            self._primary_done(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        if self._pending:
+            self._primary_done(flow)
+
+    def _primary_done(self, flow: http.HTTPFlow) -> None:
+        pending = self._pending.get(flow.id)
+        if pending is None or pending.primary is not None:
+            return
+        pending.primary = primary_of(flow, pending.needs_body)
+        waiting, pending.waiting = pending.waiting, []
+        for probe in waiting:
+            self._finalize(probe, pending.primary)
+        self._maybe_forget(pending)
+
+    # --- copies -----------------------------------------------------------------------------------
+
+    def probe(
+        self,
+        flow: http.HTTPFlow,
+        route: Route,
+        policy: MirrorPolicy,
+        ep: Endpoint | None,
+        target: MirrorEndpoint | None,
+        request: MirrorRequest | None,
+        generation: int,
+    ) -> Probe | None:
+        """Start following one copy; None when nothing inspects copies (the fast path)."""
+        if not self.active:
+            return None
+        rule = self.compare_for(route)
+        compare = rule if rule.enabled else None
+        capture = 0
+        if request is not None:
+            if compare is not None:
+                capture = self.capture_max
+            elif self.flows.wanted:
+                capture = min(self.capture_max, _FLOW_CAPTURE)
+        pending = self._pending.get(flow.id)
+        if pending is None:
+            if len(self._pending) >= _MAX_PENDING:
+                self.sweep(float("inf"), limit=len(self._pending) - _MAX_PENDING + 1)
+            request_id = flow.request.headers.get("x-request-id")
+            pending = Pending(flow, request_id, replay=not flow.live)
+            self._pending[flow.id] = pending
+        if compare is not None:
+            pending.needs_body = True
+        if pending.primary is None and not flow.live and (flow.response or flow.error):
+            # A recorded flow: its recorded response stands in for the primary's.
+            pending.primary = primary_of(flow, pending.needs_body)
+        pending.outstanding += 1
+        return Probe(
+            self, pending, route, policy, ep, target, request, generation, compare, capture
+        )
+
+    def not_sent(
+        self,
+        flow: http.HTTPFlow,
+        route: Route,
+        policy: MirrorPolicy,
+        ep: Endpoint | None,
+        outcome: Outcome,
+        reason: str,
+        generation: int,
+    ) -> None:
+        """A sampled copy that was skipped before any request was built."""
+        probe = self.probe(flow, route, policy, ep, None, None, generation)
+        if probe is not None:
+            probe.not_sent(outcome, reason)
+
+    def _copy_finished(self, probe: Probe) -> None:
+        pending = probe.pending
+        if pending.primary is None and pending.flow.live and not pending.evicted:
+            # Only the response/error hook knows the primary's response is complete (a response
+            # object exists from responseheaders on, with its body still arriving).
+            pending.waiting.append(probe)
+            return
+        self._finalize(probe, pending.primary)
+        self._maybe_forget(pending)
+
+    def _maybe_forget(self, pending: Pending) -> None:
+        if pending.outstanding <= 0 and not pending.waiting:
+            self._pending.pop(pending.flow.id, None)
+
+    def sweep(self, now: float, limit: int | None = None) -> None:
+        """Finalise copies whose primary did not answer within _PRIMARY_WAIT (oldest first)."""
+        evicted = 0
+        for key, pending in list(self._pending.items()):
+            if limit is not None and evicted >= limit:
+                break
+            if now - pending.created < _PRIMARY_WAIT:
+                break  # insertion order is age order
+            waiting, pending.waiting = pending.waiting, []
+            for probe in waiting:
+                self._finalize(probe, pending.primary)
+            pending.evicted = True
+            del self._pending[key]
+            evicted += 1
+
+    def _finalize(self, probe: Probe, primary: Primary | None) -> None:
+        pending = probe.pending
+        pending.outstanding -= 1
+        result = probe.result
+        comparison: Comparison | None = None
+        if (
+            probe.compare is not None
+            and result is not None
+            and result.status is not None
+            and primary is not None
+            and primary.side is not None
+        ):
+            comparison = compare_responses(
+                primary.side, shadow_side(result), probe.compare.settings
+            )
+            key = (probe.route.label, probe.cluster)
+            counts = self.counts.setdefault(key, Counter())
+            counts["matched" if comparison.match else "mismatched"] += 1
+            if not comparison.match:
+                log.info(
+                    f"mirror mismatch rule={probe.route.label} cluster={probe.cluster} "
+                    f"request_id={pending.request_id or '-'} flow={pending.flow.id} "
+                    f"fields={','.join(comparison.fields[:10])}"
+                    + (f" (+{comparison.differing - 10})" if comparison.differing > 10 else "")
+                )
+        elif probe.compare is not None:
+            key = (probe.route.label, probe.cluster)
+            self.counts.setdefault(key, Counter())["not_compared"] += 1
+
+        if self.log_file is not None:
+            self.log_file.write(outcome_record(probe, primary, comparison))
+
+        text = outcome_text(probe, result)
+        if comparison is not None:
+            text += f", {comparison.short()}"
+        pending.lines.append(f"mirror {probe.cluster}: {text}")
+        flow = pending.flow
+        flow.comment = "\n".join(pending.lines)
+        if self.flows.wanted:
+            self.flows.update(flow)
+            if probe.request is not None and probe.target is not None:
+                mf = build_mirror_flow(
+                    original_id=flow.id,
+                    request=probe.request,
+                    endpoint=probe.target,
+                    result=result,
+                    started=probe.started,
+                    comment=f"mirror of flow {flow.id} ({probe.route.label}): {text}"
+                    + comparison_detail(comparison),
+                )
+                self.flows.publish(mf)
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """Comparison counters per `rule cluster`, for mirror.stats."""
+        return {
+            f"{rule} {cluster}": dict(sorted(c.items()))
+            for (rule, cluster), c in sorted(self.counts.items())
+        }
+
+
+def _options_error(text: str) -> exceptions.OptionsError:
+    return exceptions.OptionsError(text)  # type: ignore[no-untyped-call]

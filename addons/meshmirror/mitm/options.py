@@ -1,0 +1,190 @@
+"""The addon's mitmproxy options: declarations with their help texts, and parsing helpers.
+
+The declarations are data (`OPTIONS`); `register_options` hands them to mitmproxy's loader in
+`load()`. Re-registering an identical option is a no-op, so script hot reload keeps working.
+Parsing raises `OptionsError` that names the option and its value: this module is part of the
+addon boundary, where configuration errors become mitmproxy's errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, TypeVar
+
+from mitmproxy import ctx, exceptions
+from mitmproxy.proxy import mode_specs
+
+from meshmirror.mirror import shadow
+
+T = TypeVar("T")
+
+VERBOSITIES = ("each", "errors", "summary")
+SAMPLING_MODES = ("random", "request-id")
+SENDERS = ("process", "loop")
+
+
+class OptionSpec(NamedTuple):
+    """One `loader.add_option` call: the typespec is one that `--set` can parse (no float)."""
+
+    name: str
+    typespec: Any
+    default: Any
+    help: str
+    choices: Sequence[str] | None = None
+
+
+OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec(
+        "mirror_config",
+        Sequence[str],
+        [],
+        "Istio YAML files or directories (VirtualService, DestinationRule, ServiceEntry, "
+        "Gateway, WorkloadEntry, Service) that define routes and mirrors. Repeat to add more. "
+        "Any error stops startup with every located message.",
+    ),
+    OptionSpec(
+        "mirror_gateway",
+        str,
+        "",
+        "The Gateway this proxy acts as (ns/name or name). Empty: the only Gateway in the "
+        "config, or the mesh (sidecar semantics) when there is none.",
+    ),
+    OptionSpec(
+        "mirror_host_suffix",
+        str,
+        shadow.DEFAULT_SUFFIX,
+        "Appended to the host part of Host/:authority on each copy, before any :port "
+        "(httpbin:8000 -> httpbin-shadow:8000). Empty keeps the original Host, as "
+        "Istio >= 1.28 does by default.",
+    ),
+    OptionSpec(
+        "mirror_timeout",
+        str,
+        "5s",
+        "Time limit for one whole mirrored exchange, connect included (Go duration: 5s, 250ms).",
+    ),
+    OptionSpec(
+        "mirror_max_inflight",
+        int,
+        256,
+        "Copies in flight per mirror cluster. A sampled copy over the cap is dropped and "
+        "counted, never queued and never waited on.",
+    ),
+    OptionSpec(
+        "mirror_sender",
+        str,
+        "process",
+        "Where copies are sent from: `process` (a child process, so the copies' sockets, "
+        "timeouts and slow mirrors cost the proxy's loop almost nothing) or `loop` "
+        "(mitmproxy's own event loop; no extra process).",
+        SENDERS,
+    ),
+    OptionSpec(
+        "mirror_max_body",
+        str,
+        "4m",
+        "Largest request body that is mirrored (4m, 512k, bytes). Larger bodies are not "
+        "mirrored (outcome skipped: body_too_large); copies are never truncated.",
+    ),
+    OptionSpec(
+        "mirror_sampling",
+        str,
+        "random",
+        "How a request is sampled: random, or request-id (a stable hash of x-request-id, so "
+        "every replica decides alike; random when the header is absent).",
+        choices=SAMPLING_MODES,
+    ),
+    OptionSpec(
+        "mirror_seed",
+        int | None,
+        None,
+        "Seed for random sampling decisions, to make them reproducible.",
+    ),
+    OptionSpec(
+        "mirror_verbosity",
+        str,
+        "errors",
+        "Event log: each (one line per mirror outcome), errors (failures, drops and skips, "
+        "plus a periodic summary) or summary (the periodic summary only).",
+        choices=VERBOSITIES,
+    ),
+    OptionSpec(
+        "mirror_redact_headers",
+        Sequence[str],
+        [],
+        "Headers removed from every copy (e.g. Authorization), or kept with a masked value "
+        "with NAME=mask (e.g. Cookie=mask). The primary is never changed. Header values never "
+        "appear in meshmirror's log lines, whatever this says.",
+    ),
+    OptionSpec(
+        "mirror_methods",
+        Sequence[str],
+        [],
+        "Only requests with these methods are mirrored (e.g. GET, HEAD); others are counted as "
+        "skipped: method. Empty: every method, as Istio does.",
+    ),
+    OptionSpec(
+        "mirror_summary_interval",
+        str,
+        "30s",
+        "How often the mirror summary line is logged when anything changed (Go duration; 0 "
+        "turns it off).",
+    ),
+    OptionSpec(
+        "mirror_breaker_failures",
+        int,
+        5,
+        "Consecutive failed copies after which a mirror cluster fails fast (copies dropped: "
+        "circuit_open) for mirror_breaker_cooldown, then one probe copy decides. 0 disables.",
+    ),
+    OptionSpec(
+        "mirror_breaker_cooldown",
+        str,
+        "10s",
+        "How long an open mirror circuit drops copies before a probe is let through (Go duration).",
+    ),
+    OptionSpec(
+        "mirror_reload_interval",
+        str,
+        "2s",
+        "How often the files of mirror_config are checked for changes (Go duration; 0 turns "
+        "watching off; the command mirror.reload always works). A change that does not "
+        "validate is rejected and the last good config keeps serving.",
+    ),
+)
+
+
+def register_options(loader: Any) -> None:
+    """Declare every option of `OPTIONS` with mitmproxy (from the addon's `load`)."""
+    for spec in OPTIONS:
+        loader.add_option(spec.name, spec.typespec, spec.default, spec.help, choices=spec.choices)
+
+
+def parse_option(name: str, parse: Callable[[Any], T]) -> T:
+    """Parse option `name` with `parse`, turning its ValueError into a located OptionsError."""
+    value = getattr(ctx.options, name)
+    try:
+        return parse(value)
+    except ValueError as e:
+        error = f"{name}: {e} (got {value!r})"
+        raise exceptions.OptionsError(error) from e  # type: ignore[no-untyped-call]
+
+
+def configured_listen_addrs() -> list[tuple[str, int]] | None:
+    """Our listen addresses as configured; None when a port is left to the OS (`-p 0`)."""
+    opts = ctx.options
+    if "mode" not in opts:
+        return []
+    out: list[tuple[str, int]] = []
+    for spec in opts.mode:
+        try:
+            mode = mode_specs.ProxyMode.parse(spec)
+        except ValueError:
+            return []
+        port = mode.listen_port(opts.listen_port)
+        if port is None:
+            continue
+        if port == 0:
+            return None
+        out.append((mode.listen_host(opts.listen_host), port))
+    return out

@@ -1,0 +1,343 @@
+"""What happens to the primary request besides routing: the mitmproxy glue for the policies.
+
+- Rewrites and header operations are applied to the flow before the mirror copy is taken, so the
+  copy carries them (Envoy copies the finalized headers, spec 4.4).
+- `redirect` and `directResponse` are answered here and never mirrored (they never reach Envoy's
+  router). A fault `abort` is answered here and never mirrored (the fault filter runs before the
+  router); a fault `delay` holds the request before routing, so its copy leaves after the delay.
+- `timeout` and `retries`: mitmproxy has no per-request upstream deadline and cannot re-send a
+  request once it has gone upstream; a timer cannot answer a flow that is waiting on its server
+  (`flow.kill()` outside a hook only takes effect at the flow's next hook, which never comes while
+  the upstream is silent). So for a route with either, meshmirror makes the upstream exchange
+  itself in the `request` hook (HTTP/1.1 via h11, one fresh connection per attempt, deadlines on
+  every step) and hands mitmproxy the response. The copy is submitted before the first attempt,
+  once, however often the primary is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import h11
+from mitmproxy import http
+
+from meshmirror.percent import MILLION
+from meshmirror.policy.rewrites import HeaderOps, rewrite_request
+from meshmirror.policy.upstream import Failure, UpstreamPolicy
+
+if TYPE_CHECKING:
+    from meshmirror.mesh.clusters import Cluster
+    from meshmirror.routing.table import Route, WeightedCluster
+
+log = logging.getLogger("meshmirror.primary")
+
+# Response header operations waiting for the primary's response (applied in `responseheaders`).
+RESPONSE_OPS = "meshmirror.response_ops"
+
+# Envoy's local-reply bodies, so clients and dashboards see what a sidecar would send.
+TIMEOUT_BODY = b"upstream request timeout"
+CONNECT_FAILURE_BODY = (
+    b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+)
+RESET_BODY = (
+    b"upstream connect error or disconnect/reset before headers. reset reason: "
+    b"connection termination"
+)
+FAULT_ABORT_BODY = b"fault filter abort"
+
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"upgrade",
+        b"content-length",
+        b"host",
+    }
+)
+_MAX_BACKOFF_FACTOR = 10  # Envoy's max_interval default: 10 x base_interval
+
+
+def local_reply(
+    status: int, body: bytes = b"", headers: dict[str, str] | None = None
+) -> http.Response:
+    h = dict(headers or {})
+    if body:
+        h.setdefault("content-type", "text/plain")
+    return http.Response.make(status, body, h)
+
+
+def stash_response_ops(flow: http.HTTPFlow, ops: tuple[HeaderOps | None, ...]) -> None:
+    if any(op is not None for op in ops):
+        flow.metadata[RESPONSE_OPS] = ops
+
+
+def finalize_response(flow: http.HTTPFlow) -> None:
+    """`headers.response` of the destination, then of the rule, on the primary's response
+    (Envoy `finalizeResponseHeaders`). Copies' responses are never touched."""
+    ops = flow.metadata.pop(RESPONSE_OPS, None)
+    if ops is None or flow.response is None:
+        return
+    fields = list(flow.response.headers.fields)
+    for op in ops:
+        if op is not None:
+            fields = op.apply(fields)
+    flow.response.headers.fields = tuple(fields)
+
+
+def answer_locally(flow: http.HTTPFlow, route: Route, scheme: str) -> bool:
+    """Redirect or direct response, as Envoy's router answers them. True when answered."""
+    req = flow.request
+    if route.redirect_policy is not None:
+        rd = route.redirect_policy
+        location = rd.location(scheme, req.host_header or "", req.path)
+        flow.response = local_reply(rd.status, b"", {"location": location})
+    elif route.direct_policy is not None:
+        dr = route.direct_policy
+        flow.response = local_reply(dr.status, dr.body)
+    else:
+        return False
+    stash_response_ops(flow, (route.response_headers,))
+    return True
+
+
+def apply_rewrites(
+    flow: http.HTTPFlow, route: Route, dest: WeightedCluster | None, authority: str
+) -> str:
+    """Rewrite the flow's request in place as Envoy's finalizeRequestHeaders would (destination
+    header ops, route header ops, host rewrite, path rewrite); returns the new authority."""
+    dest_req = dest.request_headers if dest is not None else None
+    if route.response_headers is not None or (dest is not None and dest.response_headers):
+        stash_response_ops(
+            flow, (dest.response_headers if dest is not None else None, route.response_headers)
+        )
+    host_rewrite = route.authority or (dest.authority if dest is not None else None)
+    if route.rewrite is None and host_rewrite is None and dest_req is None:
+        if route.request_headers is None:
+            return authority
+    req = flow.request
+    path, fields, new_authority = rewrite_request(
+        req.path,
+        req.headers.fields,
+        authority,
+        ops=(dest_req, route.request_headers),
+        authority_rewrite=host_rewrite,
+        path_rewrite=route.rewrite,
+    )
+    if dest_req is not None or route.request_headers is not None:
+        req.headers.fields = tuple(fields)
+    if path != req.path:
+        req.path = path
+    if new_authority != authority:
+        req.host_header = new_authority
+    return new_authority
+
+
+class Primary:
+    """Fault sampling and the owned upstream exchange (timeout, retries)."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.rng = random.Random(seed)
+        self._ssl: dict[tuple[str | None, bool], ssl.SSLContext] = {}
+
+    def seed(self, seed: int | None) -> None:
+        self.rng = random.Random(seed)
+
+    def sample_fault(self, route: Route) -> tuple[float, int | None]:
+        """(delay seconds, abort status or None), each sampled independently per request."""
+        fault = route.fault
+        if fault is None:
+            return 0.0, None
+        delay = fault.sample_delay(self.rng.randrange(MILLION))
+        return delay, fault.sample_abort(self.rng.randrange(MILLION))
+
+    @staticmethod
+    def abort(flow: http.HTTPFlow, status: int) -> None:
+        flow.response = local_reply(status, FAULT_ABORT_BODY)
+
+    async def exchange(
+        self, flow: http.HTTPFlow, policy: UpstreamPolicy, cluster: Cluster | None
+    ) -> None:
+        """Send the primary upstream with the route's timeout and retry policy, and set
+        flow.response (upstream's, or Envoy's 503/504 local reply)."""
+        req = flow.request
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + policy.timeout if policy.timeout > 0 else None
+        target = _Target(
+            host=req.host,
+            port=req.port,
+            ssl=self._context(cluster) if req.scheme == "https" else None,
+            sni=_sni(cluster, req.host) if req.scheme == "https" else None,
+        )
+        method = req.method.encode()
+        head = _request_headers(req)
+        body = req.raw_content or b""
+        retries = 0
+        while True:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                flow.response = local_reply(504, TIMEOUT_BODY)
+                return
+            limits = [t for t in (policy.per_try_timeout, remaining) if t]
+            reply: _Reply | None = None
+            failure: Failure | None = None
+            try:
+                reply = await _send_once(target, method, req.path.encode(), head, body, limits)
+            except _Failed as e:
+                failure, detail = e.kind, e.detail
+                log.debug(f"meshmirror: primary attempt {retries + 1} failed: {failure} ({detail})")
+            if retries < policy.retries and (
+                (reply is not None and policy.retry_for_status(reply.status, reply.grpc_status))
+                or (failure is not None and policy.retry_for_failure(failure))
+            ):
+                retries += 1
+                base = policy.backoff
+                cap = min(base * 2 ** (retries - 1), base * _MAX_BACKOFF_FACTOR)
+                wait = self.rng.uniform(0, cap)
+                if deadline is not None and loop.time() + wait >= deadline:
+                    await asyncio.sleep(max(0.0, deadline - loop.time()))
+                    flow.response = local_reply(504, TIMEOUT_BODY)
+                    return
+                await asyncio.sleep(wait)
+                continue
+            flow.response = _to_response(reply, failure, req.method)
+            return
+
+    def _context(self, cluster: Cluster | None) -> ssl.SSLContext:
+        tls = cluster.tls if cluster is not None else None
+        key = (tls.ca_file if tls else None, tls.insecure_skip_verify if tls else False)
+        context = self._ssl.get(key)
+        if context is None:
+            context = ssl.create_default_context(cafile=key[0])
+            if key[1]:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            context.set_alpn_protocols(["http/1.1"])
+            self._ssl[key] = context
+        return context
+
+
+# --- the HTTP/1.1 exchange ---
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    host: str
+    port: int
+    ssl: ssl.SSLContext | None
+    sni: str | None
+
+
+@dataclass(slots=True)
+class _Reply:
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    @property
+    def grpc_status(self) -> str | None:
+        for name, value in self.headers:
+            if name.lower() == b"grpc-status":
+                return value.decode("latin-1")
+        return None
+
+
+class _Failed(Exception):
+    def __init__(self, kind: Failure, detail: str) -> None:
+        super().__init__(detail)
+        self.kind: Failure = kind
+        self.detail = detail
+
+
+def _sni(cluster: Cluster | None, host: str) -> str:
+    if cluster is not None:
+        return (cluster.tls.sni if cluster.tls is not None else None) or cluster.host
+    return host
+
+
+def _request_headers(req: http.Request) -> list[tuple[bytes, bytes]]:
+    out = [(b"host", (req.host_header or req.host).encode("utf-8", "surrogateescape"))]
+    out.extend((n, v) for n, v in req.headers.fields if n.lower() not in _HOP_BY_HOP)
+    body = req.raw_content or b""
+    if body or req.method.upper() in ("POST", "PUT", "PATCH"):
+        out.append((b"content-length", str(len(body)).encode()))
+    out.append((b"connection", b"close"))
+    return out
+
+
+async def _send_once(
+    target: _Target,
+    method: bytes,
+    path: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    limits: list[float],
+) -> _Reply:
+    """One attempt on a fresh connection. Raises _Failed(connect-failure | reset | timeout)."""
+    conn = h11.Connection(h11.CLIENT)
+    try:
+        async with asyncio.timeout(min(limits) if limits else None):
+            try:
+                reader, writer = await asyncio.open_connection(
+                    target.host, target.port, ssl=target.ssl, server_hostname=target.sni
+                )
+            except (OSError, ssl.SSLError) as e:
+                raise _Failed("connect-failure", str(e) or type(e).__name__) from e
+            try:
+                out = conn.send(h11.Request(method=method, target=path, headers=headers))
+                if body:
+                    out = (out or b"") + (conn.send(h11.Data(data=body)) or b"")
+                writer.write((out or b"") + (conn.send(h11.EndOfMessage()) or b""))
+                await writer.drain()
+                reply: _Reply | None = None
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await reader.read(65536))
+                    elif isinstance(event, h11.Response):
+                        reply = _Reply(event.status_code, event.reason, list(event.headers), b"")
+                    elif isinstance(event, h11.Data) and reply is not None:
+                        reply.body += bytes(event.data)
+                    elif isinstance(event, h11.EndOfMessage) and reply is not None:
+                        return reply
+                    elif isinstance(event, h11.ConnectionClosed):
+                        raise _Failed("reset", "upstream closed the connection")
+            except (OSError, h11.ProtocolError) as e:
+                raise _Failed("reset", str(e) or type(e).__name__) from e
+            finally:
+                writer.close()
+    except TimeoutError as e:
+        raise _Failed("timeout", "attempt timed out") from e
+
+
+def _to_response(reply: _Reply | None, failure: Failure | None, method: str) -> http.Response:
+    if reply is None:
+        if failure == "timeout":
+            return local_reply(504, TIMEOUT_BODY)
+        if failure == "connect-failure":
+            return local_reply(503, CONNECT_FAILURE_BODY)
+        return local_reply(503, RESET_BODY)
+    fields = [(n, v) for n, v in reply.headers if n.lower() not in _HOP_BY_HOP]
+    resp = http.Response.make(reply.status, b"", fields)
+    resp.reason = reply.reason.decode("latin-1")
+    resp.raw_content = reply.body  # as received: content-encoding untouched
+    # make() wrote its own content-length; the body is already de-chunked.
+    if method.upper() == "HEAD":
+        upstream_length = [v for n, v in reply.headers if n.lower() == b"content-length"]
+        if upstream_length:
+            resp.headers[b"content-length"] = upstream_length[0]
+        else:
+            resp.headers.pop(b"content-length", None)
+    elif reply.status in (204, 304) or reply.status < 200:
+        resp.headers.pop(b"content-length", None)
+    else:
+        resp.headers[b"content-length"] = str(len(reply.body)).encode()
+    return resp

@@ -1,0 +1,109 @@
+"""What a settled copy turns into: the two sides compared, its outcome record and its texts.
+
+- `primary_of` / `shadow_side`: the primary's response (a mitmproxy flow) and the copy's
+  response (the writer's `MirrorResult`) as comparable `Side`s;
+- `outcome_record`: the JSON object `mirror_log` writes per copy (fields in outcomes/log.py);
+- `outcome_text` / `comparison_detail`: the lines for the original flow's comment and the
+  mirror flow's.
+Pure functions of a `Probe` and its results; `Inspection._finalize` decides when they run and
+where their output goes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mitmproxy import http
+from mitmproxy.net import encoding
+
+from meshmirror.mirror.types import MirrorResult
+from meshmirror.mitm.probes import Primary, Probe
+from meshmirror.outcomes.compare import Comparison, Side
+from meshmirror.outcomes.counters import Outcome
+
+
+def outcome_record(
+    probe: Probe, primary: Primary | None, comparison: Comparison | None
+) -> dict[str, Any]:
+    """The `mirror_log` line for one copy, before OutcomeLog stamps its time."""
+    pending = probe.pending
+    result = probe.result
+    outcome = probe.outcome.value if probe.outcome else "failed"
+    return {
+        "request_id": pending.request_id,
+        "flow": pending.flow.id,
+        "rule": probe.route.label,
+        "cluster": probe.cluster,
+        "endpoint": probe.endpoint,
+        "outcome": outcome,
+        "reason": probe.reason,
+        "detail": (result.detail or None) if result is not None else None,
+        "primary_status": primary.status if primary else None,
+        "primary_latency_ms": _ms(primary.latency) if primary else None,
+        "shadow_status": result.status if result else None,
+        "shadow_latency_ms": _ms(result.latency) if result else None,
+        "bytes_sent": result.bytes_sent if result else 0,
+        "bytes_received": result.bytes_received if result else 0,
+        "comparison": comparison.summary() if comparison is not None else None,
+        "generation": probe.generation,
+        "replay": pending.replay,
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def outcome_text(probe: Probe, result: MirrorResult | None) -> str:
+    if probe.outcome is Outcome.SENT and result is not None:
+        return f"sent {result.status} in {result.latency * 1000:.1f}ms"
+    if result is not None:
+        detail = f" ({result.detail})" if result.detail else ""
+        return f"failed: {probe.reason}{detail}"
+    return f"{probe.outcome.value if probe.outcome else 'failed'}: {probe.reason}"
+
+
+def comparison_detail(comparison: Comparison | None) -> str:
+    if comparison is None or comparison.match:
+        return ""
+    lines = [f"\n  {k}: {v}" for k, v in list(comparison.examples.items())[:20]]
+    return "".join(lines)
+
+
+def primary_of(flow: http.HTTPFlow, with_body: bool) -> Primary:
+    resp = flow.response
+    if resp is None:
+        return Primary(None, None, None)
+    latency = None
+    if resp.timestamp_end is not None and flow.request.timestamp_end is not None:
+        latency = max(0.0, resp.timestamp_end - flow.request.timestamp_end)
+    side = None
+    if with_body:
+        body = resp.get_content(strict=False) if resp.raw_content is not None else None
+        side = Side(
+            resp.status_code,
+            [
+                (n.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
+                for n, v in resp.headers.fields
+            ],
+            body,
+        )
+    return Primary(resp.status_code, latency, side)
+
+
+def shadow_side(result: MirrorResult) -> Side:
+    headers = [
+        (n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in result.headers or ()
+    ]
+    body = result.body
+    truncated = result.body_truncated
+    if body is not None and not truncated:
+        enc = next((v for n, v in headers if n.lower() == "content-encoding"), "").strip()
+        if enc and enc.lower() != "identity":
+            try:
+                decoded = encoding.decode(body, enc)
+                body = decoded if isinstance(decoded, bytes) else body
+            except ValueError:
+                body = None
+    assert result.status is not None
+    return Side(result.status, headers, body, truncated)

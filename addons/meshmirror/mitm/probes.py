@@ -1,0 +1,120 @@
+"""Per-copy bookkeeping: the state that joins a copy's result with the primary's response.
+
+A `Probe` follows one sampled copy (submitted, dropped or skipped) until it has an outcome; a
+`Pending` gathers the probes of one original flow and the primary's response (`Primary`) once
+it is known. The two events come in either order, so a probe that settles first waits in its
+`Pending`. The table of pendings, its bounds and the finalising live in `Inspection`
+(inspection.py); a probe reports back to it through the `ProbeOwner` protocol, so this module
+does not import the addon.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mitmproxy import http
+
+from meshmirror.mesh.clusters import Endpoint
+from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
+from meshmirror.mitm.compare_rules import RuleCompare
+from meshmirror.outcomes.compare import Side
+from meshmirror.outcomes.counters import Outcome
+from meshmirror.routing.table import MirrorPolicy, Route
+
+
+@dataclass(frozen=True, slots=True)
+class Primary:
+    status: int | None
+    latency: float | None
+    side: Side | None  # only when a comparison needs it
+
+
+class ProbeOwner(Protocol):
+    """Where a probe reports that its copy has an outcome (Inspection)."""
+
+    def _copy_finished(self, probe: Probe) -> None: ...
+
+
+class Probe:
+    """One submitted (or dropped) copy on its way to an outcome record."""
+
+    __slots__ = (
+        "owner",
+        "pending",
+        "route",
+        "cluster",
+        "endpoint",
+        "target",
+        "request",
+        "generation",
+        "compare",
+        "capture",
+        "started",
+        "result",
+        "outcome",
+        "reason",
+    )
+
+    def __init__(
+        self,
+        owner: ProbeOwner,
+        pending: Pending,
+        route: Route,
+        policy: MirrorPolicy,
+        ep: Endpoint | None,
+        target: MirrorEndpoint | None,
+        request: MirrorRequest | None,
+        generation: int,
+        compare: RuleCompare | None,
+        capture: int,
+    ) -> None:
+        self.owner = owner
+        self.pending = pending
+        self.route = route
+        self.cluster = policy.cluster.name
+        self.endpoint = f"{ep.address}:{ep.port}" if ep is not None else None
+        self.target = target
+        self.request = request
+        self.generation = generation
+        self.compare = compare
+        self.capture = capture
+        self.started = time.time()
+        self.result: MirrorResult | None = None
+        self.outcome: Outcome | None = None
+        self.reason: str | None = None
+
+    def wrap(self, done: Callable[[MirrorResult], None]) -> Callable[[MirrorResult], None]:
+        def both(result: MirrorResult) -> None:
+            done(result)
+            self.finished(result)
+
+        return both
+
+    def finished(self, result: MirrorResult) -> None:
+        self.result = result
+        if result.status is not None:
+            self.outcome, self.reason = Outcome.SENT, None
+        else:
+            self.outcome, self.reason = Outcome.FAILED, result.failure or "other"
+        self.owner._copy_finished(self)
+
+    def not_sent(self, outcome: Outcome, reason: str) -> None:
+        self.outcome, self.reason = outcome, reason
+        self.owner._copy_finished(self)
+
+
+@dataclass
+class Pending:
+    flow: http.HTTPFlow
+    request_id: str | None
+    replay: bool
+    created: float = field(default_factory=time.monotonic)
+    primary: Primary | None = None
+    outstanding: int = 0
+    waiting: list[Probe] = field(default_factory=list)
+    needs_body: bool = False
+    lines: list[str] = field(default_factory=list)  # for the original flow's comment
+    evicted: bool = False  # swept: copies still in flight are logged without the primary

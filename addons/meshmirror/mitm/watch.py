@@ -1,0 +1,100 @@
+"""Hot reload of `mirror_config`: notice that the files behind it changed.
+
+- `fingerprint` summarises the files behind `mirror_config` (mtime and size of every file, and
+  of every `*.yaml`/`*.yml` in a directory, so added and removed files count as changes).
+- `ConfigWatcher` polls the fingerprint every `interval` seconds on the event loop and calls
+  back when it changed; the addon then loads the whole set with `pipeline.load_config_set`
+  and swaps the table in only when it has no error (a bad change keeps the last good table).
+
+Pure except for `ConfigWatcher`, which owns one asyncio task (strongly referenced; `stop()`
+cancels it). It is started from the addon's sync `running()` and stopped from its sync `done()`,
+so mitmproxy's script hot reload keeps working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+log = logging.getLogger("meshmirror.reload")
+
+Fingerprint = tuple[tuple[str, int, int], ...]
+_YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def _stat(path: str) -> tuple[str, int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (path, -1, -1)
+    return (path, st.st_mtime_ns, st.st_size)
+
+
+def fingerprint(paths: Sequence[str]) -> Fingerprint:
+    """(path, mtime_ns, size) for each path and each YAML file directly inside a directory."""
+    out: list[tuple[str, int, int]] = []
+    for path in paths:
+        out.append(_stat(path))
+        if os.path.isdir(path):
+            try:
+                names = sorted(os.listdir(path))
+            except OSError:
+                continue
+            for name in names:
+                if name.endswith(_YAML_SUFFIXES):
+                    out.append(_stat(os.path.join(path, name)))
+    return tuple(out)
+
+
+class ConfigWatcher:
+    """Polls `fingerprint(paths)`; calls `on_change()` (sync) when it differs from the last one.
+
+    `rebase()` takes a new baseline (call it just before loading the files, so that a write
+    during the load is seen by the next poll). `interval` 0 disables polling.
+    """
+
+    def __init__(self, on_change: Callable[[], object]) -> None:
+        self._on_change = on_change
+        self.paths: tuple[str, ...] = ()
+        self.interval = 2.0
+        self._last: Fingerprint = ()
+        self._task: asyncio.Task[None] | None = None
+
+    def rebase(self, paths: Sequence[str]) -> None:
+        self.paths = tuple(paths)
+        self._last = fingerprint(self.paths)
+
+    def changed(self) -> bool:
+        """Compare with the baseline (without taking a new one)."""
+        return fingerprint(self.paths) != self._last
+
+    def check(self) -> bool:
+        """One poll: True (and `on_change` called) when the files changed."""
+        if not self.paths or not self.changed():
+            return False
+        self._on_change()
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.running or self.interval <= 0:
+            return
+        self._task = loop.create_task(self._poll(), name="meshmirror config watcher")
+
+    def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                self.check()
+            except Exception:  # a watcher that dies silently would stop all future reloads
+                log.exception("meshmirror: config reload failed unexpectedly")

@@ -1,0 +1,249 @@
+"""`meshmirror report OUTCOMES.jsonl [--html OUT.html]`: what the mirror log says, per rule and
+mirror cluster: sampled, sent, failures by class, drops and skips, primary versus shadow latency
+(p50 / p95 / p99), mismatch rate and the fields that differ most, each with an example diff.
+
+The HTML is one self-contained file (inline CSS and SVG, no script, no network).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+_TOP_FIELDS = 10
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100) of unsorted values; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+@dataclass
+class GroupStats:
+    rule: str
+    cluster: str
+    sampled: int = 0
+    sent: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    shadow_status: Counter[str] = field(default_factory=Counter)
+    primary_latency: list[float] = field(default_factory=list)
+    shadow_latency: list[float] = field(default_factory=list)
+    compared: int = 0
+    mismatched: int = 0
+    fields: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, tuple[str, str]] = field(default_factory=dict)  # field -> (request, diff)
+
+    @property
+    def mismatch_rate(self) -> float | None:
+        return self.mismatched / self.compared if self.compared else None
+
+    def latency(self, which: str) -> dict[str, float | None]:
+        values = self.primary_latency if which == "primary" else self.shadow_latency
+        return {f"p{p}": percentile(values, p) for p in (50, 95, 99)}
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self.sampled += 1
+        outcome = rec.get("outcome")
+        reason = str(rec.get("reason") or "other")
+        if outcome == "sent":
+            self.sent += 1
+            self.shadow_status[str(rec.get("shadow_status"))] += 1
+        elif outcome == "failed":
+            self.failed[reason] += 1
+        elif outcome == "dropped":
+            self.dropped[reason] += 1
+        elif outcome == "skipped":
+            self.skipped[reason] += 1
+        if isinstance(rec.get("primary_latency_ms"), int | float) and outcome == "sent":
+            self.primary_latency.append(float(rec["primary_latency_ms"]))
+        if isinstance(rec.get("shadow_latency_ms"), int | float) and outcome == "sent":
+            self.shadow_latency.append(float(rec["shadow_latency_ms"]))
+        comparison = rec.get("comparison")
+        if isinstance(comparison, dict) and "match" in comparison:
+            self.compared += 1
+            if not comparison["match"]:
+                self.mismatched += 1
+                examples = comparison.get("examples") or {}
+                for name in comparison.get("fields") or ():
+                    self.fields[name] += 1
+                    if name not in self.examples:
+                        where = str(rec.get("request_id") or rec.get("flow") or "")
+                        self.examples[name] = (where, str(examples.get(name, "")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "cluster": self.cluster,
+            "sampled": self.sampled,
+            "sent": self.sent,
+            "failed": dict(self.failed),
+            "dropped": dict(self.dropped),
+            "skipped": dict(self.skipped),
+            "shadow_status": dict(self.shadow_status),
+            "latency_ms": {"primary": self.latency("primary"), "shadow": self.latency("shadow")},
+            "compared": self.compared,
+            "mismatched": self.mismatched,
+            "mismatch_rate": self.mismatch_rate,
+            "top_fields": [
+                {"field": f, "count": n, "example": self.examples.get(f, ("", ""))[1]}
+                for f, n in self.fields.most_common(_TOP_FIELDS)
+            ],
+        }
+
+
+def build_report(records: Iterable[dict[str, Any]]) -> list[GroupStats]:
+    groups: dict[tuple[str, str], GroupStats] = {}
+    for rec in records:
+        key = (str(rec.get("rule") or "-"), str(rec.get("cluster") or "-"))
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = GroupStats(*key)
+        g.add(rec)
+    return [groups[k] for k in sorted(groups)]
+
+
+def _fmt_ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}ms"
+
+
+def _fmt_counter(c: Counter[str]) -> str:
+    return ",".join(f"{k}:{v}" for k, v in sorted(c.items())) if c else "0"
+
+
+def _fmt_rate(g: GroupStats) -> str:
+    rate = g.mismatch_rate
+    if rate is None:
+        return "not compared"
+    return f"{rate * 100:.1f}% ({g.mismatched}/{g.compared})"
+
+
+def render_text(groups: Sequence[GroupStats], out: TextIO, source: str = "") -> None:
+    total = sum(g.sampled for g in groups)
+    out.write(f"meshmirror report{f' of {source}' if source else ''}: {total} sampled copies\n")
+    if not groups:
+        out.write("no records\n")
+        return
+    for g in groups:
+        out.write(f"\n{g.rule} -> {g.cluster}\n")
+        out.write(
+            f"  sampled {g.sampled}  sent {g.sent}  failed {_fmt_counter(g.failed)}  "
+            f"dropped {_fmt_counter(g.dropped)}  skipped {_fmt_counter(g.skipped)}\n"
+        )
+        if g.shadow_status:
+            out.write(f"  shadow status {_fmt_counter(g.shadow_status)}\n")
+        for which in ("primary", "shadow"):
+            lat = g.latency(which)
+            out.write(
+                f"  {which:<8} latency p50 {_fmt_ms(lat['p50'])}  p95 {_fmt_ms(lat['p95'])}  "
+                f"p99 {_fmt_ms(lat['p99'])}\n"
+            )
+        out.write(f"  mismatches {_fmt_rate(g)}\n")
+        for name, n in g.fields.most_common(_TOP_FIELDS):
+            where, example = g.examples.get(name, ("", ""))
+            out.write(f"    {n:>6}  {name}")
+            if example:
+                out.write(f"   e.g. {example}")
+            if where:
+                out.write(f"  [{where}]")
+            out.write("\n")
+
+
+_CSS = """
+body{font:14px/1.4 system-ui,-apple-system,sans-serif;margin:2em;color:#222;max-width:1100px}
+h1{font-size:1.4em}h2{font-size:1.1em;margin-top:2em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 8px;
+text-align:left;vertical-align:top}th{background:#f4f4f4}code{font-size:12px;color:#a33}
+.num{text-align:right}.bad{color:#b00}.ok{color:#070}
+"""
+
+
+def _latency_svg(groups: Sequence[GroupStats]) -> str:
+    """Grouped horizontal bars: p50/p95/p99 of primary and shadow per rule and mirror."""
+    rows: list[tuple[str, str, str, float]] = []
+    for g in groups:
+        for which in ("primary", "shadow"):
+            for p, v in g.latency(which).items():
+                if v is not None:
+                    rows.append((f"{g.rule} -> {g.cluster}", which, p, v))
+    if not rows:
+        return '<p id="latency-chart">no latency data</p>'
+    top = max(v for *_, v in rows) or 1.0
+    bar_h, gap, label_w, width = 14, 4, 330, 900
+    colors = {"primary": "#4a7bd0", "shadow": "#d08a2a"}
+    parts: list[str] = []
+    y = 10
+    last_group = ""
+    for group, which, p, v in rows:
+        if group != last_group:
+            parts.append(
+                f'<text x="0" y="{y + 11}" font-size="12" font-weight="bold">'
+                f"{html.escape(group)}</text>"
+            )
+            y += bar_h + gap
+            last_group = group
+        w = max(1.0, (width - label_w - 80) * v / top)
+        parts.append(
+            f'<text x="10" y="{y + 11}" font-size="11">{which} {p}</text>'
+            f'<rect class="bar" x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" '
+            f'fill="{colors[which]}"><title>{which} {p}: {v:.1f} ms</title></rect>'
+            f'<text x="{label_w + w + 6:.1f}" y="{y + 11}" font-size="11">{v:.1f} ms</text>'
+        )
+        y += bar_h + gap
+    return (
+        f'<svg id="latency-chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'height="{y + 10}" viewBox="0 0 {width} {y + 10}" role="img" '
+        f'aria-label="latency percentiles, primary versus shadow">{"".join(parts)}</svg>'
+    )
+
+
+def render_html(groups: Sequence[GroupStats], source: str = "") -> str:
+    esc = html.escape
+    total = sum(g.sampled for g in groups)
+    body: list[str] = [
+        f"<h1>meshmirror report</h1><p>{esc(source)}: {total} sampled copies, "
+        f"{len(groups)} rule/mirror pair(s)</p>",
+        "<h2>Latency (ms), primary versus shadow</h2>",
+        _latency_svg(groups),
+        "<h2>Outcomes</h2>",
+        "<table id='outcomes'><tr><th>rule</th><th>mirror</th><th>sampled</th><th>sent</th>"
+        "<th>failed</th><th>dropped</th><th>skipped</th><th>mismatch rate</th></tr>",
+    ]
+    for g in groups:
+        rate_class = "ok" if not g.mismatched else "bad"
+        body.append(
+            f"<tr><td>{esc(g.rule)}</td><td>{esc(g.cluster)}</td>"
+            f"<td class='num'>{g.sampled}</td><td class='num'>{g.sent}</td>"
+            f"<td>{esc(_fmt_counter(g.failed))}</td><td>{esc(_fmt_counter(g.dropped))}</td>"
+            f"<td>{esc(_fmt_counter(g.skipped))}</td>"
+            f"<td class='{rate_class}'>{esc(_fmt_rate(g))}</td></tr>"
+        )
+    body.append("</table>")
+    for g in groups:
+        if not g.fields:
+            continue
+        body.append(f"<h2>Differing fields: {esc(g.rule)} -&gt; {esc(g.cluster)}</h2>")
+        body.append("<table><tr><th>field</th><th>count</th><th>example</th><th>request</th></tr>")
+        for name, n in g.fields.most_common(_TOP_FIELDS):
+            where, example = g.examples.get(name, ("", ""))
+            body.append(
+                f"<tr><td><code>{esc(name)}</code></td><td class='num'>{n}</td>"
+                f"<td><code>{esc(example)}</code></td><td>{esc(where)}</td></tr>"
+            )
+        body.append("</table>")
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width'>"
+        f"<title>meshmirror report</title><style>{_CSS}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>\n"
+    )

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+
+from meshmirror.mirror.shadow import mirror_headers, shadow_host
+
+
+@pytest.mark.parametrize(
+    ("host", "suffix", "expected"),
+    [
+        ("httpbin", "-shadow", "httpbin-shadow"),
+        ("httpbin:8000", "-shadow", "httpbin-shadow:8000"),
+        ("cluster-1", "-shadow", "cluster-1-shadow"),
+        ("a.b.example.com:443", "-shadow", "a.b.example.com-shadow:443"),
+        ("127.0.0.1:8080", "-shadow", "127.0.0.1-shadow:8080"),
+        ("[::1]:8080", "-shadow", "[::1]-shadow:8080"),
+        ("[::1]", "-shadow", "[::1]-shadow"),
+        ("httpbin:8000", "", "httpbin:8000"),
+        ("httpbin", "-canary", "httpbin-canary"),
+        ("", "-shadow", "-shadow"),
+        ("host:notaport", "-shadow", "host:notaport-shadow"),
+    ],
+)
+def test_shadow_host_inserts_suffix_before_port(host: str, suffix: str, expected: str) -> None:
+    assert shadow_host(host, suffix) == expected
+
+
+def test_mirror_headers_replace_host_and_extend_xff() -> None:
+    fields = [
+        (b"Host", b"httpbin:8000"),
+        (b"X-Forwarded-For", b"10.0.0.1"),
+        (b"Accept", b"*/*"),
+        (b"X-Forwarded-For", b"10.0.0.2"),
+    ]
+    out = mirror_headers(
+        fields, shadow="httpbin-shadow:8000", client_ip="127.0.0.1", request_id="r1"
+    )
+    assert out[0] == (b"host", b"httpbin-shadow:8000")
+    assert (b"X-Forwarded-For", b"10.0.0.1, 10.0.0.2, 127.0.0.1") in out
+    assert (b"Accept", b"*/*") in out
+    assert (b"x-request-id", b"r1") in out
+    assert sum(1 for k, _ in out if k.lower() == b"host") == 1
+
+
+def test_mirror_headers_keep_existing_request_id_and_join_cookies() -> None:
+    fields = [(b"x-request-id", b"keep"), (b"cookie", b"a=1"), (b"cookie", b"b=2")]
+    out = mirror_headers(fields, shadow="h-shadow", client_ip=None, request_id="new")
+    assert (b"x-request-id", b"keep") in out
+    assert (b"x-request-id", b"new") not in out
+    assert (b"cookie", b"a=1; b=2") in out
+    assert not any(k == b"x-forwarded-for" for k, _ in out)

@@ -1,0 +1,290 @@
+"""The addon's hooks with mitmproxy's own test helpers (taddons, tflow): no sockets needed.
+
+The mirror writer is replaced by a recorder here only to observe what the hook hands over; the
+real writer is exercised end to end in tests/e2e and tests/test_writer.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mitmproxy import exceptions
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.test import taddons, tflow, tutils
+
+from meshmirror.mirror.sender import ProcessWriter
+from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
+from meshmirror.mitm.addon import Mirror
+from tests.processes import gone
+
+CONFIG = """
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: primary}
+spec:
+  hosts: [primary.local]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.2, ports: {http: 8081}}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: shadow}
+spec:
+  hosts: [shadow.local]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.3, ports: {http: 9091}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: app}
+spec:
+  hosts: [app.example.com]
+  http:
+  - match: [{uri: {prefix: /none}}]
+    route: [{destination: {host: primary.local}}]
+    mirror: {host: shadow.local}
+    mirrorPercentage: {value: 0}
+  - route: [{destination: {host: primary.local}}]
+    mirror: {host: shadow.local}
+"""
+
+
+class RecordingWriter:
+    def __init__(self, accept: bool = True) -> None:
+        self.accept = accept
+        self.sent: list[tuple[str, MirrorEndpoint, MirrorRequest]] = []
+        self.callbacks: list[Callable[[MirrorResult], None]] = []
+
+    def submit(
+        self,
+        pool_key: str,
+        endpoint: MirrorEndpoint,
+        request: MirrorRequest,
+        on_done: Callable[[MirrorResult], None],
+        capture: int = 0,
+    ) -> bool:
+        if not self.accept:
+            return False
+        self.sent.append((pool_key, endpoint, request))
+        self.callbacks.append(on_done)
+        return True
+
+    def inflight(self, pool_key: str | None = None) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    p = tmp_path / "vs.yaml"
+    p.write_text(CONFIG)
+    return p
+
+
+def make_flow(
+    path: str = "/headers", host: str = "app.example.com", body: bytes = b""
+) -> tflow.HTTPFlow:
+    f = tflow.tflow(
+        req=tutils.treq(
+            host="127.0.0.1", port=8080, path=path, content=body, headers=[(b"host", host.encode())]
+        )
+    )
+    return f
+
+
+def test_routes_primary_and_hands_copy_to_writer(config: Path) -> None:
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_config=[str(config)])
+        assert tctx.options.keep_host_header is True
+        w = RecordingWriter()
+        m.writer = w  # type: ignore[assignment]
+        f = make_flow(body=b"hello")
+        m.request(f)
+        assert (f.request.host, f.request.port) == ("127.0.0.2", 8081)
+        assert f.request.host_header == "app.example.com"
+        assert len(w.sent) == 1
+        key, ep, copy = w.sent[0]
+        assert key == "outbound|80||shadow.local"
+        assert (ep.host, ep.port) == ("127.0.0.3", 9091)
+        assert (b"host", b"app.example.com-shadow") in copy.headers
+        assert copy.body == b"hello"
+        assert copy.target == "/headers"
+        # x-request-id added to both so they correlate
+        rid = f.request.headers["x-request-id"]
+        assert (b"x-request-id", rid.encode()) in copy.headers
+        w.callbacks[0](
+            MirrorResult(
+                status=200, failure=None, detail="", latency=0.01, bytes_sent=10, bytes_received=20
+            )
+        )
+        c = m.stats.cluster(key)
+        assert (c.sampled, c.sent) == (1, 1)
+
+
+def test_zero_percent_rule_and_unmatched_host_are_not_mirrored(config: Path) -> None:
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_config=[str(config)])
+        w = RecordingWriter()
+        m.writer = w  # type: ignore[assignment]
+        m.request(make_flow("/none"))
+        f = make_flow("/x", host="other.example.com")
+        m.request(f)
+        assert (f.request.host, f.request.port) == ("127.0.0.1", 8080)  # untouched
+        assert w.sent == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda f: setattr(f.request, "method", "CONNECT"), "connect"),
+        (lambda f: f.request.headers.__setitem__("upgrade", "websocket"), "upgrade"),
+        (lambda f: setattr(f.request, "raw_content", b"x" * 5000), "body_too_large"),
+        (lambda f: setattr(f, "response", tutils.tresp()), "has_response"),
+    ],
+    ids=["connect", "upgrade", "too-large", "has-response"],
+)
+def test_guards_count_skips(
+    config: Path, mutate: Callable[[tflow.HTTPFlow], None], reason: str
+) -> None:
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_config=[str(config)], mirror_max_body="1k")
+        w = RecordingWriter()
+        m.writer = w  # type: ignore[assignment]
+        f = make_flow()
+        mutate(f)
+        m.request(f)
+        assert w.sent == []
+        c = m.stats.cluster("outbound|80||shadow.local")
+        assert c.sampled == 1
+        assert c.skipped[reason] == 1
+
+
+def test_overflow_is_counted_as_dropped(config: Path) -> None:
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_config=[str(config)])
+        m.writer = RecordingWriter(accept=False)  # type: ignore[assignment]
+        m.request(make_flow())
+        c = m.stats.cluster("outbound|80||shadow.local")
+        assert (c.sampled, c.dropped["overflow"]) == (1, 1)
+
+
+def test_recorded_flow_is_mirrored_without_rerouting(config: Path) -> None:
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_config=[str(config)])
+        w = RecordingWriter()
+        m.writer = w  # type: ignore[assignment]
+        f = make_flow()
+        f.live = False
+        f.response = tutils.tresp()
+        m.request(f)
+        assert len(w.sent) == 1
+        assert (f.request.host, f.request.port) == ("127.0.0.1", 8080)
+
+
+def test_bad_options_and_config_raise_options_error(tmp_path: Path, config: Path) -> None:
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        with pytest.raises(exceptions.OptionsError, match="mirror_timeout"):
+            tctx.configure(m, mirror_timeout="soon")
+        with pytest.raises(exceptions.OptionsError, match="invalid size"):
+            tctx.configure(m, mirror_max_body="lots")
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(
+            CONFIG.replace("mirrorPercentage: {value: 0}", "mirrorPercentage: {value: 150}")
+        )
+        with pytest.raises(
+            exceptions.OptionsError, match=r"spec\.http\[0\]\.mirrorPercentage\.value"
+        ):
+            tctx.configure(m, mirror_config=[str(bad)])
+        with pytest.raises(exceptions.OptionsError, match="no such file"):
+            tctx.configure(m, mirror_config=[str(tmp_path / "missing.yaml")])
+
+
+def test_commands_report_stats_and_routes(config: Path) -> None:
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_config=[str(config)])
+        m.writer = RecordingWriter()  # type: ignore[assignment]
+        m.request(make_flow())
+        stats = tctx.master.commands.call("mirror.stats")
+        assert '"sampled": 1' in stats
+        routes = tctx.master.commands.call("mirror.routes")
+        assert "outbound|80||shadow.local" in routes
+
+
+def test_reload_command_rejects_a_bad_change_and_loads_a_good_one(config: Path) -> None:
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_config=[str(config)], mirror_reload_interval="0")
+        assert m.live.generation == 1
+        good = config.read_text()
+        config.write_text(good.replace("mirror: {host: shadow.local}", "mirror: {host: 7}", 1))
+        out = tctx.master.commands.call("mirror.reload")
+        assert out == "config not loaded (see the event log); generation 1"
+        assert m.table is not None and m.table.generation == 1  # the last good table serves
+        config.write_text(good.replace("app.example.com", "other.example.com"))
+        assert tctx.master.commands.call("mirror.reload") == "config loaded; generation 2"
+        assert m.table is not None and m.table.generation == 2
+        m.writer = RecordingWriter()  # type: ignore[assignment]
+        m.request(make_flow(host="other.example.com"))
+        assert len(m.writer.sent) == 1  # type: ignore[union-attr]
+
+
+async def test_os_chosen_port_is_checked_against_the_mirrors_once_listening(
+    config: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With -p 0 the listen port is known only in running(). The OS cannot be made to pick a
+    # given port, so the proxyserver's answer is set to the shadow endpoint of CONFIG here.
+    m = Mirror()
+    proxyserver = Proxyserver()
+    with taddons.context(proxyserver, m) as tctx:
+        tctx.configure(
+            m,
+            listen_port=0,
+            mirror_config=[str(config)],
+            mirror_sender="loop",
+            mirror_reload_interval="0",
+            mirror_summary_interval="0",
+        )
+        assert m.live.listen is None
+        monkeypatch.setattr(proxyserver, "listen_addrs", lambda: [("127.0.0.3", 9091)])
+        m.running()
+        try:
+            assert m.fanout.loop_clusters == frozenset({"outbound|80||shadow.local"})
+            warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert any("own listen address 127.0.0.3:9091" in w for w in warnings), warnings
+            m.writer = RecordingWriter()  # type: ignore[assignment]
+            m.request(make_flow())
+            assert m.writer.sent == []  # type: ignore[union-attr]
+            assert m.stats.cluster("outbound|80||shadow.local").skipped == {"loop": 1}
+        finally:
+            m.done()
+
+
+async def test_done_stops_the_sender_process(config: Path) -> None:
+    # mitmproxy calls done() on script reload too: the old addon's sender must not linger.
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        # mitmproxy configures every option at start; here the writer's own are named.
+        tctx.configure(
+            m, mirror_config=[str(config)], mirror_reload_interval="0", mirror_timeout="5s"
+        )
+        writer = m.writer
+        assert isinstance(writer, ProcessWriter)
+        pid = writer.pid
+        assert pid is not None
+        assert m.done() is None  # nothing in flight: nothing to wait for
+        assert writer.pid is None
+        assert gone(pid)
