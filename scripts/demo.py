@@ -36,6 +36,13 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 ROOT = Path(__file__).resolve().parent.parent
+# tests/support (starting, stopping and waiting for processes, /proc) is imported from the
+# repository root.
+sys.path.insert(0, str(ROOT))
+
+from tests.support.processes import spawn, stop, wait_for  # noqa: E402
+from tests.support.procfs import listening_ports  # noqa: E402
+
 SEED_A = ROOT / "configs" / "seed" / "cluster-a"
 LOOPBACK = "127.0.0.1"
 # The loopback ports configs/seed uses (WorkloadEntry httpbin-v1 and the ServiceEntry endpoint).
@@ -227,17 +234,8 @@ class Children:
         self._children: list[Child] = []
 
     def start(self, name: str, argv: list[str], output_file: Path, stderr: IO[str] | int) -> Child:
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            bufsize=1,
-            # Own session: a terminal Ctrl-C reaches only us, and we stop the children in order.
-            start_new_session=True,
-        )
+        # Own session: a terminal Ctrl-C reaches only us, and we stop the children in order.
+        proc = spawn(argv, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, bufsize=1)
         child = Child(name, proc, output_file)
         self._children.append(child)
         child.start_reader()
@@ -255,15 +253,7 @@ class Children:
     def stop(self, child: Child, grace: float = 5.0) -> None:
         """SIGTERM (mitmproxy then runs its `done` hooks), SIGKILL after `grace`; always wait."""
         proc = child.proc
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
+        stop(proc, grace)
         child.join_reader()
         self._children.remove(child)
         print(f"demo: stopped {child.name} (pid {proc.pid}, exit {proc.returncode})")
@@ -273,13 +263,12 @@ class Children:
             self.stop(child)
 
 
-def wait_for(what: str, condition: Callable[[], bool], deadline: float, children: Children) -> None:
+def wait_until(
+    what: str, condition: Callable[[], bool], deadline: float, children: Children
+) -> None:
     """Poll `condition` until true; fail when the deadline passes or a child process dies."""
-    while not condition():
-        children.check_alive()
-        if time.monotonic() > deadline:
-            raise DemoError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    timeout = max(0.0, deadline - time.monotonic())
+    wait_for(condition, timeout, 0.05, what=what, check=children.check_alive, error=DemoError)
 
 
 def wait_for_line(
@@ -295,7 +284,7 @@ def wait_for_line(
                 return True
         return False
 
-    wait_for(f"{child.name} to log {pattern.pattern!r}", seen, deadline, children)
+    wait_until(f"{child.name} to log {pattern.pattern!r}", seen, deadline, children)
     return found[0]
 
 
@@ -330,13 +319,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def config_for_ports(port_a: int, port_b: int, workdir: Path) -> Path:
@@ -384,7 +366,7 @@ def check_proxy_startup(proxy: Child, deadline: float, children: Children) -> No
     """mitmproxy logs "listening at" before it exits for errors logged during startup."""
     if any(any(sign in line for sign in STARTUP_ERRORS) for line in proxy.snapshot()):
         with contextlib.suppress(DemoError):
-            wait_for(
+            wait_until(
                 "the proxy to exit after its startup error",
                 lambda: not proxy.alive(),
                 deadline,
@@ -532,7 +514,8 @@ def run(args: argparse.Namespace, children: Children, workdir: Path) -> int:
     ]
     if args.web:
         if args.web_port is None and not port_is_free(ports.web):
-            ports.web = free_port()
+            # mitmweb binds a port of its own; which one is read from /proc once it listens.
+            ports.web = 0
         argv += [
             "--web-host",
             LOOPBACK,
@@ -551,6 +534,11 @@ def run(args: argparse.Namespace, children: Children, workdir: Path) -> int:
     print(f"demo: proxy (cluster A's ingress gateway) listening at {LOOPBACK}:{ports.proxy}")
     if args.web:
         url = wait_for_line(proxy, WEB_LISTENING, deadline, children)["url"]
+        if ports.web == 0:
+            # mitmweb prints the configured port (0) in its URL; its web socket is the one
+            # that is not the proxy's.
+            (ports.web,) = listening_ports(proxy.proc.pid) - {ports.proxy}
+            url = url.replace(f"{LOOPBACK}:0/", f"{LOOPBACK}:{ports.web}/", 1)
         print(f"demo: mitmweb UI (the token is in the URL): {url}")
 
     n: int = args.requests
@@ -561,7 +549,7 @@ def run(args: argparse.Namespace, children: Children, workdir: Path) -> int:
 
     deadline = time.monotonic() + timeout
     with contextlib.suppress(DemoError):
-        wait_for(
+        wait_until(
             f"{n} requests in cluster A's access log",
             lambda: len(headers_requests(log_a)) >= n,
             deadline,
@@ -644,7 +632,7 @@ def wait_for_mirrors(log_b: Path, n: int, deadline: float, children: Children) -
         return count >= n or (count > 0 and now - last_change >= quiet)
 
     with contextlib.suppress(DemoError):
-        wait_for("mirrored copies in cluster B's access log", settled, deadline, children)
+        wait_until("mirrored copies in cluster B's access log", settled, deadline, children)
     children.check_alive()
 
 

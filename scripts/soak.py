@@ -20,8 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e import faultservers as fs  # noqa: E402
-from tests.e2e.harness import start_proxy  # noqa: E402
+from tests.support import meshconfig as mc  # noqa: E402
+from tests.support import servers as srv  # noqa: E402
+from tests.support.mitmdump import start_proxy  # noqa: E402
+from tests.support.ports import refused_port  # noqa: E402
+from tests.support.procfs import fds_and_rss  # noqa: E402
 
 # Allowed growth between the first sample after warm-up and the last sample.
 MAX_FD_GROWTH = 24
@@ -60,23 +63,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-every", type=float, default=5.0, help="seconds between samples")
     args = ap.parse_args(argv)
 
-    primary = fs.FaultServer(fs.status(200))
-    healthy = fs.FaultServer(fs.status(200))
-    failing = fs.FaultServer(fs.status(500))
-    silent = fs.FaultServer(fs.silent)
-    resetting = fs.FaultServer(fs.reset_mid_response)
-    garbage = fs.FaultServer(fs.garbage)
+    primary = srv.FaultServer(srv.status(200))
+    healthy = srv.FaultServer(srv.status(200))
+    failing = srv.FaultServer(srv.status(500))
+    silent = srv.FaultServer(srv.silent)
+    resetting = srv.FaultServer(srv.reset_mid_response)
+    garbage = srv.FaultServer(srv.garbage)
     servers = [primary, healthy, failing, silent, resetting, garbage]
     mirrors = {
-        "healthy.local": fs.service_entry("healthy", "healthy.local", healthy.port),
-        "failing.local": fs.service_entry("failing", "failing.local", failing.port),
-        "refusing.local": fs.service_entry("refusing", "refusing.local", fs.refused_port()),
-        "silent.local": fs.service_entry("silent", "silent.local", silent.port),
-        "resetting.local": fs.service_entry("resetting", "resetting.local", resetting.port),
-        "garbage.local": fs.service_entry("garbage", "garbage.local", garbage.port),
+        "healthy.local": mc.service_entry("healthy", "healthy.local", healthy.port),
+        "failing.local": mc.service_entry("failing", "failing.local", failing.port),
+        "refusing.local": mc.service_entry("refusing", "refusing.local", refused_port()),
+        "silent.local": mc.service_entry("silent", "silent.local", silent.port),
+        "resetting.local": mc.service_entry("resetting", "resetting.local", resetting.port),
+        "garbage.local": mc.service_entry("garbage", "garbage.local", garbage.port),
     }
     tmp = Path(tempfile.mkdtemp(prefix="meshmirror-soak-"))
-    cfg = fs.mirror_config(tmp / "soak.yaml", primary.port, mirrors, percentage=50)
+    cfg = mc.mirror_config(tmp / "soak.yaml", primary.port, mirrors, percentage=50)
     proxy = start_proxy(
         f"http://127.0.0.1:{primary.port}",
         [cfg],
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         last_n, last_t = 0, t0
         while True:
             now = time.monotonic()
-            fds, rss = fs.proc_figures(pid)
+            fds, rss = fds_and_rss(pid)
             n = counts[0]
             rate = (n - last_n) / max(now - last_t, 1e-9)
             last_n, last_t = n, now
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in threads:
             t.join(15)
         time.sleep(1.0)  # past mirror_timeout: every copy has finished
-        fds, rss = fs.proc_figures(pid)
+        fds, rss = fds_and_rss(pid)
         samples.append((time.monotonic() - t0, counts[0], fds, rss))
         print(f"{'idle':>6} {counts[0]:9d} {'':>7} {fds:5d} {rss / 1024:8.1f}")
     finally:
@@ -150,13 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         print("  e.g. " + "; ".join(errors[:3]))
         ok = False
 
-    summary = fs.last_summary(proxy.lines)
+    summary = mc.last_summary(proxy.lines)
     print("accounting (sampled = sent + failed + dropped + skipped):")
     if len(summary) != len(mirrors):
         print(f"FAIL: expected {len(mirrors)} clusters in the summary, got {len(summary)}")
         ok = False
     for name, c in sorted(summary.items()):
-        total = fs.accounted(c)
+        total = mc.accounted(c)
         mark = "ok" if total == c["sampled"] else "MISMATCH"
         ok = ok and total == c["sampled"]
         detail = " ".join(f"{k}={v}" for k, v in c.items() if k not in ("sampled", "sent") and v)

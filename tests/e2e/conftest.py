@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from pytest_httpserver import HTTPServer
 
-from tests.e2e.harness import Proxy, start_proxy
+from tests.support.mitmdump import Proxy, start_proxy
 
 
 @pytest.fixture

@@ -17,9 +17,12 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.e2e import faultservers as fs
-from tests.e2e.harness import Proxy, start_proxy, wait_for
-from tests.processes import wait_gone
+from tests.support import meshconfig as mc
+from tests.support import servers as srv
+from tests.support.mitmdump import Proxy, port_in_use, start_proxy
+from tests.support.ports import PortTaken, on_picked_port, refused_port, refusing_socket
+from tests.support.processes import wait_for, wait_gone
+from tests.support.procfs import fds_and_rss
 
 FAST = ("mirror_timeout=500ms", "mirror_verbosity=each", "mirror_summary_interval=0")
 OUTCOME_RE = re.compile(r"\bmirror (sent \d+|failed: |dropped: |skipped: )")
@@ -68,7 +71,7 @@ def run_sequence(
 @pytest.fixture(scope="module")
 def baseline(primary: HTTPServer, tmp_path_factory: pytest.TempPathFactory) -> list[object]:
     """What the client gets through a proxy with no mirror at all."""
-    cfg = fs.mirror_config(tmp_path_factory.mktemp("base") / "c.yaml", primary.port, {})
+    cfg = mc.mirror_config(tmp_path_factory.mktemp("base") / "c.yaml", primary.port, {})
     proxy = start_proxy(upstream_of(primary), [cfg])
     try:
         return list(run_sequence(proxy.port, 12))
@@ -118,47 +121,47 @@ def test_fault_matrix(
     baseline: list[object],
     tmp_path: Path,
 ) -> None:
-    server: fs.FaultServer | None = None
+    server: srv.FaultServer | None = None
     protocol, resolution, address, port = "HTTP", "STATIC", "127.0.0.1", 0
     if fault == "refused":
-        port = fs.refused_port()
+        port = refused_port()
     elif fault == "tls-to-plain-port":
-        server, protocol = fs.FaultServer(fs.plain_http_400), "HTTPS"
+        server, protocol = srv.FaultServer(srv.plain_http_400), "HTTPS"
     elif fault == "tls-bad-certificate":
-        server = fs.FaultServer(fs.status(200), tls=fs.self_signed_context(tmp_path))
+        server = srv.FaultServer(srv.status(200), tls=srv.self_signed_context(tmp_path))
         protocol = "HTTPS"
     elif fault == "unresolvable-name":
         resolution, address, port = "DNS", "mirror.meshmirror.invalid", 80
     else:
         handler = {
-            "silent": fs.silent,
-            "byte-at-a-time": fs.drip,
-            "reset-mid-response": fs.reset_mid_response,
-            "garbage": fs.garbage,
-            "huge-body": fs.huge_body,
+            "silent": srv.silent,
+            "byte-at-a-time": srv.drip,
+            "reset-mid-response": srv.reset_mid_response,
+            "garbage": srv.garbage,
+            "huge-body": srv.huge_body,
         }[fault]
-        server = fs.FaultServer(handler)
+        server = srv.FaultServer(handler)
     if server is not None:
         port = server.port
-    se = fs.service_entry(
+    se = mc.service_entry(
         "shadow", "shadow.local", port, address=address, protocol=protocol, resolution=resolution
     )
-    cfg = fs.mirror_config(tmp_path / "c.yaml", primary.port, {"shadow.local": se})
+    cfg = mc.mirror_config(tmp_path / "c.yaml", primary.port, {"shadow.local": se})
     proxy = start_proxy(upstream_of(primary), [cfg], *FAST, "mirror_breaker_failures=0")
     try:
         got = run_sequence(proxy.port, 12)
         assert got == baseline
         wait_for(lambda: outcome_count(proxy) >= 12, timeout=15)
-        fds0, rss0 = fs.proc_figures(proxy.proc.pid)
+        fds0, rss0 = fds_and_rss(proxy.proc.pid)
         burst = 40
         for i in range(12, 12 + burst):
             assert exchange(proxy.port, i)[0] == 200
         wait_for(lambda: outcome_count(proxy) >= 12 + burst, timeout=30)
-        fds1, rss1 = fs.proc_figures(proxy.proc.pid)
+        fds1, rss1 = fds_and_rss(proxy.proc.pid)
         assert fds1 - fds0 <= 10, (fds0, fds1)
         assert rss1 - rss0 < 48 * 1024, (rss0, rss1)  # KiB; a 24 MiB answer is never buffered
         stop_within(proxy)
-        counters = fs.last_summary(proxy.lines)["outbound|80||shadow.local"]
+        counters = mc.last_summary(proxy.lines)["outbound|80||shadow.local"]
         n = 12 + burst
         assert counters["sampled"] == n
         where, cls = FAULTS[fault]
@@ -172,7 +175,7 @@ def test_fault_matrix(
             assert set(failed) <= {"dns", "timeout"} and failed.get("dns", 0) > 0, counters  # type: ignore[attr-defined]
         else:
             assert counters["failed"] == {cls: n}, counters
-        assert fs.accounted(counters) == n
+        assert mc.accounted(counters) == n
         assert proxy.proc.returncode in (0, -15)
     finally:
         proxy.stop()
@@ -186,16 +189,16 @@ def test_fault_matrix(
 def test_every_sampled_copy_has_exactly_one_outcome_under_mixed_faults(
     primary: HTTPServer, tmp_path: Path
 ) -> None:
-    healthy = fs.FaultServer(fs.status(200))
-    failing = fs.FaultServer(fs.status(500))
-    silent = fs.FaultServer(fs.silent)
+    healthy = srv.FaultServer(srv.status(200))
+    failing = srv.FaultServer(srv.status(500))
+    silent = srv.FaultServer(srv.silent)
     mirrors = {
-        "healthy.local": fs.service_entry("healthy", "healthy.local", healthy.port),
-        "refusing.local": fs.service_entry("refusing", "refusing.local", fs.refused_port()),
-        "silent.local": fs.service_entry("silent", "silent.local", silent.port),
-        "failing.local": fs.service_entry("failing", "failing.local", failing.port),
+        "healthy.local": mc.service_entry("healthy", "healthy.local", healthy.port),
+        "refusing.local": mc.service_entry("refusing", "refusing.local", refused_port()),
+        "silent.local": mc.service_entry("silent", "silent.local", silent.port),
+        "failing.local": mc.service_entry("failing", "failing.local", failing.port),
     }
-    cfg = fs.mirror_config(tmp_path / "c.yaml", primary.port, mirrors)
+    cfg = mc.mirror_config(tmp_path / "c.yaml", primary.port, mirrors)
     proxy = start_proxy(
         upstream_of(primary),
         [cfg],
@@ -219,11 +222,11 @@ def test_every_sampled_copy_has_exactly_one_outcome_under_mixed_faults(
         proxy.stop()
         for s in (healthy, failing, silent):
             s.close()
-    summary = fs.last_summary(proxy.lines)
+    summary = mc.last_summary(proxy.lines)
     c = {h.split(".")[0]: summary[f"outbound|80||{h}"] for h in mirrors}
     for name, counters in c.items():
         assert counters["sampled"] == n, (name, counters)
-        assert fs.accounted(counters) == n, (name, counters)
+        assert mc.accounted(counters) == n, (name, counters)
     too_large = sum(1 for i in range(n) if i % 3 == 0 and i * 100 > 1024)
     assert c["healthy"]["sent"] == n - too_large, c["healthy"]
     assert c["healthy"]["skipped"] == {"body_too_large": too_large}
@@ -259,11 +262,11 @@ def _sender_children(pid: int) -> list[int]:
 def test_one_sender_process_runs_beside_mitmdump_and_ends_with_it(
     primary: HTTPServer, tmp_path: Path
 ) -> None:
-    silent = fs.FaultServer(fs.silent)
-    cfg = fs.mirror_config(
+    silent = srv.FaultServer(srv.silent)
+    cfg = mc.mirror_config(
         tmp_path / "c.yaml",
         primary.port,
-        {"silent.local": fs.service_entry("silent", "silent.local", silent.port)},
+        {"silent.local": mc.service_entry("silent", "silent.local", silent.port)},
     )
     proxy = start_proxy(upstream_of(primary), [cfg], "mirror_timeout=2s")
     try:
@@ -284,11 +287,12 @@ def test_one_sender_process_runs_beside_mitmdump_and_ends_with_it(
 def test_circuit_half_opens_after_cooldown_and_probe_closes_it(
     primary: HTTPServer, tmp_path: Path
 ) -> None:
-    port = fs.refused_port()
-    cfg = fs.mirror_config(
+    closed = refusing_socket()
+    port = closed.getsockname()[1]
+    cfg = mc.mirror_config(
         tmp_path / "c.yaml",
         primary.port,
-        {"flaky.local": fs.service_entry("flaky", "flaky.local", port)},
+        {"flaky.local": mc.service_entry("flaky", "flaky.local", port)},
     )
     proxy = start_proxy(
         upstream_of(primary),
@@ -297,7 +301,7 @@ def test_circuit_half_opens_after_cooldown_and_probe_closes_it(
         "mirror_breaker_failures=2",
         "mirror_breaker_cooldown=1s",
     )
-    server: fs.FaultServer | None = None
+    server: srv.FaultServer | None = None
     try:
         for i in range(4):
             exchange(proxy.port, i)
@@ -305,12 +309,9 @@ def test_circuit_half_opens_after_cooldown_and_probe_closes_it(
         # Copies 3 and 4 may have left before the second refusal came back; this one cannot.
         exchange(proxy.port, 4)
         wait_for(lambda: proxy.log_lines("mirror dropped: circuit_open"), timeout=10)
-        # The mirror comes back on the same port; after the cool-down one probe closes it.
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        sock.close()
-        server = _server_on(port)
+        # The mirror comes back on the same port (the refusing socket starts to listen); after
+        # the cool-down one probe closes it.
+        server = srv.FaultServer(srv.status(200), sock=closed)
         time.sleep(1.1)
         exchange(proxy.port, 10)
         wait_for(lambda: proxy.log_lines("open -> half_open"), timeout=10)
@@ -321,26 +322,8 @@ def test_circuit_half_opens_after_cooldown_and_probe_closes_it(
         proxy.stop()
         if server is not None:
             server.close()
-
-
-def _server_on(port: int) -> fs.FaultServer:
-    """A healthy mirror on a given port (retrying briefly if the port is still in TIME_WAIT)."""
-    server = fs.FaultServer.__new__(fs.FaultServer)
-    server.handler = fs.status(200)
-    server.tls = None
-    server.sock = socket.socket()
-    server.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.sock.bind(("127.0.0.1", port))
-    server.sock.listen(64)
-    server.port = port
-    server.accepted = 0
-    server._conns = []
-    server._stop = False
-    import threading
-
-    server._thread = threading.Thread(target=server._run, daemon=True)
-    server._thread.start()
-    return server
+        else:
+            closed.close()
 
 
 # --- loop guard -------------------------------------------------------------------------------
@@ -349,15 +332,22 @@ def _server_on(port: int) -> fs.FaultServer:
 def test_mirror_to_own_listen_address_is_refused_at_startup(
     primary: HTTPServer, tmp_path: Path
 ) -> None:
-    own = fs.refused_port()
-    cfg = fs.mirror_config(
-        tmp_path / "c.yaml",
-        primary.port,
-        {"self.local": fs.service_entry("self", "self.local", own)},
-    )
-    proxy = start_proxy(
-        f"{upstream_of(primary)}@{own}", [cfg], expect_failure=True, ready_timeout=30
-    )
+    # The listen port must be in the config before mitmdump starts, so it is picked up front.
+    def attempt(port: int) -> tuple[int, Proxy]:
+        cfg = mc.mirror_config(
+            tmp_path / "c.yaml",
+            primary.port,
+            {"self.local": mc.service_entry("self", "self.local", port)},
+        )
+        proxy = start_proxy(
+            f"{upstream_of(primary)}@{port}", [cfg], expect_failure=True, ready_timeout=30
+        )
+        if port_in_use(proxy.output):
+            raise PortTaken(port)
+        return port, proxy
+
+    own, proxy = on_picked_port(attempt)
+    cfg = tmp_path / "c.yaml"
     assert proxy.proc.returncode != 0
     out = proxy.output
     assert f"mirror endpoint 127.0.0.1:{own}" in out
@@ -369,23 +359,33 @@ def test_mirror_to_own_listen_address_is_refused_at_startup(
 def test_two_proxies_mirroring_to_each_other_do_not_loop(
     primary: HTTPServer, tmp_path: Path
 ) -> None:
-    port_a = fs.refused_port()
     b_dir = tmp_path / "b"
     b_dir.mkdir()
-    # B serves app.example.com (and its shadow host) from the primary and mirrors back to A.
-    cfg_b = fs.mirror_config(
-        b_dir / "c.yaml",
-        primary.port,
-        {"a.local": fs.service_entry("a", "a.local", port_a)},
-        hosts="[app.example.com, app.example.com-shadow]",
-    )
-    b = start_proxy(upstream_of(primary), [cfg_b], *FAST)
-    cfg_a = fs.mirror_config(
-        tmp_path / "a.yaml",
-        primary.port,
-        {"b.local": fs.service_entry("b", "b.local", b.port)},
-    )
-    a = start_proxy(f"{upstream_of(primary)}@{port_a}", [cfg_a], *FAST)
+
+    # B's config names A's listen port before A starts, so that port is picked up front.
+    def start_pair(port_a: int) -> tuple[Proxy, Proxy]:
+        # B serves app.example.com (and its shadow host) from the primary and mirrors back to A.
+        cfg_b = mc.mirror_config(
+            b_dir / "c.yaml",
+            primary.port,
+            {"a.local": mc.service_entry("a", "a.local", port_a)},
+            hosts="[app.example.com, app.example.com-shadow]",
+        )
+        b = start_proxy(upstream_of(primary), [cfg_b], *FAST)
+        cfg_a = mc.mirror_config(
+            tmp_path / "a.yaml",
+            primary.port,
+            {"b.local": mc.service_entry("b", "b.local", b.port)},
+        )
+        try:
+            return start_proxy(f"{upstream_of(primary)}@{port_a}", [cfg_a], *FAST), b
+        except AssertionError as e:
+            b.stop()
+            if port_in_use(str(e)):
+                raise PortTaken(port_a) from e
+            raise
+
+    a, b = on_picked_port(start_pair)
     try:
         before = len(primary.log)
         n = 10
@@ -418,10 +418,10 @@ def test_secrets_are_redacted_on_the_copy_and_never_logged(
     mirror = HTTPServer(host="127.0.0.1", port=0)
     mirror.expect_request("").respond_with_data("m")
     mirror.start()
-    cfg = fs.mirror_config(
+    cfg = mc.mirror_config(
         tmp_path / "c.yaml",
         primary.port,
-        {"shadow.local": fs.service_entry("shadow", "shadow.local", mirror.port)},
+        {"shadow.local": mc.service_entry("shadow", "shadow.local", mirror.port)},
     )
     proxy = start_proxy(
         upstream_of(primary),
@@ -536,9 +536,9 @@ spec:
 """
     path = tmp / "c.yaml"
     path.write_text(
-        fs.service_entry("primary", "primary.local", primary.port).strip()
+        mc.service_entry("primary", "primary.local", primary.port).strip()
         + "\n---\n"
-        + fs.service_entry("shadow", "shadow.local", mirror.port).strip()
+        + mc.service_entry("shadow", "shadow.local", mirror.port).strip()
         + "\n---\n"
         + vs.strip()
         + "\n"

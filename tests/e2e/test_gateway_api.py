@@ -23,7 +23,8 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request
 
 from meshmirror.validate.virtualservice import NOT_YET_SERVED
-from tests.e2e.harness import Proxy, wait_for
+from tests.support.mitmdump import Proxy
+from tests.support.processes import wait_for
 
 ANY = re.compile(r".*")
 NS = "gateway-conformance-infra"

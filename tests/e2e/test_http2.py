@@ -10,8 +10,9 @@ from pathlib import Path
 
 from pytest_httpserver import HTTPServer
 
-from tests.e2e.harness import Proxy, wait_for
 from tests.e2e.test_proxy import requests_of, service_entry, virtual_service, write_config
+from tests.support.mitmdump import Proxy
+from tests.support.processes import wait_for
 
 
 def test_h2_client_is_mirrored_as_http1_with_authority_as_host(

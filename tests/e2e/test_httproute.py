@@ -12,7 +12,6 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.e2e.harness import Proxy, wait_for
 from tests.e2e.test_proxy import (
     ANY,
     Client,
@@ -21,6 +20,8 @@ from tests.e2e.test_proxy import (
     virtual_service,
     write_config,
 )
+from tests.support.mitmdump import Proxy
+from tests.support.processes import wait_for
 
 Start = Callable[..., tuple[Proxy, Client]]
 

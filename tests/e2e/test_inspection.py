@@ -9,11 +9,8 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -26,8 +23,10 @@ from mitmproxy.test import tflow
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.e2e.harness import ADDON, MITMDUMP, Proxy, wait_for
 from tests.e2e.test_proxy import ANY, Client, service_entry, write_config
+from tests.support.mitmdump import ADDON, MITMDUMP, Proxy, read_lines
+from tests.support.processes import spawn, stop, wait_for
+from tests.support.procfs import listening_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 MESHMIRROR = [sys.executable, "-m", "meshmirror"]
@@ -192,46 +191,22 @@ def render_in_browser(page: Path, tmp_path: Path) -> None:
 # --- mitmweb: mirror flows through its own REST API ----------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def mitmweb() -> Iterator[Callable[..., tuple[subprocess.Popen[str], list[str]]]]:
     started: list[subprocess.Popen[str]] = []
 
     def start(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
         cmd = [str(MITMDUMP.with_name("mitmweb")), *args]
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            start_new_session=True,
-        )
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = spawn(cmd, stdout=subprocess.PIPE, text=True, env=env)
         started.append(proc)
         lines: list[str] = []
-
-        def read() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                lines.append(line)
-
-        threading.Thread(target=read, daemon=True).start()
+        read_lines(proc, lines)
         return proc, lines
 
     yield start
     for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop(proc)
 
 
 def test_mirror_flows_in_mitmweb(
@@ -239,7 +214,6 @@ def test_mirror_flows_in_mitmweb(
     upstream: HTTPServer,
     mitmweb: Callable[..., tuple[subprocess.Popen[str], list[str]]],
 ) -> None:
-    web_port = free_port()
     proc, lines = mitmweb(
         "--mode",
         f"reverse:{upstream.url_for('/').rstrip('/')}",
@@ -249,8 +223,10 @@ def test_mirror_flows_in_mitmweb(
         "0",
         "--web-host",
         "127.0.0.1",
+        # Port 0: the web server binds one of its own; it is read from /proc below (mitmweb
+        # prints the configured 0 in its URL, not the port it got).
         "--set",
-        f"web_port={web_port}",
+        "web_port=0",
         "--set",
         "web_open_browser=false",
         "-s",
@@ -273,6 +249,8 @@ def test_mirror_flows_in_mitmweb(
         return (int(proxy.group(1)), token.group(1) or "") if proxy and token else None
 
     proxy_port, token = wait_for(started, 30)  # type: ignore[misc]
+    # The web server listens before it prints its URL: by now the process has both sockets.
+    (web_port,) = listening_ports(proc.pid) - {proxy_port}
     client = Client(proxy_port)
     for path in ("/same/1", "/diff/1", "/same/2"):
         assert client.request("GET", path, headers={"X-Request-Id": path})[0] == 200

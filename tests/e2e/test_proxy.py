@@ -5,8 +5,6 @@ from __future__ import annotations
 import http.client
 import math
 import re
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +13,10 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.e2e.harness import Proxy, wait_for
+from tests.support import servers as srv
+from tests.support.mitmdump import Proxy
+from tests.support.ports import refused_port
+from tests.support.processes import wait_for
 
 ANY = re.compile(r".*")
 
@@ -460,44 +461,6 @@ def test_bad_config_stops_startup_with_located_error(
 # --- a misbehaving mirror never changes what the client gets ------------------------------------
 
 
-class SilentServer:
-    """Accepts connections and never answers (or refuses: closed port)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.port = self.sock.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        self._stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        self.sock.settimeout(0.2)
-        while not self._stop:
-            try:
-                c, _ = self.sock.accept()
-                self.conns.append(c)
-            except OSError:
-                continue
-
-    def close(self) -> None:
-        self._stop = True
-        self.thread.join(2)
-        for c in self.conns:
-            c.close()
-        self.sock.close()
-
-
-def refused_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def timed_requests(client: Client, n: int) -> tuple[list[tuple[int, bytes]], float]:
     results = []
     times = []
@@ -520,7 +483,7 @@ def test_misbehaving_mirror_leaves_primary_identical(
     httpserver.expect_request(ANY).respond_with_handler(
         lambda req: Response(f"primary {req.args.get('i')}", status=200)
     )
-    silent = SilentServer() if fault == "silent" else None
+    silent = srv.FaultServer(srv.silent) if fault == "silent" else None
     failing = None
     if fault == "refused":
         mirror_port = refused_port()

@@ -13,8 +13,8 @@ from mitmproxy.test import tflow, tutils
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.e2e.harness import ADDON, MITMDUMP
 from tests.e2e.test_proxy import requests_of, service_entry, virtual_service, write_config
+from tests.support.mitmdump import ADDON, MITMDUMP
 
 
 def write_recording(path: Path, n: int) -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 
-from tests.e2e import faultservers as fs
-from tests.e2e.harness import start_proxy, wait_for
+from tests.support import meshconfig as mc
+from tests.support.mitmdump import start_proxy
+from tests.support.processes import wait_for
 
 
 @pytest.fixture
@@ -63,8 +64,8 @@ def test_edit_while_traffic_flows_switches_and_bad_edit_keeps_last_good(
     cfg_dir = tmp_path / "cfg"
     cfg_dir.mkdir()
     cfg = cfg_dir / "app.yaml"
-    se = {"shadow.local": fs.service_entry("shadow", "shadow.local", mirror.port)}
-    fs.mirror_config(cfg, primary.port, se, percentage=0)
+    se = {"shadow.local": mc.service_entry("shadow", "shadow.local", mirror.port)}
+    mc.mirror_config(cfg, primary.port, se, percentage=0)
     proxy = start_proxy(
         f"http://127.0.0.1:{primary.port}",
         [cfg_dir],
@@ -76,7 +77,7 @@ def test_edit_while_traffic_flows_switches_and_bad_edit_keeps_last_good(
     try:
         wait_for(lambda: len(traffic.statuses) >= 20, timeout=10)
         assert len(mirror.log) == 0  # generation 1: 0%
-        fs.mirror_config(cfg, primary.port, se, percentage=100)
+        mc.mirror_config(cfg, primary.port, se, percentage=100)
         wait_for(lambda: proxy.log_lines("config generation 2 loaded"), timeout=10)
         wait_for(lambda: len(mirror.log) >= 10, timeout=10)
         assert proxy.log_lines("gen=2")
@@ -109,5 +110,5 @@ def test_edit_while_traffic_flows_switches_and_bad_edit_keeps_last_good(
         traffic.stop()
         proxy.stop()
     assert traffic.statuses and set(traffic.statuses) == {200}
-    summary = fs.last_summary(proxy.lines)["outbound|80||shadow.local"]
-    assert fs.accounted(summary) == summary["sampled"]
+    summary = mc.last_summary(proxy.lines)["outbound|80||shadow.local"]
+    assert mc.accounted(summary) == summary["sampled"]

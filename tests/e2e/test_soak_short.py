@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.e2e.harness import ROOT
+from tests.support.mitmdump import ROOT
 
 
 def test_short_soak_is_flat_and_fully_accounted() -> None:

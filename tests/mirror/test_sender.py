@@ -20,7 +20,7 @@ import pytest
 from meshmirror.mirror.sender import ProcessWriter
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
 from meshmirror.mirror.worker import FrameReader, copy_message, encode_frame
-from tests.processes import gone, wait_gone
+from tests.support.processes import gone, wait_gone
 
 DEADLINE = 10.0
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

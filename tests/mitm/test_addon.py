@@ -18,7 +18,7 @@ from mitmproxy.test import taddons, tflow, tutils
 from meshmirror.mirror.sender import ProcessWriter
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
 from meshmirror.mitm.addon import Mirror
-from tests.processes import gone
+from tests.support.processes import gone
 
 CONFIG = """
 apiVersion: networking.istio.io/v1beta1

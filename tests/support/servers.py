@@ -1,8 +1,6 @@
-"""Misbehaving mirror servers on 127.0.0.1 (OS-chosen ports), one thread each, for e2e tests and
-scripts/soak.py. Each fault is a small function run per accepted connection.
-
-Also: a config writer for the usual "primary + mirrors" layout and a parser for the addon's
-summary line, so tests can read the per-cluster counters from mitmdump's output.
+"""Misbehaving servers on 127.0.0.1 for the end-to-end tests and scripts/soak.py: each binds
+port 0 itself and reports the port it got (`FaultServer.port`), so no other process can take it
+in between. A fault is a small function run per accepted connection, one thread each.
 """
 
 from __future__ import annotations
@@ -98,14 +96,25 @@ def status(code: int) -> Handler:
 
 
 class FaultServer:
-    """Runs `handler` on each accepted connection (a thread each); `tls` wraps accepted sockets."""
+    """Runs `handler` on each accepted connection (a thread each); `tls` wraps accepted sockets.
 
-    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
+    Binds 127.0.0.1 port 0, or listens on `sock`, a socket already bound (say, the one behind
+    `ports.refusing_socket()`, so that a refusing port starts answering without ever being free).
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        tls: ssl.SSLContext | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
         self.handler = handler
         self.tls = tls
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        if sock is None:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
+        self.sock = sock
         self.sock.listen(512)
         self.port: int = self.sock.getsockname()[1]
         self.accepted = 0
@@ -150,14 +159,6 @@ class FaultServer:
         self.sock.close()
 
 
-def refused_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def self_signed_context(tmp: Path) -> ssl.SSLContext:
     """A server context with a fresh self-signed certificate (no client trusts it)."""
     from cryptography import x509
@@ -191,117 +192,6 @@ def self_signed_context(tmp: Path) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert_file, key_file)
     return ctx
-
-
-# --- config and output helpers ----------------------------------------------------------------
-
-
-def service_entry(
-    name: str,
-    host: str,
-    port: int,
-    *,
-    address: str = "127.0.0.1",
-    protocol: str = "HTTP",
-    resolution: str = "STATIC",
-) -> str:
-    pname = protocol.lower()
-    return f"""
-apiVersion: networking.istio.io/v1beta1
-kind: ServiceEntry
-metadata: {{name: {name}}}
-spec:
-  hosts: [{host}]
-  ports: [{{number: 80, name: {pname}, protocol: {protocol}}}]
-  resolution: {resolution}
-  endpoints:
-  - address: {address}
-    ports: {{{pname}: {port}}}
-"""
-
-
-def mirror_config(
-    path: Path,
-    primary_port: int,
-    mirrors: dict[str, str],
-    *,
-    percentage: float | None = None,
-    extra_docs: tuple[str, ...] = (),
-    hosts: str = "[app.example.com]",
-) -> Path:
-    """primary.local -> 127.0.0.1:primary_port; `mirrors` maps a mirror host to its
-    ServiceEntry document (see `service_entry`); every mirror at `percentage` (None: absent)."""
-    pct = "" if percentage is None else f"\n      percentage: {{value: {percentage}}}"
-    mirror_lines = "".join(f"\n    - destination: {{host: {h}}}{pct}" for h in mirrors)
-    vs = f"""
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: app}}
-spec:
-  hosts: {hosts}
-  http:
-  - route:
-    - destination: {{host: primary.local}}
-    mirrors:{mirror_lines}
-"""
-    docs = [service_entry("primary", "primary.local", primary_port), *mirrors.values(), *extra_docs]
-    text = "\n---\n".join(d.strip() for d in [*docs, vs]) + "\n"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)  # atomic: a watcher never sees half a file
-    return path
-
-
-SUMMARY_RE = re.compile(r"mirror summary: (.*)$")
-
-
-def parse_summary(line: str) -> dict[str, dict[str, object]]:
-    """`mirror summary: C: sampled=3 sent=1 failed=refused:2; D: ...` -> per-cluster counters
-    ({"sampled": 3, "sent": 1, "failed": {"refused": 2}, ...})."""
-    m = SUMMARY_RE.search(line)
-    out: dict[str, dict[str, object]] = {}
-    if not m or m.group(1).startswith("nothing"):
-        return out
-    for part in m.group(1).split("; "):
-        name, _, fields = part.partition(": ")
-        counters: dict[str, object] = {"failed": {}, "dropped": {}, "skipped": {}}
-        for f in fields.split():
-            key, _, value = f.partition("=")
-            if key in ("sampled", "sent"):
-                counters[key] = int(value)
-            else:
-                counters[key] = {
-                    k: int(v) for k, _, v in (x.partition(":") for x in value.split(","))
-                }
-        out[name] = counters
-    return out
-
-
-def last_summary(lines: list[str]) -> dict[str, dict[str, object]]:
-    for line in reversed(lines):
-        if "mirror summary: " in line:
-            return parse_summary(line.rstrip("\n"))
-    return {}
-
-
-def accounted(c: dict[str, object]) -> int:
-    total = int(c.get("sent", 0))  # type: ignore[call-overload]
-    for key in ("failed", "dropped", "skipped"):
-        total += sum(c.get(key, {}).values())  # type: ignore[attr-defined]
-    return total
-
-
-def proc_figures(pid: int) -> tuple[int, int]:
-    """(open fds, VmRSS in KiB) of a process, from /proc."""
-    import os
-
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
-    rss = 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-    return fds, rss
 
 
 def plain_http_400(conn: socket.socket) -> None:

@@ -1,21 +1,22 @@
-"""Harness for end-to-end tests: a mitmdump subprocess with the addon, real HTTP backends.
+"""mitmdump with the addon as a subprocess, for the end-to-end tests and scripts/soak.py.
 
-Everything binds 127.0.0.1 with OS-chosen ports; every wait has a deadline; every process is
-stopped by its own pid.
+mitmdump is started with `-p 0`: it binds a port of its own choosing, and the port is read from
+the line it prints ("HTTP(S) proxy listening at 127.0.0.1:PORT", "Reverse proxy server
+listening at http://127.0.0.1:PORT"). The process runs in its own session and is stopped by its
+pid; every wait has a deadline.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.processes import spawn, stop, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ADDON = ROOT / "addons" / "mirror.py"
@@ -23,20 +24,10 @@ MITMDUMP = Path(sys.executable).with_name("mitmdump")
 LISTEN_RE = re.compile(r"listening at (?:http://)?127\.0\.0\.1:(\d+)")
 
 
-def wait_for(cond: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> object:
-    """Poll `cond` until it returns something truthy; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
 @dataclass
 class Proxy:
+    """A running mitmdump; `lines` fills with its combined output as it prints it."""
+
     proc: subprocess.Popen[str]
     port: int = 0
     lines: list[str] = field(default_factory=list)
@@ -53,17 +44,21 @@ class Proxy:
     def log_lines(self, needle: str) -> list[str]:
         return [line for line in list(self.lines) if needle in line]
 
+    def listen_port(self) -> int | None:
+        """The port from the first "listening at" line so far; None before it is printed."""
+        for line in list(self.lines):
+            m = LISTEN_RE.search(line)
+            if m:
+                return int(m.group(1))
+        return None
+
     def stop(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        """SIGTERM (the addon drains and prints its summary), SIGKILL after `timeout`."""
+        code = stop(self.proc, timeout)
         if self._reader is not None:
             self._reader.join(5)
-        return self.proc.returncode
+        assert code is not None
+        return code
 
 
 def start_proxy(
@@ -73,6 +68,8 @@ def start_proxy(
     ready_timeout: float = 30.0,
     expect_failure: bool = False,
 ) -> Proxy:
+    """mitmdump in reverse mode to `upstream` with the addon reading `configs`; `options` are
+    more `--set` values. Returns once it listens, or, with `expect_failure`, once it exited."""
     cmd = [
         str(MITMDUMP),
         "--mode",
@@ -98,23 +95,9 @@ def start_proxy(
     for o in options:
         cmd += ["--set", o]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
+    proc = spawn(cmd, stdout=subprocess.PIPE, text=True, env=env)
     proxy = Proxy(proc)
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            proxy.lines.append(line)
-
-    proxy._reader = threading.Thread(target=read, daemon=True)
-    proxy._reader.start()
+    proxy._reader = read_lines(proc, proxy.lines)
     if expect_failure:
         try:
             proc.wait(ready_timeout)
@@ -124,18 +107,34 @@ def start_proxy(
         proxy._reader.join(5)
         return proxy
 
-    def ready() -> int | None:
-        for line in list(proxy.lines):
-            m = LISTEN_RE.search(line)
-            if m:
-                return int(m.group(1))
+    def exited_early() -> None:
         if proc.poll() is not None:
             raise AssertionError(f"mitmdump exited early ({proc.returncode}):\n{proxy.output}")
-        return None
 
     try:
-        proxy.port = int(wait_for(ready, ready_timeout))  # type: ignore[call-overload]
+        proxy.port = wait_for(
+            proxy.listen_port, ready_timeout, what="mitmdump to listen", check=exited_early
+        )
     except BaseException:
         proxy.stop()
         raise
     return proxy
+
+
+def read_lines(proc: subprocess.Popen[str], lines: list[str]) -> threading.Thread:
+    """Append proc's output lines to `lines` from a daemon thread (returned, started)."""
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader
+
+
+def port_in_use(output: str) -> bool:
+    """True when mitmdump's output says its listen port was taken ("[errno 98] address already
+    in use"): the cue for `ports.on_picked_port` to try another port."""
+    return "address already in use" in output.lower()

@@ -1,0 +1,345 @@
+"""One measurement (a point in a round: start its proxy, warm up, closed loop, fixed rate,
+stop, read the counters) and the soak (one long closed-loop run with RSS sampled).
+
+Contract: every process a measurement starts is stopped before it returns, also when it raises
+BenchError; a proxy binds its port itself (mitmdump `-p 0`, read from /proc) except nginx,
+which must be told one (it rejects port 0) and gets a picked port, retried when taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchlib.backends import backend_counts, settled_counts
+from benchlib.common import ADDON, BENCH_PATH, BENCH_SCRIPT, BIN, LOOPBACK, BenchError, log
+from benchlib.loadgen import WRK_LUA, parse_wrk
+from benchlib.points import STATS_SCRIPT, Point, meshmirror_yaml, nginx_conf
+from benchlib.procs import Child, Children, NoiseMeter, tail, wait_until
+from tests.support.meshconfig import last_summary_line, parse_summary
+from tests.support.ports import PortTaken, on_picked_port
+from tests.support.procfs import listening_ports, tree_cpu_seconds, tree_memory_mb
+
+
+@dataclass
+class Settings:
+    """The run's knobs, from the command line (written to the JSON as they are)."""
+
+    rounds: int
+    duration: float
+    open_duration: float
+    warmup: float
+    connections: int
+    rate: float | None
+    timeout: float
+    max_open_conns: int
+    loadgen: str  # "wrk" or "python"
+    wrk: str
+    nginx: str
+    termlog: str
+    soak: float
+    soak_point: str
+    quick: bool
+
+
+@dataclass
+class Env:
+    """What every measurement of a run shares; `rate` is set by the first closed loop."""
+
+    settings: Settings
+    children: Children
+    tmp: Path
+    ports: dict[str, int]  # role -> backend port ("refused" is a closed port)
+    controls: dict[str, int]  # backend process -> control port
+    rate: float | None = None
+
+
+def start_proxy(env: Env, point: Point, tag: str) -> tuple[Child, int, Path | None]:
+    """Start the point's proxy; returns (its process, the port it listens on, where the addon's
+    stats will be written at shutdown (meshmirror points only))."""
+    d = env.tmp / tag
+    d.mkdir(parents=True, exist_ok=True)
+    if point.proxy == "nginx":
+        child, port = on_picked_port(lambda port: start_nginx(env, point, d, port))
+        return child, port, None
+    return start_mitmdump(env, point, d)
+
+
+def start_nginx(env: Env, point: Point, d: Path, port: int) -> tuple[Child, int]:
+    """nginx on `port`; PortTaken when another process bound it first (on_picked_port retries)."""
+    primary = env.ports["primary"]
+    mirror_port = env.ports[point.mirror] if point.mirror else None
+    conf = d / "nginx.conf"
+    (d / "error.log").unlink(missing_ok=True)  # a failed attempt's log must not decide this one
+    conf.write_text(nginx_conf(d, port, primary, mirror_port))
+    argv = [env.settings.nginx, "-p", str(d), "-c", str(conf), "-e", str(d / "error.log")]
+    child = env.children.start(f"nginx {d.name}", argv, d / "proxy.log")
+    try:
+        # Its own socket, not just "something accepts on the port": that could be the process
+        # that took the port first.
+        wait_until(
+            f"{child.name} listening on {port}",
+            lambda: port in listening_ports(child.proc.pid),
+            30.0,
+            child,
+        )
+    except BenchError:
+        env.children.stop(child)
+        logs = tail(d / "error.log", 20) + tail(d / "proxy.log", 20)
+        if "Address already in use" in logs:
+            raise PortTaken(port) from None
+        raise
+    return child, port
+
+
+def start_mitmdump(env: Env, point: Point, d: Path) -> tuple[Child, int, Path | None]:
+    """mitmdump (with the addon for meshmirror points) on a port it binds itself (`-p 0`)."""
+    s = env.settings
+    primary = env.ports["primary"]
+    mirror_port = env.ports[point.mirror] if point.mirror else None
+    stats_path: Path | None = None
+    argv = [
+        str(BIN / "mitmdump"),
+        "--mode",
+        f"reverse:http://{LOOPBACK}:{primary}",
+        "--listen-host",
+        LOOPBACK,
+        "-p",
+        "0",
+        "--set",
+        "flow_detail=0",
+        "--set",
+        f"termlog_verbosity={s.termlog}",
+        # The addon turns this on itself; the baseline gets it too so only the addon differs.
+        "--set",
+        "keep_host_header=true",
+    ]
+    environ = dict(os.environ)
+    if point.proxy == "meshmirror":
+        assert mirror_port is not None
+        cfg = d / "bench.yaml"
+        cfg.write_text(meshmirror_yaml(point, primary, mirror_port))
+        script = env.tmp / "bench_stats_addon.py"
+        if not script.exists():
+            script.write_text(STATS_SCRIPT)
+        stats_path = d / "mirror-stats.json"
+        environ["MESHMIRROR_BENCH_STATS"] = str(stats_path)
+        argv += [
+            "-s",
+            str(ADDON),
+            "-s",
+            str(script),
+            "--set",
+            f"mirror_config={cfg}",
+            "--set",
+            "mirror_verbosity=summary",
+            "--set",
+            "mirror_timeout=1s",
+        ]
+        for option in point.options:
+            argv += ["--set", option]
+    child = env.children.start(f"mitmdump {d.name}", argv, d / "proxy.log", env=environ)
+    # At termlog_verbosity=warn mitmdump does not print "listening at", so the port is read
+    # from the listening socket the process holds (its children hold none).
+    ports: set[int] = set()
+
+    def bound() -> bool:
+        with contextlib.suppress(OSError):
+            ports.update(listening_ports(child.proc.pid))
+        return bool(ports)
+
+    wait_until(f"{child.name} to listen", bound, 30.0, child)
+    if len(ports) != 1:
+        raise BenchError(f"{child.name} listens on {sorted(ports)}, expected one port")
+    return child, ports.pop(), stats_path
+
+
+def run_load(
+    env: Env,
+    mode: str,
+    port: int,
+    duration: float,
+    *,
+    conns: int | None = None,
+    rate: float | None = None,
+    watch_pid: int | None = None,
+    use_wrk: bool | None = None,
+) -> tuple[dict[str, Any], list[tuple[float, float]]]:
+    """Run one load (wrk or `_load` child) to completion; sample the proxy's RSS meanwhile."""
+    s = env.settings
+    conns = conns or s.connections
+    wrk = (s.loadgen == "wrk") if use_wrk is None else use_wrk
+    out_path = env.tmp / f"load-{time.monotonic_ns()}.out"
+    if mode == "closed" and wrk:
+        lua = env.tmp / "bench.lua"
+        if not lua.exists():
+            lua.write_text(WRK_LUA)
+        secs = max(1, round(duration))
+        argv = [s.wrk, "-t1", f"-c{conns}", f"-d{secs}s", "--timeout", f"{s.timeout:g}s"]
+        argv += ["-s", str(lua), f"http://{LOOPBACK}:{port}{BENCH_PATH}"]
+    else:
+        argv = [sys.executable, str(BENCH_SCRIPT), "_load", mode, "--port", str(port)]
+        argv += ["--duration", f"{duration}", "--timeout", f"{s.timeout}"]
+        argv += ["--connections", str(conns), "--max-connections", str(s.max_open_conns)]
+        if rate is not None:
+            argv += ["--rate", f"{rate}"]
+    child = env.children.start(f"load {mode}", argv, out_path)
+    samples: list[tuple[float, float]] = []
+    t0 = time.monotonic()
+    deadline = t0 + duration + s.timeout + 30
+    try:
+        while child.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise BenchError(f"load generator {argv[0]} did not finish by its deadline")
+            if watch_pid is not None:
+                with contextlib.suppress(OSError):
+                    samples.append((time.monotonic() - t0, tree_memory_mb(watch_pid)["VmRSS"]))
+            time.sleep(0.25 if duration < 5 else 1.0)
+    finally:
+        env.children.stop(child)
+    text = out_path.read_text(errors="replace")
+    if child.proc.returncode != 0:
+        raise BenchError(f"load generator exited {child.proc.returncode}: {text.strip()[-300:]}")
+    if argv[0] == s.wrk:
+        return parse_wrk(text, conns), samples
+    return json.loads(text.strip().splitlines()[-1]), samples
+
+
+def measure(env: Env, point: Point, rnd: int) -> dict[str, Any]:
+    s = env.settings
+    tag = f"r{rnd}-{point.name}"
+    res: dict[str, Any] = {"round": rnd}
+    before = backend_counts(env.controls)
+    t_start = time.monotonic()
+    child, port, stats_path = start_proxy(env, point, tag)
+    pid = child.proc.pid
+    try:
+        res["startup_s"] = round(time.monotonic() - t_start, 3)
+        warm, _ = run_load(env, "closed", port, s.warmup, conns=4, use_wrk=False)
+        if warm["requests"] == 0 or warm["errors"]:
+            state = "alive" if child.proc.poll() is None else f"exited {child.proc.returncode}"
+            raise BenchError(
+                f"warm-up failed: {warm['requests']} ok, {warm['error_classes']}; proxy {state}"
+                f"; log: {tail(child.log_path)}"
+            )
+        rss_warm = tree_memory_mb(pid)["VmRSS"]
+        noise = NoiseMeter(env.children)
+        noise.start()
+        c0 = tree_cpu_seconds(pid)
+        closed, samples_c = run_load(env, "closed", port, s.duration, watch_pid=pid)
+        c1 = tree_cpu_seconds(pid)
+        res["other_cpu_cores"] = noise.cores()
+        if env.rate is None:
+            env.rate = max(20.0, round(closed["rps"] / 2))
+            log(f"fixed rate for the open-loop runs: {env.rate:g} req/s (half of {point.name})")
+        opened, samples_o = run_load(
+            env, "open", port, s.open_duration, rate=env.rate, watch_pid=pid
+        )
+        c2 = tree_cpu_seconds(pid)
+        mem = tree_memory_mb(pid)
+        res["closed"] = closed
+        res["open"] = opened
+        res["cpu_closed_s"] = round(c1 - c0, 3)
+        res["cpu_util_closed"] = round((c1 - c0) / closed["duration_s"], 3)
+        res["cpu_ms_per_req"] = (
+            round((c1 - c0) / closed["requests"] * 1000, 4) if closed["requests"] else None
+        )
+        res["cpu_open_s"] = round(c2 - c1, 3)
+        res["cpu_ms_per_req_open"] = (
+            round((c2 - c1) / opened["requests"] * 1000, 4) if opened["requests"] else None
+        )
+        res["rss_after_warmup_mb"] = round(rss_warm, 1)
+        res["rss_end_mb"] = round(mem["VmRSS"], 1)
+        res["peak_rss_mb"] = round(mem["VmHWM"], 1)
+        res["rss_growth_mb"] = round(mem["VmHWM"] - rss_warm, 1)
+        res["rss_samples_max_mb"] = round(max((r for _, r in samples_c + samples_o), default=0), 1)
+    finally:
+        t_stop = time.monotonic()
+        rc = env.children.stop(child, grace=15.0)
+        res["stop_s"] = round(time.monotonic() - t_stop, 3)
+        res["exit_code"] = rc
+    proxy_log = child.log_path.read_text(errors="replace")
+    res["log_tail"] = proxy_log.strip().splitlines()[-5:]
+    after = settled_counts(env.controls)
+    delta = {
+        k: after["requests"].get(k, 0) - before["requests"].get(k, 0) for k in after["requests"]
+    }
+    res["backend_requests"] = delta
+    res["mirror_hosts"] = after["hosts"].get(point.mirror or "", {})
+    mirror = res["mirror"] = {"received": delta.get(point.mirror, 0) if point.mirror else 0}
+    if point.proxy == "meshmirror":
+        stats: Any = None
+        if stats_path is not None and stats_path.exists():
+            stats = json.loads(stats_path.read_text() or "null")
+        if not isinstance(stats, dict) or "total" not in stats:
+            raise BenchError(
+                f"no mirror.stats from the addon ({stats!r}); log: {tail(child.log_path)}"
+            )
+        total = stats["total"]
+        mirror.update(
+            sampled=total["sampled"],
+            sent=total["sent"],
+            failed=total["failed"],
+            dropped=total["dropped"],
+            skipped=total["skipped"],
+            in_flight=total.get("in_flight", 0),
+            not_mirrored=stats.get("requests_not_mirrored", {}),
+        )
+        finished = (
+            total["sent"]
+            + sum(total["failed"].values())
+            + sum(total["dropped"].values())
+            + sum(total["skipped"].values())
+        )
+        mirror["accounted"] = finished == total["sampled"]
+        line = last_summary_line(proxy_log.splitlines())
+        res["summary"] = None if line is None else {"line": line, "clusters": parse_summary(line)}
+        summ = res["summary"]
+        if summ and summ["clusters"]:
+            sampled = sum(c.get("sampled", 0) for c in summ["clusters"].values())
+            mirror["summary_agrees"] = sampled == total["sampled"]
+    elif point.proxy == "nginx" and point.mirror:
+        # nginx mirrors every request: what the primary served is what was sampled.
+        mirror["sampled"] = delta.get("primary", 0)
+    if rc not in (0, None) and point.proxy != "nginx":
+        res["warning"] = f"proxy exited with {rc}"
+    return res
+
+
+def soak(env: Env, point: Point) -> dict[str, Any]:
+    """One long closed-loop run at full load with the proxy's RSS sampled every second."""
+    s = env.settings
+    child, port, _ = start_proxy(env, point, f"soak-{point.name}")
+    pid = child.proc.pid
+    try:
+        run_load(env, "closed", port, s.warmup, conns=4, use_wrk=False)
+        rss0 = tree_memory_mb(pid)["VmRSS"]
+        c0 = tree_cpu_seconds(pid)
+        load, samples = run_load(env, "closed", port, s.soak, watch_pid=pid)
+        c1 = tree_cpu_seconds(pid)
+        mem = tree_memory_mb(pid)
+    finally:
+        env.children.stop(child, grace=15.0)
+    half = [r for t, r in samples if t >= s.soak / 2]
+    return {
+        "point": point.name,
+        "duration_s": s.soak,
+        "rps": load["rps"],
+        "requests": load["requests"],
+        "errors": load["errors"],
+        "cpu_ms_per_req": round((c1 - c0) / load["requests"] * 1000, 4)
+        if load["requests"]
+        else None,
+        "rss_after_warmup_mb": round(rss0, 1),
+        "rss_end_mb": round(mem["VmRSS"], 1),
+        "peak_rss_mb": round(mem["VmHWM"], 1),
+        "growth_mb": round(mem["VmHWM"] - rss0, 1),
+        "second_half_growth_mb": round(max(half) - min(half), 1) if half else None,
+        "rss_samples_mb": [[round(t, 1), round(r, 1)] for t, r in samples],
+    }

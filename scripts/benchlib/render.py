@@ -1,0 +1,159 @@
+"""The output: the Markdown tables (figures per point, targets) and the SVG chart.
+
+Contract: the figures table has one row per selected point in POINTS order (a point that did
+not run or failed in every round says so in its row); the SVG has one bar per point with
+figures.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from benchlib.figures import fmt, ratio
+from benchlib.points import POINTS
+from benchlib.targets import TARGET_HEALTHY_RPS, TARGET_NOMIRROR_RPS
+
+TABLE_HEADER = "| point | req/s |"
+# Other processes' CPU (cores) above which a point's figures are flagged as noisy.
+NOISE_CORES = 0.1
+
+
+def figures_table(aggs: dict[str, dict[str, Any]], not_run: dict[str, str]) -> str:
+    head = (
+        f"{TABLE_HEADER} x base | closed p50 / p99 / max ms | fixed-rate p50 / p99 / max ms "
+        "| p99 x base | errors | mirror recv / sampled | failed / dropped / skipped "
+        "| CPU ms/req (util) | peak RSS MB | other CPU |"
+    )
+    lines = [head, "|" + "---|" * 12]
+    for p in POINTS:
+        if p.name in not_run:
+            lines.append(f"| {p.name} | not run: {not_run[p.name]} |" + " |" * 10)
+            continue
+        a = aggs.get(p.name)
+        if a is None:
+            continue
+        if "rps" not in a:
+            lines.append(f"| {p.name} | failed in every round |" + " |" * 10)
+            continue
+        base = aggs.get("nginx" if p.proxy == "nginx" else "baseline", {})
+        m = a.get("mirror", {})
+        recv = f"{m.get('received', 0)} / {m['sampled']}" if "sampled" in m else "-"
+        fds = "-"
+        if p.proxy == "meshmirror":
+
+            def short(c: dict[str, int]) -> str:
+                return ",".join(f"{k}:{v}" for k, v in c.items()) or "0"
+
+            fds = f"{short(m['failed'])} / {short(m['dropped'])} / {short(m['skipped'])}"
+            if not m["accounted"]:
+                fds += " (UNACCOUNTED)"
+        lines.append(
+            f"| {p.name} | {fmt(a['rps'], 0)} | {fmt(ratio(a['rps'], base.get('rps')))} "
+            f"| {fmt(a['closed_p50_ms'])} / {fmt(a['closed_p99_ms'])} "
+            f"/ {fmt(a['closed_max_ms'], 0)} "
+            f"| {fmt(a['open_p50_ms'])} / {fmt(a['open_p99_ms'])} / {fmt(a['open_max_ms'], 0)} "
+            f"| {fmt(ratio(a['open_p99_ms'], base.get('open_p99_ms')))} | {a['errors']} "
+            f"| {recv} | {fds} | {fmt(a['cpu_ms_per_req'], 3)} ({fmt(a['cpu_util_closed'])}) "
+            f"| {fmt(a['peak_rss_mb'], 0)} | {fmt(a['other_cpu_cores_max'])} |"
+        )
+    return "\n".join(lines)
+
+
+def targets_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| target | measured | value | limit | nginx, same measure | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['target']} | {r['measured'] or '-'} | {fmt(r['value'], 3)} | {r['limit']} "
+            f"| {r['peer'] or '-'} | {r['verdict']} |"
+        )
+    return "\n".join(lines)
+
+
+def svg_chart(aggs: dict[str, dict[str, Any]]) -> str:
+    """Two horizontal bar panels: throughput ratio to the baseline, fixed-rate p99 (ms)."""
+    rows = [p for p in POINTS if "rps" in aggs.get(p.name, {})]
+    bar_h, gap, left, width = 18, 6, 250, 300
+    height = 60 + len(rows) * (bar_h + gap)
+    total_w = left + width + 60 + 40 + width + 80
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w}" height="{height}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<rect width="{total_w}" height="{height}" fill="white"/>',
+        f'<text x="{left}" y="20" font-weight="bold">throughput / own baseline '
+        "(closed loop)</text>",
+    ]
+    x2 = left + width + 100
+    parts.append(f'<text x="{x2}" y="20" font-weight="bold">fixed-rate p99 (ms, log scale)</text>')
+    p99s = [aggs[p.name].get("open_p99_ms") or 0.0 for p in rows]
+    p99_max = max([v for v in p99s if v > 0], default=1.0)
+    lo = math.log10(max(0.1, min([v for v in p99s if v > 0], default=0.1)) / 2)
+    hi = math.log10(p99_max * 1.2)
+    for i, p in enumerate(rows):
+        a = aggs[p.name]
+        y = 40 + i * (bar_h + gap)
+        base = aggs.get("nginx" if p.proxy == "nginx" else "baseline", {}).get("rps")
+        r = ratio(a["rps"], base) or 0.0
+        w = min(r, 1.2) / 1.2 * width
+        color = "#888" if p.proxy == "nginx" else ("#4a7" if p.proxy == "mitmdump" else "#47a")
+        parts.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{p.name}</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{color}"/>')
+        parts.append(f'<text x="{left + w + 4:.1f}" y="{y + 13}">{r:.2f}</text>')
+        v = a.get("open_p99_ms") or 0.0
+        pw = 0.0
+        if v > 0 and hi > lo:
+            pw = max(0.0, (math.log10(v) - lo) / (hi - lo)) * width
+        parts.append(f'<rect x="{x2}" y="{y}" width="{pw:.1f}" height="{bar_h}" fill="{color}"/>')
+        parts.append(f'<text x="{x2 + pw + 4:.1f}" y="{y + 13}">{v:g}</text>')
+    for limit, label in ((TARGET_HEALTHY_RPS, "0.90"), (TARGET_NOMIRROR_RPS, "0.97")):
+        x = left + limit / 1.2 * width
+        parts.append(
+            f'<line x1="{x:.1f}" y1="30" x2="{x:.1f}" y2="{height - 10}" stroke="#c33" '
+            'stroke-dasharray="3,3"/>'
+        )
+        parts.append(
+            f'<text x="{x:.1f}" y="{height - 1}" fill="#c33" font-size="10">{label}</text>'
+        )
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def print_report(
+    doc: dict[str, Any], aggs: dict[str, dict[str, Any]], results: dict[str, list[dict[str, Any]]]
+) -> None:
+    """The Markdown report on stdout: the run's line, the figures, NOISE, targets, what did not
+    run or failed, and the routing benchmark's own output. `doc` is what the JSON file holds."""
+    meta, s, not_run, routing = doc["meta"], doc["meta"]["settings"], doc["not_run"], doc["routing"]
+    mach = meta["machine"]
+    print(f"## meshmirror benchmark, {meta['started']}\n")
+    print(
+        f"`{meta['command']}`: {mach.get('nproc')} x {mach.get('cpu_model')}, kernel "
+        f"{mach.get('kernel')}, Python {mach.get('python')}, mitmproxy {mach.get('mitmproxy')}, "
+        f"{mach.get('nginx', 'no nginx')}, {mach.get('wrk', 'no wrk')}; load: "
+        f"{s['loadgen']}, {s['connections']} connections closed loop, fixed rate "
+        f"{meta['fixed_rate']} req/s; {s['rounds']} round(s) of {s['duration']:g} s + "
+        f"{s['open_duration']:g} s; medians over rounds, max of max.\n"
+    )
+    print(figures_table(aggs, not_run))
+    noisy = {n: a["other_cpu_cores_max"] for n, a in aggs.items() if a.get("other_cpu_cores_max")}
+    noisy = {n: v for n, v in noisy.items() if v > NOISE_CORES}
+    if noisy:
+        worst = ", ".join(f"{n} {v:.2f}" for n, v in sorted(noisy.items(), key=lambda x: -x[1]))
+        print(
+            f"\nNOISE: processes outside this run used more than {NOISE_CORES} of a core during "
+            f"the closed-loop runs of: {worst} (cores, worst round); compare ratios with care."
+        )
+    print()
+    print(targets_table(doc["targets"]))
+    for name, reason in not_run.items():
+        print(f"\n- {name}: not run: {reason}")
+    for name, rs in results.items():
+        for r in rs:
+            if "error" in r:
+                print(f"\n- {name} round {r['round'] + 1}: failed: {r['error']}")
+    if routing.get("output"):
+        print("\nrouting micro-benchmark (scripts/bench_routing.py):\n")
+        print("```\n" + routing["output"] + "\n```")
