@@ -790,6 +790,25 @@ async def test_max_inflight_rejects_without_calling_on_done(h: Harness) -> None:
     assert h.submit(w, local(backend), get(), key="a")
 
 
+async def test_an_uncapped_writer_leaves_the_cap_to_its_caller() -> None:
+    # The sender child runs uncapped: its parent already counted each copy against the cap.
+    backend = await Backend(hold).start()
+    outcomes = Outcomes()
+    w = MirrorWriter(timeout=5.0, max_inflight=None)
+    try:
+        for _ in range(5):
+            assert w.submit("a", local(backend), get(), outcomes.callback()[1])
+        assert w.submit("b", local(backend), get(), outcomes.callback()[1])
+        assert (w.inflight("a"), w.inflight("b"), w.inflight()) == (5, 1, 6)
+        await backend.wait_until(lambda: len(backend.requests) == 6, "6 requests held")
+        backend.release.set()
+        assert {r.status for r in await outcomes.wait(6)} == {200}
+        assert w.inflight() == 0
+    finally:
+        w.close()
+        await backend.stop()
+
+
 async def test_drain_completes_pending_copies(h: Harness) -> None:
     backend = await h.backend(serve(OK_RESPONSE, delay=0.1))
     w = h.writer()

@@ -1,14 +1,18 @@
-"""The HTTP/1.1 client connection: an asyncio.Protocol that sends one copy at a time and parses
-the response incrementally, discarding its body as it arrives (no pooling here: see pool.py).
+"""The HTTP/1.1 client connection: an asyncio.Protocol that sends one request at a time and parses
+the response incrementally (no pooling here: see pool.py). It is the one HTTP/1.1 client of
+meshmirror: mirror copies and the primary's attempts (mitm/primary.py) both go through it.
 
-h11 is deliberately not used on the hot path: a hand-written response parser costs a fraction of
-its per-event overhead (see spec/mitmproxy-internals.md section 3c).
+The body is discarded as it arrives, unless `capture` asks to keep its first bytes (inspection)
+or, with `capture` equal to the connection's body limit, all of it (the primary; `take_response`).
+A body past the limit ends the exchange as truncated and aborts the connection.
+A hand-written parser rather than h11: it costs a fraction of h11's per-event overhead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+from dataclasses import dataclass
 from typing import Protocol
 
 from meshmirror.mirror.failures import ClosedEarly, ProtocolViolation
@@ -395,6 +399,28 @@ class Connection(asyncio.Protocol):
 
 
 Captured = tuple[tuple[tuple[bytes, bytes], ...], bytes, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedResponse:
+    """A finished exchange's response as captured: status line, header fields as received."""
+
+    status: int
+    reason: bytes
+    fields: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+    truncated: bool  # the body went past what the connection kept
+
+
+def take_response(conn: Connection) -> CapturedResponse:
+    """take_capture plus the status and reason phrase of the final (non-1xx) response."""
+    reason = b""
+    if conn.head_raw is not None:
+        head, sep = conn.head_raw
+        # _parse_head accepted "VERSION SP 3DIGIT [SP reason]".
+        reason = head.split(sep, 1)[0].rstrip(b"\r").partition(b" ")[2][4:]
+    fields, body, truncated = take_capture(conn)
+    return CapturedResponse(conn.status, reason, fields, body, truncated)
 
 
 def take_capture(conn: Connection) -> Captured:

@@ -1,12 +1,18 @@
-"""HTTP/1.1 request-head encoding for mirror copies: hop-by-hop fields dropped, framing checked."""
+"""HTTP/1.1 request-head encoding for mirror copies and the primary's attempts: hop-by-hop fields
+dropped (`HOP_BY_HOP`, and whatever Connection names, never Host), Content-Length computed from
+the body sent, CR/LF in any part refused (`InvalidRequest`)."""
 
 from __future__ import annotations
 
 from meshmirror.mirror.failures import InvalidRequest
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest
 
-# Content-Length is dropped too: the writer always recomputes it from the body it sends.
-_HOP_BY_HOP = frozenset(
+#: Fields of a received message that must not be forwarded: the connection-specific ones of
+#: RFC 9110 7.6.1 (Connection itself, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding,
+#: Upgrade), whether or not Connection names them, and the framing of the message as received.
+#: Every message forwarded from here is re-framed with a whole body and no trailer section, so
+#: the received Content-Length and the trailer fields announced by Trailer no longer apply.
+HOP_BY_HOP = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -21,7 +27,9 @@ _HOP_BY_HOP = frozenset(
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 
 
-def encode_head(request: MirrorRequest, endpoint: MirrorEndpoint) -> bytes:
+def encode_head(request: MirrorRequest, endpoint: MirrorEndpoint, *, close: bool = False) -> bytes:
+    """The request head to send. close=True adds `Connection: close` (one exchange per
+    connection)."""
     method = request.method.encode("ascii")
     # mitmproxy exposes non-UTF-8 path bytes as surrogates; this restores them byte-exact.
     target = (request.target or "/").encode("utf-8", "surrogateescape")
@@ -29,7 +37,7 @@ def encode_head(request: MirrorRequest, endpoint: MirrorEndpoint) -> bytes:
         raise InvalidRequest("target contains a space")
     headers = request.headers
     lows = [name.lower() for name, _ in headers]
-    drop = _HOP_BY_HOP
+    drop = HOP_BY_HOP
     if b"connection" in lows:
         extra = {
             token.strip().lower()
@@ -39,7 +47,7 @@ def encode_head(request: MirrorRequest, endpoint: MirrorEndpoint) -> bytes:
         }
         # Never let a Connection token strip Host: the copy would become unroutable.
         extra.discard(b"host")
-        if not extra <= _HOP_BY_HOP:  # usually just "keep-alive"/"close": skip the union
+        if not extra <= HOP_BY_HOP:  # usually just "keep-alive"/"close": skip the union
             drop = drop | extra
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     has_host = False
@@ -62,6 +70,8 @@ def encode_head(request: MirrorRequest, endpoint: MirrorEndpoint) -> bytes:
     body_len = len(request.body)
     if body_len or method in _BODY_METHODS:
         out += (b"Content-Length: ", str(body_len).encode("ascii"), b"\r\n")
+    if close:
+        out += (b"Connection", b": ", b"close", b"\r\n")
     out.append(b"\r\n")
     head = b"".join(out)
     # One cheap pass instead of checking every value: each CRLF we emitted is the only one allowed.

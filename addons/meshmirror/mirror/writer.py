@@ -23,23 +23,23 @@ from typing import Any
 from meshmirror.mirror.failures import (
     ClosedEarly,
     ConnectTimeout,
-    TLSConfigError,
     classify,
     short_error,
 )
 from meshmirror.mirror.http1 import Captured, Connection, take_capture
 from meshmirror.mirror.pool import IdlePool
 from meshmirror.mirror.request_head import encode_head
+from meshmirror.mirror.tls import ClientContexts
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
 
 log = logging.getLogger("meshmirror.writer")
 
 
-def check_limits(timeout: float, max_inflight: int) -> None:
+def check_limits(timeout: float, max_inflight: int | None) -> None:
     """The writers' argument checks (MirrorWriter and sender.ProcessWriter)."""
     if timeout <= 0:
         raise ValueError("timeout must be > 0")
-    if max_inflight < 1:
+    if max_inflight is not None and max_inflight < 1:
         raise ValueError("max_inflight must be >= 1")
 
 
@@ -129,26 +129,29 @@ _CONNECT_KWARGS: dict[str, Any] = {"all_errors": True} if sys.version_info >= (3
 
 
 class MirrorWriter:
-    """Sends mirror copies: pooled per endpoint, bounded per pool key, timed, fire-and-forget."""
+    """Sends mirror copies: pooled per endpoint, bounded per pool key, timed, fire-and-forget.
+
+    `max_inflight=None` leaves the cap to the caller: the sender process, whose parent already
+    counted every copy against it before sending it over."""
 
     def __init__(
         self,
         *,
         timeout: float,
-        max_inflight: int,
+        max_inflight: int | None,
         connect_timeout: float | None = None,
         max_idle_per_endpoint: int = 16,
         max_response_body: int = 8 * 1024 * 1024,
     ) -> None:
         check_limits(timeout, max_inflight)
         self._timeout = timeout
-        self._caps = InflightCaps(max_inflight)
+        self._caps = None if max_inflight is None else InflightCaps(max_inflight)
         self._connect_timeout = connect_timeout
         self._max_idle = max(0, max_idle_per_endpoint)
         self._max_body = max(0, max_response_body)
         self._live: set[_Copy] = set()
         self._pools: dict[MirrorEndpoint, IdlePool] = {}
-        self._ssl_contexts: dict[tuple[str | None, bool], ssl.SSLContext | TLSConfigError] = {}
+        self._ssl_contexts = ClientContexts()
         #: How many on_done callbacks raised (only the first is logged, with its traceback).
         self.callback_errors = 0
 
@@ -167,7 +170,8 @@ class MirrorWriter:
         called exactly once (possibly before submit returns: mitmproxy 12 on py3.12+ installs an
         eager task factory, so create_task may run the coroutine inline up to its first await).
         capture > 0 keeps the response's headers and up to that many body bytes in the result."""
-        if not self._caps.take(pool_key):
+        caps = self._caps
+        if caps is not None and not caps.take(pool_key):
             return False
         loop = asyncio.get_running_loop()
         copy = _Copy(pool_key, on_done, time.monotonic(), capture)
@@ -179,12 +183,15 @@ class MirrorWriter:
             # Only a closed or broken loop gets here; undo so the caller sees just the raise.
             self._live.discard(copy)
             copy.finished = True
-            self._caps.release(pool_key)
+            if caps is not None:
+                caps.release(pool_key)
             raise
         return True
 
     def inflight(self, pool_key: str | None = None) -> int:
-        return self._caps.count(pool_key)
+        if self._caps is not None:
+            return self._caps.count(pool_key)
+        return sum(1 for c in self._live if pool_key is None or c.pool_key == pool_key)
 
     async def drain(self, timeout: float) -> int:
         """Wait up to timeout for in-flight copies; cancel the rest (on_done gets "cancelled").
@@ -245,7 +252,8 @@ class MirrorWriter:
         if copy.finished:
             return
         copy.finished = True
-        self._caps.release(copy.pool_key)
+        if self._caps is not None:
+            self._caps.release(copy.pool_key)
         latency = time.monotonic() - copy.started
         if captured is None:
             result = MirrorResult(status, failure, detail, latency, copy.sent, received)
@@ -375,22 +383,5 @@ class MirrorWriter:
         return pool
 
     def _ssl_context(self, endpoint: MirrorEndpoint) -> ssl.SSLContext:
-        # Loading trust stores costs milliseconds: share one context per (ca_file, insecure).
-        # A broken ca_file is remembered too, so a misconfigured mirror cannot make every copy
-        # re-read it on the event loop; close() forgets both.
-        key = (endpoint.ca_file, endpoint.insecure_skip_verify)
-        context = self._ssl_contexts.get(key)
-        if context is None:
-            try:
-                context = ssl.create_default_context(cafile=endpoint.ca_file)
-            except (OSError, ValueError) as exc:
-                context = TLSConfigError(f"cannot load ca_file: {short_error(exc)}")
-            else:
-                if endpoint.insecure_skip_verify:
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                context.set_alpn_protocols(["http/1.1"])
-            self._ssl_contexts[key] = context
-        if isinstance(context, TLSConfigError):
-            raise context
-        return context
+        # close() forgets the contexts and a remembered broken ca_file with them.
+        return self._ssl_contexts.get(endpoint.ca_file, endpoint.insecure_skip_verify)

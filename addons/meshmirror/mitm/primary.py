@@ -1,7 +1,7 @@
 """What happens to the primary request besides routing: the mitmproxy glue for the policies.
 
 - Rewrites and header operations are applied to the flow before the mirror copy is taken, so the
-  copy carries them (Envoy copies the finalized headers, spec 4.4).
+  copy carries them (Envoy copies the finalized headers).
 - `redirect` and `directResponse` are answered here and never mirrored (they never reach Envoy's
   router). A fault `abort` is answered here and never mirrored (the fault filter runs before the
   router); a fault `delay` holds the request before routing, so its copy leaves after the delay.
@@ -9,9 +9,14 @@
   request once it has gone upstream; a timer cannot answer a flow that is waiting on its server
   (`flow.kill()` outside a hook only takes effect at the flow's next hook, which never comes while
   the upstream is silent). So for a route with either, meshmirror makes the upstream exchange
-  itself in the `request` hook (HTTP/1.1 via h11, one fresh connection per attempt, deadlines on
-  every step) and hands mitmproxy the response. The copy is submitted before the first attempt,
-  once, however often the primary is retried.
+  itself in the `request` hook and hands mitmproxy the response: HTTP/1.1 through the copies'
+  client (mirror/http1.py, head by mirror/request_head.py, TLS contexts from mirror/tls.py), one
+  fresh connection per attempt (`Connection: close`), the whole response body kept, one deadline
+  per attempt (the per-try timeout or what is left of the route's). An attempt fails as
+  `connect-failure` (no connection: refused, unreachable, DNS, TLS handshake), `timeout` (its
+  deadline passed) or `reset` (the connection failed after it was made: closed or reset before
+  the response ended, a malformed response, a request head that cannot be framed). The copy is
+  submitted before the first attempt, once, however often the primary is retried.
 """
 
 from __future__ import annotations
@@ -20,12 +25,17 @@ import asyncio
 import logging
 import random
 import ssl
-from dataclasses import dataclass
+import sys
 from typing import TYPE_CHECKING
 
-import h11
 from mitmproxy import http
 
+from meshmirror.mirror.failures import InvalidRequest
+from meshmirror.mirror.http1 import CapturedResponse, Connection, take_response
+from meshmirror.mirror.pool import IdlePool
+from meshmirror.mirror.request_head import HOP_BY_HOP, encode_head
+from meshmirror.mirror.tls import ClientContexts
+from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest
 from meshmirror.percent import MILLION
 from meshmirror.policy.rewrites import HeaderOps, rewrite_request
 from meshmirror.policy.upstream import Failure, UpstreamPolicy
@@ -50,18 +60,12 @@ RESET_BODY = (
 )
 FAULT_ABORT_BODY = b"fault filter abort"
 
-_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"te",
-        b"upgrade",
-        b"content-length",
-        b"host",
-    }
-)
+# Not forwarded to the client: the response is re-framed from its whole body; a Host field
+# describes a request and means nothing in a response.
+_RESPONSE_DROP = HOP_BY_HOP | {b"host"}
+# The whole body, unbounded: the client gets what upstream sent, as on the routes mitmproxy
+# forwards itself under its default body_size_limit (none).
+_WHOLE_BODY = sys.maxsize
 _MAX_BACKOFF_FACTOR = 10  # Envoy's max_interval default: 10 x base_interval
 
 
@@ -145,7 +149,7 @@ class Primary:
 
     def __init__(self, seed: int | None = None) -> None:
         self.rng = random.Random(seed)
-        self._ssl: dict[tuple[str | None, bool], ssl.SSLContext] = {}
+        self._ssl = ClientContexts()
 
     def seed(self, seed: int | None) -> None:
         self.rng = random.Random(seed)
@@ -170,15 +174,13 @@ class Primary:
         req = flow.request
         loop = asyncio.get_running_loop()
         deadline = loop.time() + policy.timeout if policy.timeout > 0 else None
-        target = _Target(
-            host=req.host,
-            port=req.port,
-            ssl=self._context(cluster) if req.scheme == "https" else None,
-            sni=_sni(cluster, req.host) if req.scheme == "https" else None,
+        https = req.scheme == "https"
+        endpoint = MirrorEndpoint(
+            req.host, req.port, tls=https, sni=_sni(cluster, req.host) if https else None
         )
-        method = req.method.encode()
-        head = _request_headers(req)
-        body = req.raw_content or b""
+        # No idle connection is ever kept: the pool only owns each attempt's connection.
+        pool = IdlePool(endpoint, 0, self._context(cluster) if https else None)
+        request = MirrorRequest(req.method, req.path, _request_headers(req), req.raw_content or b"")
         retries = 0
         while True:
             remaining = None if deadline is None else deadline - loop.time()
@@ -186,15 +188,15 @@ class Primary:
                 flow.response = local_reply(504, TIMEOUT_BODY)
                 return
             limits = [t for t in (policy.per_try_timeout, remaining) if t]
-            reply: _Reply | None = None
+            reply: CapturedResponse | None = None
             failure: Failure | None = None
             try:
-                reply = await _send_once(target, method, req.path.encode(), head, body, limits)
+                reply = await _send_once(pool, request, limits)
             except _Failed as e:
                 failure, detail = e.kind, e.detail
                 log.debug(f"meshmirror: primary attempt {retries + 1} failed: {failure} ({detail})")
             if retries < policy.retries and (
-                (reply is not None and policy.retry_for_status(reply.status, reply.grpc_status))
+                (reply is not None and policy.retry_for_status(reply.status, _grpc_status(reply)))
                 or (failure is not None and policy.retry_for_failure(failure))
             ):
                 retries += 1
@@ -211,43 +213,22 @@ class Primary:
             return
 
     def _context(self, cluster: Cluster | None) -> ssl.SSLContext:
+        """The cluster's TLS settings (none: system trust, verified); an unloadable ca_file
+        raises TLSConfigError out of the hook."""
         tls = cluster.tls if cluster is not None else None
-        key = (tls.ca_file if tls else None, tls.insecure_skip_verify if tls else False)
-        context = self._ssl.get(key)
-        if context is None:
-            context = ssl.create_default_context(cafile=key[0])
-            if key[1]:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            context.set_alpn_protocols(["http/1.1"])
-            self._ssl[key] = context
-        return context
+        if tls is None:
+            return self._ssl.get(None, False)
+        return self._ssl.get(tls.ca_file, tls.insecure_skip_verify)
 
 
 # --- the HTTP/1.1 exchange ---
 
 
-@dataclass(frozen=True, slots=True)
-class _Target:
-    host: str
-    port: int
-    ssl: ssl.SSLContext | None
-    sni: str | None
-
-
-@dataclass(slots=True)
-class _Reply:
-    status: int
-    reason: bytes
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-
-    @property
-    def grpc_status(self) -> str | None:
-        for name, value in self.headers:
-            if name.lower() == b"grpc-status":
-                return value.decode("latin-1")
-        return None
+def _grpc_status(reply: CapturedResponse) -> str | None:
+    for name, value in reply.fields:
+        if name.lower() == b"grpc-status":
+            return value.decode("latin-1")
+    return None
 
 
 class _Failed(Exception):
@@ -264,74 +245,67 @@ def _sni(cluster: Cluster | None, host: str) -> str:
 
 
 def _request_headers(req: http.Request) -> list[tuple[bytes, bytes]]:
+    """Host first (the client's, or the rewritten authority; an HTTP/2 client sent it as
+    :authority), then the client's fields; encode_head drops the hop-by-hop ones."""
     out = [(b"host", (req.host_header or req.host).encode("utf-8", "surrogateescape"))]
-    out.extend((n, v) for n, v in req.headers.fields if n.lower() not in _HOP_BY_HOP)
-    body = req.raw_content or b""
-    if body or req.method.upper() in ("POST", "PUT", "PATCH"):
-        out.append((b"content-length", str(len(body)).encode()))
-    out.append((b"connection", b"close"))
+    out.extend((n, v) for n, v in req.headers.fields if n.lower() != b"host")
     return out
 
 
 async def _send_once(
-    target: _Target,
-    method: bytes,
-    path: bytes,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes,
-    limits: list[float],
-) -> _Reply:
+    pool: IdlePool, request: MirrorRequest, limits: list[float]
+) -> CapturedResponse:
     """One attempt on a fresh connection. Raises _Failed(connect-failure | reset | timeout)."""
-    conn = h11.Connection(h11.CLIENT)
+    loop = asyncio.get_running_loop()
+    endpoint = pool.endpoint
+    conn: Connection | None = None
     try:
         async with asyncio.timeout(min(limits) if limits else None):
             try:
-                reader, writer = await asyncio.open_connection(
-                    target.host, target.port, ssl=target.ssl, server_hostname=target.sni
+                _, conn = await loop.create_connection(
+                    lambda: Connection(pool, _WHOLE_BODY),
+                    endpoint.host,
+                    endpoint.port,
+                    ssl=pool.ssl_context,
+                    server_hostname=pool.server_hostname,
                 )
-            except (OSError, ssl.SSLError) as e:
+            except OSError as e:  # ssl.SSLError (handshake, verification) is an OSError too
                 raise _Failed("connect-failure", str(e) or type(e).__name__) from e
             try:
-                out = conn.send(h11.Request(method=method, target=path, headers=headers))
-                if body:
-                    out = (out or b"") + (conn.send(h11.Data(data=body)) or b"")
-                writer.write((out or b"") + (conn.send(h11.EndOfMessage()) or b""))
-                await writer.drain()
-                reply: _Reply | None = None
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        conn.receive_data(await reader.read(65536))
-                    elif isinstance(event, h11.Response):
-                        reply = _Reply(event.status_code, event.reason, list(event.headers), b"")
-                    elif isinstance(event, h11.Data) and reply is not None:
-                        reply.body += bytes(event.data)
-                    elif isinstance(event, h11.EndOfMessage) and reply is not None:
-                        return reply
-                    elif isinstance(event, h11.ConnectionClosed):
-                        raise _Failed("reset", "upstream closed the connection")
-            except (OSError, h11.ProtocolError) as e:
-                raise _Failed("reset", str(e) or type(e).__name__) from e
-            finally:
-                writer.close()
+                head = encode_head(request, endpoint, close=True)
+            except InvalidRequest as e:
+                raise _Failed("reset", f"invalid request: {e}") from e
+            conn.capture = _WHOLE_BODY
+            await conn.send(head, request.body, request.method == "HEAD")
+            error = conn.error
+            if error is not None:
+                raise _Failed("reset", str(error) or type(error).__name__) from error
+            return take_response(conn)
     except TimeoutError as e:
         raise _Failed("timeout", "attempt timed out") from e
+    finally:
+        if conn is not None:
+            pool.release(conn)  # never kept (no idle room): closed, or aborted if unclean
 
 
-def _to_response(reply: _Reply | None, failure: Failure | None, method: str) -> http.Response:
+def _to_response(
+    reply: CapturedResponse | None, failure: Failure | None, method: str
+) -> http.Response:
     if reply is None:
         if failure == "timeout":
             return local_reply(504, TIMEOUT_BODY)
         if failure == "connect-failure":
             return local_reply(503, CONNECT_FAILURE_BODY)
         return local_reply(503, RESET_BODY)
-    fields = [(n, v) for n, v in reply.headers if n.lower() not in _HOP_BY_HOP]
+    # Names lower-cased (they are case-insensitive, RFC 9110 5.1): the spelling HTTP/2 uses,
+    # and the same whatever the upstream's.
+    fields = [(n.lower(), v) for n, v in reply.fields if n.lower() not in _RESPONSE_DROP]
     resp = http.Response.make(reply.status, b"", fields)
     resp.reason = reply.reason.decode("latin-1")
     resp.raw_content = reply.body  # as received: content-encoding untouched
     # make() wrote its own content-length; the body is already de-chunked.
     if method.upper() == "HEAD":
-        upstream_length = [v for n, v in reply.headers if n.lower() == b"content-length"]
+        upstream_length = [v for n, v in reply.fields if n.lower() == b"content-length"]
         if upstream_length:
             resp.headers[b"content-length"] = upstream_length[0]
         else:
