@@ -1,6 +1,9 @@
-"""The whole configuration pipeline in one call: load -> validate -> analyze -> compile.
+"""The whole configuration pipeline in one call: load -> validate -> convert -> compile -> analyse.
 
-Shared by the CLI and the addon so both report exactly the same messages for the same files.
+The one place that knows the stage order. Shared by the CLI and the addon, so both report exactly
+the same messages for the same files. The registry (hosts -> clusters and endpoints) is built
+once per load and handed to every stage that needs it: converted Gateway API routes add
+VirtualServices only, never services or DestinationRules.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from meshmirror.config.loader import load_paths
 from meshmirror.config.resources import LoadedResource
 from meshmirror.diagnostics import Diagnostic, Severity
 from meshmirror.gatewayapi.convert import convert_gateway_api
+from meshmirror.mesh.registry import build_registry
 from meshmirror.routing.analysis import analyze
 from meshmirror.routing.compile import compile_route_table
 from meshmirror.routing.table import RouteTable
@@ -48,7 +52,8 @@ class ConfigSet:
 def load_config_set(
     paths: Sequence[str], *, gateway: str | None = None, listener_port: int = 80
 ) -> ConfigSet:
-    """Load and check `paths` as one config set. Raises loader.PathError for unreadable paths.
+    """Load and check `paths` as one config set. Raises `config.loader.PathError` for unreadable
+    paths.
 
     The table is compiled only when loading and validation found no error, so a user sees every
     mistake in the files first; compile errors (e.g. an unknown gateway) come after.
@@ -63,11 +68,12 @@ def load_config_set(
         return cs
     # Gateway API HTTPRoutes become VirtualServices (diagnostics still name the HTTPRoute) and
     # compile with the Istio ones; cs.resources keeps what the files hold.
-    converted, convert_diags = convert_gateway_api(loaded.resources)
+    registry = build_registry(loaded.resources)
+    converted, convert_diags = convert_gateway_api(loaded.resources, registry)
     cs.diagnostics.extend(convert_diags)
     compiled = [*loaded.resources, *converted]
     table, compile_diags = compile_route_table(
-        compiled, gateway=gateway, listener_port=listener_port
+        compiled, gateway=gateway, listener_port=listener_port, registry=registry
     )
     cs.diagnostics.extend(compile_diags)
     if cs.errors:

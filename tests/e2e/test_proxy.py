@@ -204,6 +204,36 @@ def test_request_id_added_to_both_when_missing(
     client.close()
 
 
+def test_every_routed_request_gets_a_request_id_whether_or_not_it_is_mirrored(
+    basic: Callable[..., tuple[Proxy, Client]],
+    httpserver: HTTPServer,
+    mirror_server: HTTPServer,
+    upstream: HTTPServer,
+) -> None:
+    # As Envoy: the id is added by the proxy for every request a route claims, not only for
+    # the sampled ones; a client's own id is kept; a request no route claims is left alone.
+    httpserver.expect_request(ANY).respond_with_data("primary")
+    proxy, client = basic(
+        """
+  - route:
+    - destination: {host: primary.local}
+    mirror: {host: shadow.local}
+    mirrorPercentage: {value: 0}
+"""
+    )
+    for _ in range(3):
+        assert client.request("GET", "/a")[0] == 200
+    client.request("GET", "/b", headers={"X-Request-Id": "client-id"})
+    assert client.request("GET", "/c", host="other.example.com")[2] == b"from-upstream"
+    ids = [r.headers.get_all("X-Request-Id") for r in requests_of(httpserver)]
+    assert [len(i) for i in ids] == [1, 1, 1, 1]
+    assert len({i[0] for i in ids[:3]}) == 3  # a fresh id per request
+    assert ids[3] == ["client-id"]
+    assert requests_of(upstream)[0].headers.get("X-Request-Id") is None
+    assert mirror_server.log == []
+    client.close()
+
+
 def test_unmatched_host_goes_upstream_without_mirror(
     basic: Callable[..., tuple[Proxy, Client]],
     httpserver: HTTPServer,

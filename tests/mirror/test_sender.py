@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from meshmirror.mirror import sender
 from meshmirror.mirror.sender import ProcessWriter
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
-from meshmirror.mirror.worker import FrameReader, copy_message, encode_frame
+from meshmirror.mirror.worker import FrameReader, copy_message, encode_frame, endpoint_message
 from tests.support.processes import gone, wait_gone
 
 DEADLINE = 10.0
@@ -196,10 +197,37 @@ async def test_drain_waits_then_cancels_what_the_mirror_still_holds(held: Server
         w.close()
 
 
+async def test_endpoints_cross_the_pipe_once_and_the_table_starts_over_when_full(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sender, "_MAX_ENDPOINTS", 2)
+    w = ProcessWriter(timeout=5.0, max_inflight=100)
+    sent: list[tuple[object, ...]] = []
+    send = w._send
+    monkeypatch.setattr(w, "_send", lambda m: (sent.append(m), send(m)))
+    results: list[MirrorResult] = []
+    try:
+        w.start()
+        # Five endpoint objects (as five config generations would build), each used twice.
+        endpoints = [MirrorEndpoint(server.endpoint.host, server.endpoint.port) for _ in range(5)]
+        for ep in endpoints + endpoints[-1:]:
+            assert w.submit("k", ep, get(), results.append)
+        await until(lambda: len(results) == 6)
+        assert {r.status for r in results} == {200}
+        kinds = [m[0] for m in sent]
+        assert kinds.count("endpoint") == 5 and kinds.count("copy") == 6
+        assert kinds.count("forget") == 2  # at the third and the fifth new endpoint
+    finally:
+        w.close()
+
+
 def test_frames_survive_every_split_of_the_stream() -> None:
-    messages = [[copy_message(i, "k", MirrorEndpoint("h", i), get(), 0)] for i in range(3)]
+    messages = [
+        [endpoint_message(i, MirrorEndpoint("h", i)), copy_message(i, "k", i, get(), 0)]
+        for i in range(3)
+    ]
     stream = b"".join(encode_frame(m) for m in messages)
-    expected = [m[0] for m in messages]
+    expected = [part for m in messages for part in m]
     for cut in range(len(stream) + 1):
         reader = FrameReader()
         got = reader.feed(stream[:cut]) + reader.feed(stream[cut:])
@@ -214,3 +242,9 @@ def test_bad_arguments_raise_in_the_caller() -> None:
         ProcessWriter(timeout=0, max_inflight=1)
     with pytest.raises(ValueError, match="max_inflight"):
         ProcessWriter(timeout=1.0, max_inflight=0)
+
+
+def test_the_child_finds_the_package_without_an_install() -> None:
+    # The child gets this directory on PYTHONPATH, so that `mitmdump -s addons/mirror.py` works
+    # from a checkout that was never pip-installed.
+    assert (Path(sender._PACKAGE_ROOT) / "meshmirror" / "mirror" / "worker.py").is_file()

@@ -17,7 +17,8 @@ from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
 from meshmirror.mitm.addon import COPY_MARK
 from meshmirror.mitm.flows import MIRROR_FLOW_MARK, MirrorFlows, build_mirror_flow
 from meshmirror.mitm.inspection import Inspection
-from meshmirror.outcomes.counters import Outcome
+from meshmirror.mitm.probes import Probe
+from meshmirror.outcomes.counters import Outcome, classify
 
 REQ = MirrorRequest(
     "POST",
@@ -30,6 +31,10 @@ OK = MirrorResult(
     201, None, "", 0.012, 100, 60, ((b"Content-Type", b"application/json"),), b'{"v": 2}'
 )
 FAILED = MirrorResult(None, "refused", "connection refused", 0.001, 0, 0)
+
+
+def settle(probe: Probe, result: MirrorResult) -> None:
+    probe.settle(*classify(result.status, result.failure), result)
 
 
 def test_marker_matches_the_addon() -> None:
@@ -123,15 +128,15 @@ async def test_join_in_either_order_logs_compares_and_comments(
         f = primary_flow()
         response = f.response
         f.response = None
-        probe = insp.probe(f, route(), POLICY, EPT, EP, REQ, 3)
+        probe = insp.probe(f, route(), POLICY, EPT, EP, REQ, 3, "rid-1")
         assert probe is not None and probe.capture == 256 * 1024
         if primary_first:
             f.response = response
             insp.response(f)
             assert not log_path.read_text()
-            probe.finished(OK)
+            settle(probe, OK)
         else:
-            probe.finished(OK)
+            settle(probe, OK)
             assert not log_path.read_text()  # waits for the primary
             f.response = response
             insp.response(f)
@@ -168,10 +173,10 @@ async def test_recorded_flow_and_annotations_and_not_sent(tmp_path: Path) -> Non
         assert insp.compare_for(route()).enabled
         assert not insp.compare_for(route("default/other")).enabled
         f = primary_flow(body=b'{"v": 1, "w": 1}', live=False)  # recorded: response present
-        probe = insp.probe(f, route(), POLICY, EPT, EP, REQ, 1)
+        probe = insp.probe(f, route(), POLICY, EPT, EP, REQ, 1, "rid-1")
         assert probe is not None
-        probe.finished(MirrorResult(201, None, "", 0.01, 1, 1, OK.headers, b'{"v": 2, "w": 3}'))
-        insp.not_sent(f, route(), POLICY, EPT, Outcome.SKIPPED, "body_too_large", 1)
+        settle(probe, MirrorResult(201, None, "", 0.01, 1, 1, OK.headers, b'{"v": 2, "w": 3}'))
+        insp.not_sent(f, route(), POLICY, EPT, Outcome.SKIPPED, "body_too_large", 1, "rid-1")
         recs = [json.loads(x) for x in log_path.read_text().splitlines()]
         assert recs[0]["comparison"] == {"match": True} and recs[0]["replay"] is True
         assert (recs[1]["outcome"], recs[1]["reason"]) == ("skipped", "body_too_large")
@@ -183,9 +188,9 @@ async def test_primary_that_never_answers_is_swept() -> None:
         tctx.configure(insp, mirror_compare=True)
         f = primary_flow()
         f.response = None
-        probe = insp.probe(f, route(), POLICY, EPT, EP, REQ, 1)
+        probe = insp.probe(f, route(), POLICY, EPT, EP, REQ, 1, "rid-1")
         assert probe is not None
-        probe.finished(OK)
+        settle(probe, OK)
         assert insp._pending
         insp.sweep(float("inf"))
         assert not insp._pending

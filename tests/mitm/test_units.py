@@ -34,14 +34,16 @@ def test_parse_duration_rejects(text: str) -> None:
         ("512k", 512 * 1024),
         ("1024", 1024),
         ("1g", 1024**3),
-        ("2MB", 2 * 1024**2),
+        ("3b", 3),
+        (" 8k ", 8 * 1024),
     ],
 )
 def test_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "m", "-1k", "4x"])
+# As mitmproxy's own body_size_limit: one unit letter after a whole number.
+@pytest.mark.parametrize("text", ["", "m", "-1k", "-5", "4x", "2MB", "1.5m"])
 def test_parse_size_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_size(text)

@@ -1,4 +1,4 @@
-"""Gateway API -> Istio: HTTPRoutes become VirtualServices, as istiod converts them (I-GWCONV).
+"""Gateway API -> Istio: HTTPRoutes become VirtualServices, as istiod converts them.
 
 Runs after validation, before compiling: the VirtualServices made here join the Istio ones and go
 through the same RouteTable compiler, so routing, mirroring, `meshmirror routes` and `explain`
@@ -52,7 +52,7 @@ from meshmirror.gatewayapi.backends import ISTIO_GROUP, BackendResolver
 from meshmirror.gatewayapi.origin import ConvertedResource
 from meshmirror.gatewayapi.precedence import route_age_key
 from meshmirror.gatewayapi.rules import RouteEntry, convert_rules
-from meshmirror.mesh.registry import build_registry
+from meshmirror.mesh.registry import Registry, build_registry
 
 
 @dataclass
@@ -66,15 +66,18 @@ class _Group:
 
 
 def convert_gateway_api(
-    resources: Sequence[LoadedResource],
+    resources: Sequence[LoadedResource], registry: Registry | None = None
 ) -> tuple[list[LoadedResource], list[Diagnostic]]:
-    """VirtualServices for every attached HTTPRoute, plus warnings and infos; never raises."""
+    """VirtualServices for every attached HTTPRoute, plus warnings and infos; never raises.
+    `registry` is the one built from the same resources, when the caller has it already."""
     routes = [r for r in resources if isinstance(r.obj, HTTPRoute)]
     if not routes:
         return [], []
     diags: list[Diagnostic] = []
     gateways = {r.ref: r for r in resources if isinstance(r.obj, Gateway)}
-    ctx = BackendResolver(build_registry(resources), resources, diags)
+    if registry is None:
+        registry = build_registry(resources)
+    ctx = BackendResolver(registry, resources, diags)
     groups: dict[tuple[str, str], _Group] = {}
     for res in sorted(routes, key=route_age_key):
         assert isinstance(res.obj, HTTPRoute)

@@ -28,14 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
-from meshmirror.mirror.worker import FrameReader, copy_message, encode_frame
+from meshmirror.mirror.worker import FrameReader, copy_message, encode_frame, endpoint_message
 from meshmirror.mirror.writer import InflightCaps, call_on_done, check_limits
 
 log = logging.getLogger("meshmirror.writer")
 
 _RESTART_INTERVAL = 1.0  # seconds between starts of the sender process after it died
 _CLOSE_WAIT = 2.0  # how long close() waits for the sender to report and exit
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+# Endpoints the sender process has been told about, at most; then the table starts over
+# (each config generation brings new endpoint objects).
+_MAX_ENDPOINTS = 1024
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # addons/, which holds meshmirror/
 
 
 def can_spawn() -> bool:
@@ -60,13 +63,14 @@ class ProcessWriter:
         self._params = json.dumps(
             {
                 "timeout": timeout,
-                "max_inflight": max_inflight,
                 "connect_timeout": connect_timeout,
                 "max_idle_per_endpoint": max_idle_per_endpoint,
                 "max_response_body": max_response_body,
             }
         )
         self._caps = InflightCaps(max_inflight)
+        self._endpoint_ids: dict[int, tuple[MirrorEndpoint, int]] = {}
+        self._next_endpoint_id = 0
         self._pending: dict[int, tuple[str, Callable[[MirrorResult], None]]] = {}
         self._next_token = 0
         self._cancelled = 0
@@ -103,8 +107,23 @@ class ProcessWriter:
         if self._proc is None and not self._start():
             self._complete(token, _failed("other", "mirror sender process not running"))
             return True
-        self._send(copy_message(token, pool_key, endpoint, request, capture))
+        self._send(copy_message(token, pool_key, self._endpoint_id(endpoint), request, capture))
         return True
+
+    def _endpoint_id(self, endpoint: MirrorEndpoint) -> int:
+        """The sender process's id for `endpoint`, telling it the endpoint on first use. Keyed by
+        identity: the fan-out builds each endpoint once per config generation."""
+        known = self._endpoint_ids.get(id(endpoint))
+        if known is not None and known[0] is endpoint:
+            return known[1]
+        if len(self._endpoint_ids) >= _MAX_ENDPOINTS:
+            self._endpoint_ids.clear()
+            self._send(("forget",))
+        endpoint_id = self._next_endpoint_id
+        self._next_endpoint_id = endpoint_id + 1
+        self._endpoint_ids[id(endpoint)] = (endpoint, endpoint_id)
+        self._send(endpoint_message(endpoint_id, endpoint))
+        return endpoint_id
 
     def start(self) -> None:
         """Start the sender process now (on the running loop) rather than with the first copy,
@@ -188,6 +207,7 @@ class ProcessWriter:
         self._loop.add_reader(proc.stdout.fileno(), self._readable)
         self._proc = proc
         self._frames = FrameReader()
+        self._endpoint_ids.clear()  # a new process knows no endpoint yet
         self.starts += 1
         if self.starts > 1:
             log.info(f"meshmirror: mirror sender process restarted (pid {proc.pid})")

@@ -1,16 +1,18 @@
 """The mirror sender process: a MirrorWriter on its own event loop, fed by the proxy over a pipe.
 
-`python -m meshmirror.mirror.worker '{"timeout": 5.0, "max_inflight": 256}'` is started by
+`python -m meshmirror.mirror.worker '{"timeout": 5.0}'` is started by
 sender.ProcessWriter. It reads copies on stdin, sends them with MirrorWriter, and writes
 each copy's MirrorResult on stdout. It stops when stdin closes (the proxy exited, however it
 exited): copies still in flight are cancelled and reported, then the process ends.
 
 Wire format, both ways: frames of a 4-byte big-endian length and a pickle of a list of messages.
 Pickle is safe here: both ends are this package, over private pipes between parent and child.
-Messages are plain tuples (`copy_message`, `result_message`): pickling the dataclasses
-themselves cost several times more per copy on the proxy's side.
-Proxy -> sender: ("copy", token, pool_key, *endpoint fields, method, target, headers, body,
-capture) and ("cancel",). Sender -> proxy: (token, *MirrorResult fields).
+Messages are plain tuples (`endpoint_message`, `copy_message`, `result_message`): pickling the
+dataclasses themselves cost several times more per copy on the proxy's side.
+Proxy -> sender: ("endpoint", id, *MirrorEndpoint fields), once per endpoint before the first
+copy to it; ("copy", token, pool_key, endpoint id, method, target, headers, body, capture);
+("forget",), which drops the endpoint table; ("cancel",).
+Sender -> proxy: (token, *MirrorResult fields).
 
 Only the standard library and the writer's modules are imported: the process starts in about a
 tenth of a second and holds a few MB.
@@ -32,15 +34,27 @@ from meshmirror.mirror.writer import MirrorWriter
 _LENGTH = struct.Struct(">I")
 
 
+def endpoint_message(endpoint_id: int, e: MirrorEndpoint) -> tuple[Any, ...]:
+    return (
+        "endpoint",
+        endpoint_id,
+        e.host,
+        e.port,
+        e.tls,
+        e.sni,
+        e.ca_file,
+        e.insecure_skip_verify,
+    )
+
+
 def copy_message(
-    token: int, pool_key: str, endpoint: MirrorEndpoint, request: MirrorRequest, capture: int
+    token: int, pool_key: str, endpoint_id: int, request: MirrorRequest, capture: int
 ) -> tuple[Any, ...]:
-    e = endpoint
     return (
         "copy",
         token,
         pool_key,
-        (e.host, e.port, e.tls, e.sni, e.ca_file, e.insecure_skip_verify),
+        endpoint_id,
         request.method,
         request.target,
         request.headers,
@@ -102,22 +116,22 @@ class _Worker:
         self._results: list[tuple[Any, ...]] = []
         self._flush_scheduled = False
         self._frames = FrameReader()
-        # Endpoints repeat: one MirrorEndpoint per distinct tuple keeps the writer's pools keyed.
-        self._endpoints: dict[tuple[Any, ...], MirrorEndpoint] = {}
+        # Endpoint id -> the one MirrorEndpoint the writer's pools are keyed by.
+        self._endpoints: dict[int, MirrorEndpoint] = {}
 
     def feed(self, data: bytes) -> None:
         for message in self._frames.feed(data):
             kind = message[0]
             if kind == "copy":
-                _, token, pool_key, ep, method, target, headers, body, capture = message
-                endpoint = self._endpoints.get(ep)
-                if endpoint is None:
-                    endpoint = self._endpoints[ep] = MirrorEndpoint(*ep)
+                _, token, pool_key, endpoint_id, method, target, headers, body, capture = message
+                endpoint = self._endpoints[endpoint_id]
                 request = MirrorRequest(method, target, headers, body)
-                if not self.writer.submit(pool_key, endpoint, request, self._reply(token), capture):
-                    # The proxy counts the cap before sending, so this cannot happen; answer anyway.
-                    failed = MirrorResult(None, "other", "sender process over its cap", 0.0, 0, 0)
-                    self._post(token, failed)
+                # Uncapped here: the proxy counted this copy against mirror_max_inflight.
+                self.writer.submit(pool_key, endpoint, request, self._reply(token), capture)
+            elif kind == "endpoint":
+                self._endpoints[message[1]] = MirrorEndpoint(*message[2:])
+            elif kind == "forget":
+                self._endpoints.clear()
             elif kind == "cancel":
                 self.loop.create_task(self.writer.drain(0.0))
 
@@ -176,7 +190,7 @@ async def _serve(params: dict[str, Any], out_fd: int) -> None:
         loop.set_task_factory(asyncio.eager_task_factory)
     writer = MirrorWriter(
         timeout=float(params["timeout"]),
-        max_inflight=int(params["max_inflight"]),
+        max_inflight=None,
         connect_timeout=params.get("connect_timeout"),
         max_idle_per_endpoint=int(params.get("max_idle_per_endpoint", 16)),
         max_response_body=int(params.get("max_response_body", 8 * 1024 * 1024)),
@@ -197,7 +211,7 @@ async def _serve(params: dict[str, Any], out_fd: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    params = json.loads(argv[0]) if argv else {"timeout": 5.0, "max_inflight": 256}
+    params = json.loads(argv[0]) if argv else {"timeout": 5.0}
     # Frames go to a private copy of stdout; anything printed by accident goes to stderr
     # instead of corrupting them.
     out_fd = os.dup(1)

@@ -16,21 +16,27 @@ import json
 import logging
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, NamedTuple
 
-from mitmproxy import command, ctx, exceptions, http
+from mitmproxy import command, ctx, http
 
 from meshmirror.mesh.clusters import Cluster
 from meshmirror.mirror.breaker import CircuitBreaker
 from meshmirror.mirror.sender import ProcessWriter, can_spawn
-from meshmirror.mirror.shadow import parse_redactions
+from meshmirror.mirror.shadow import new_request_id, parse_redactions
 from meshmirror.mirror.types import CopyWriter
 from meshmirror.mirror.writer import MirrorWriter
 from meshmirror.mitm import primary
 from meshmirror.mitm.fanout import EndpointPicker, Fanout
+from meshmirror.mitm.headers import RequestHeaders, scan_request_headers
 from meshmirror.mitm.inspection import Inspection
 from meshmirror.mitm.liveconfig import ConfigError, LiveConfig
-from meshmirror.mitm.options import configured_listen_addrs, parse_option, register_options
+from meshmirror.mitm.options import (
+    configured_listen_addrs,
+    option_error,
+    parse_option,
+    register_options,
+)
 from meshmirror.mitm.units import parse_duration, parse_size
 from meshmirror.mitm.watch import ConfigWatcher
 from meshmirror.outcomes.counters import MirrorStats
@@ -93,11 +99,9 @@ class Mirror:
         if updated & {"mirror_timeout", "mirror_max_inflight", "mirror_sender"}:
             timeout = parse_option("mirror_timeout", parse_duration)
             if timeout <= 0:
-                raise exceptions.OptionsError(
-                    f"mirror_timeout must be positive (got {opts.mirror_timeout!r})"
-                )
+                raise option_error(f"mirror_timeout must be positive (got {opts.mirror_timeout!r})")
             if opts.mirror_max_inflight < 1:
-                raise exceptions.OptionsError(
+                raise option_error(
                     f"mirror_max_inflight must be at least 1 (got {opts.mirror_max_inflight})"
                 )
             sender = opts.mirror_sender
@@ -132,7 +136,7 @@ class Mirror:
             fanout.verbosity = opts.mirror_verbosity
         if updated & {"mirror_breaker_failures", "mirror_breaker_cooldown"}:
             if opts.mirror_breaker_failures < 0:
-                raise exceptions.OptionsError(
+                raise option_error(
                     f"mirror_breaker_failures must be >= 0 (got {opts.mirror_breaker_failures})"
                 )
             cooldown = parse_option("mirror_breaker_cooldown", parse_duration)
@@ -146,7 +150,7 @@ class Mirror:
             try:
                 self.live.load(list(opts.mirror_config), opts.mirror_gateway or None)
             except ConfigError as e:
-                raise exceptions.OptionsError(str(e)) from e
+                raise option_error(str(e)) from e
             finally:
                 self._serve_live()
 
@@ -158,6 +162,8 @@ class Mirror:
 
     def _serve_live(self) -> None:
         """Copy what the request path reads from the live config (after any load or check)."""
+        if self.live.table is not self.table:
+            self.fanout.serve(self.live.table)
         self.table = self.live.table
         self.fanout.loop_clusters = self.live.loop_clusters
 
@@ -274,13 +280,15 @@ class Mirror:
         if table is None or flow.metadata.get(COPY_MARK):
             return None
         req = flow.request
-        authority = req.host_header or ""
-        view = RequestView.build(
+        headers = scan_request_headers(req.headers.fields)
+        # What mitmproxy's `Request.host_header` returns, without another scan of the headers.
+        authority = (req.authority if req.is_http2 or req.is_http3 else "") or headers.host or ""
+        view = RequestView.of(
             method=req.method,
             scheme="https" if flow.client_conn.tls_established else "http",
             authority=authority,
             path=req.path,
-            header_items=req.headers.items(multi=True),
+            headers=headers.joined,
             port=table.listener_port,
         )
         found = match_request(table, view)
@@ -293,24 +301,25 @@ class Mirror:
             if live:
                 primary.answer_locally(flow, route, view.scheme)
             return None
-        rid = _first_request_id(view)
-        gen = table.generation
+        request_id = headers.request_id
+        # Sampling keys on the client's id (mirror_sampling=request-id), never on one made here.
+        rand = self.sampler.value_for(None if request_id is None else request_id.split(",", 1)[0])
+        if request_id is None:
+            # As Envoy does for every request it routes: the primary and every copy carry the
+            # same id, whether or not a copy is sampled.
+            request_id = new_request_id()
+            if flow.live and flow.response is None:
+                # Known to be absent: appending skips the scan a headers[...] = does.
+                req.headers.fields += ((b"x-request-id", request_id.encode()),)
+        pass_on = _Routed(route, authority, streamed, table.generation, rand, headers, request_id)
         if live and route.fault is not None:
             delay, abort = self.primary.sample_fault(route)
             if delay > 0 or abort is not None:
-                return self._faulted(flow, route, authority, streamed, gen, delay, abort, rid)
-        return self._forward(flow, route, authority, streamed, gen, rid)
+                return self._faulted(flow, pass_on, delay, abort)
+        return self._forward(flow, pass_on)
 
     async def _faulted(
-        self,
-        flow: http.HTTPFlow,
-        route: Route,
-        authority: str,
-        streamed: bool,
-        generation: int,
-        delay: float,
-        abort: int | None,
-        request_id: str | None,
+        self, flow: http.HTTPFlow, routed: _Routed, delay: float, abort: int | None
     ) -> None:
         # Envoy's fault filter runs before the router: the delay holds the request (its copy
         # leaves afterwards); an abort answers it, so it is never routed nor mirrored.
@@ -319,30 +328,31 @@ class Mirror:
         if abort is not None:
             self.primary.abort(flow, abort)
             return
-        pending = self._forward(flow, route, authority, streamed, generation, request_id)
+        pending = self._forward(flow, routed)
         if pending is not None:
             await pending
 
-    def _forward(
-        self,
-        flow: http.HTTPFlow,
-        route: Route,
-        authority: str,
-        streamed: bool,
-        generation: int,
-        request_id: str | None,
-    ) -> Awaitable[None] | None:
+    def _forward(self, flow: http.HTTPFlow, routed: _Routed) -> Awaitable[None] | None:
         req = flow.request
-        rand = self.sampler.value_for(request_id)
-        dest = pick_weighted(route.clusters, rand) if route.clusters else None
-        # Rewrites first: the copy must see the request as the primary sees it (spec 4.4).
-        authority = primary.apply_rewrites(flow, route, dest, authority)
+        route = routed.route
+        dest = pick_weighted(route.clusters, routed.rand) if route.clusters else None
+        # Rewrites first: the copy must see the request as the primary sees it.
+        authority = primary.apply_rewrites(flow, route, dest, routed.authority)
         live = flow.live and flow.response is None and flow.error is None
         if live and dest is not None:
             self._route_primary(req, dest.cluster)
         if route.mirrors:
-            self.fanout.mirror(flow, route, rand, authority, streamed, generation)
-        if live and route.upstream is not None and not streamed:
+            self.fanout.mirror(
+                flow,
+                route,
+                routed.rand,
+                authority,
+                routed.streamed,
+                routed.generation,
+                routed.headers,
+                routed.request_id,
+            )
+        if live and route.upstream is not None and not routed.streamed:
             # After the copy was handed over: mirrored once, however often this is retried.
             return self.primary.exchange(flow, route.upstream, dest.cluster if dest else None)
         return None
@@ -393,9 +403,13 @@ class Mirror:
         return json.dumps(self.table.to_envoy(), indent=2)
 
 
-def _first_request_id(view: RequestView) -> str | None:
-    """The first X-Request-Id: the view joins repeated headers with ","."""
-    rid = view.headers.get("x-request-id")
-    if rid is not None and "," in rid:
-        rid = rid.split(",", 1)[0]
-    return rid
+class _Routed(NamedTuple):
+    """What the request hook decided, handed on to forwarding (after a fault delay, if any)."""
+
+    route: Route
+    authority: str
+    streamed: bool
+    generation: int
+    rand: int  # the request's sampling draw: weighted destinations and mirrors
+    headers: RequestHeaders
+    request_id: str

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import NamedTuple
 
 from mitmproxy import http
@@ -22,10 +22,12 @@ from meshmirror.mesh.clusters import Cluster, Endpoint
 from meshmirror.mirror import shadow
 from meshmirror.mirror.breaker import CircuitBreaker
 from meshmirror.mirror.types import CopyWriter, MirrorEndpoint, MirrorRequest, MirrorResult
+from meshmirror.mitm.headers import RequestHeaders
 from meshmirror.mitm.inspection import Inspection
-from meshmirror.outcomes.counters import MirrorStats, Outcome, format_outcome
+from meshmirror.mitm.probes import Probe
+from meshmirror.outcomes.counters import MirrorStats, Outcome, classify, format_outcome
 from meshmirror.routing.sampling import should_mirror
-from meshmirror.routing.table import MirrorPolicy, Route
+from meshmirror.routing.table import MirrorPolicy, Route, RouteTable
 
 log = logging.getLogger("meshmirror")
 
@@ -38,39 +40,29 @@ class EndpointPicker:
         self._rr: dict[str, int] = {}
 
     def pick(self, cluster: Cluster) -> Endpoint | None:
-        eps = cluster.endpoints
-        if not eps:
-            return None
-        if len(eps) == 1:
-            return eps[0]
+        i = self.pick_index(cluster)
+        return None if i is None else cluster.endpoints[i]
+
+    def pick_index(self, cluster: Cluster) -> int | None:
+        """The index in `cluster.endpoints` of the next endpoint; None when it has none."""
+        n = len(cluster.endpoints)
+        if n <= 1:
+            return 0 if n else None
         i = self._rr.get(cluster.name, 0)
         self._rr[cluster.name] = i + 1
-        return eps[i % len(eps)]
+        return i % n
 
 
-class HeaderFacts(NamedTuple):
-    """What the copy's guards and its X-Request-Id need from the request's header fields."""
+class _Copy(NamedTuple):
+    """One sampled copy, as the recorder reports it."""
 
-    marker: bool  # carries the loop-guard marker: it is itself a copy
-    upgrade: bool
-    request_id: str | None  # the first X-Request-Id, decoded as mitmproxy decodes values
-
-
-def scan_headers(fields: Iterable[tuple[bytes, bytes]]) -> HeaderFacts:
-    """One pass over the raw fields: each `name in req.headers` or `headers.get` would be a
-    scan of its own."""
-    marker = upgrade = False
-    request_id: bytes | None = None
-    for name, value in fields:
-        lname = name.lower()
-        if lname == shadow.MARKER_HEADER:
-            marker = True
-        elif lname == b"upgrade":
-            upgrade = True
-        elif lname == b"x-request-id" and request_id is None:
-            request_id = value
-    rid = None if request_id is None else request_id.decode("utf-8", "surrogateescape")
-    return HeaderFacts(marker, upgrade, rid)
+    flow: http.HTTPFlow
+    route: Route
+    policy: MirrorPolicy
+    ep: Endpoint | None
+    shadow_authority: str
+    generation: int
+    request_id: str
 
 
 class Fanout:
@@ -87,9 +79,11 @@ class Fanout:
         self.methods: frozenset[str] = frozenset()
         # Mirror clusters found to point at our own listen address: their copies are `loop`.
         self.loop_clusters: frozenset[str] = frozenset()
+        # Mirror endpoints of the served table, per cluster name (`serve`).
+        self.targets: dict[str, tuple[MirrorEndpoint, ...]] = {}
 
     def skip_reason(
-        self, flow: http.HTTPFlow, streamed: bool, authority: str, fields: HeaderFacts
+        self, flow: http.HTTPFlow, streamed: bool, authority: str, headers: RequestHeaders
     ) -> str | None:
         req = flow.request
         method = req.method.upper()
@@ -99,13 +93,13 @@ class Fanout:
             return "h2_preface"
         if self.methods and method not in self.methods:
             return "method"
-        if fields.marker or shadow.is_shadow_host(authority, self.suffix):
+        if headers.marker or shadow.is_shadow_host(authority, self.suffix):
             return "loop"
         if flow.error is not None:
             return "killed"
         if flow.live and flow.response is not None:
             return "has_response"
-        if fields.upgrade:
+        if headers.upgrade:
             return "upgrade"
         if streamed or req.raw_content is None:
             return "streamed_body"
@@ -121,47 +115,45 @@ class Fanout:
         authority: str,
         streamed: bool,
         generation: int,
+        headers: RequestHeaders,
+        request_id: str,
     ) -> None:
+        """Sample each mirror policy of `route` with the request's draw `rand`; `headers` is
+        the request's one header scan, `request_id` the X-Request-Id the primary carries."""
         writer = self.writer
         req = flow.request
         skip: str | None = None
-        facts: HeaderFacts | None = None
+        checked = False
         shadow_authority = ""
         mreq: MirrorRequest | None = None
         for policy in route.mirrors:
             if not should_mirror(policy, rand):
                 continue
-            counters = self.stats.cluster(policy.cluster.name)
-            counters.sampled += 1
-            if facts is None:
+            cluster = policy.cluster
+            self.stats.cluster(cluster.name).sampled += 1
+            if not checked:
                 # Once per request, whatever the number of mirror policies.
-                facts = scan_headers(req.headers.fields)
-                skip = self.skip_reason(flow, streamed, authority, facts)
+                checked = True
+                skip = self.skip_reason(flow, streamed, authority, headers)
                 if skip is None and writer is None:
                     skip = "no_writer"
                 shadow_authority = shadow.shadow_host(authority, self.suffix)
-            ep = self.endpoints.pick(policy.cluster)
-            reason = skip or (None if ep is not None else "no_endpoints")
-            if reason is None and policy.cluster.name in self.loop_clusters:
+            copy = _Copy(flow, route, policy, None, shadow_authority, generation, request_id)
+            i = self.endpoints.pick_index(cluster)
+            reason = skip or (None if i is not None else "no_endpoints")
+            if reason is None and cluster.name in self.loop_clusters:
                 reason = "loop"
-            if reason is not None or ep is None or writer is None:
-                counters.skipped[reason or "no_endpoints"] += 1
-                self.inspection.not_sent(
-                    flow, route, policy, ep, Outcome.SKIPPED, reason or "no_endpoints", generation
-                )
-                self._report(
-                    Outcome.SKIPPED, route, policy, ep, shadow_authority, reason, generation
-                )
+            if reason is not None or i is None or writer is None:
+                if i is not None:
+                    copy = copy._replace(ep=cluster.endpoints[i])
+                self._not_sent(copy, Outcome.SKIPPED, reason or "no_endpoints")
                 continue
+            ep = cluster.endpoints[i]
+            copy = copy._replace(ep=ep)
             if mreq is None:
-                # One copy serves every mirror policy: writers only read it.
-                request_id = facts.request_id
-                if request_id is None:
-                    request_id = shadow.new_request_id()
-                    if flow.live and flow.response is None:
-                        # Known to be absent: appending skips the scan a headers[...] = does.
-                        req.headers.fields += ((b"x-request-id", request_id.encode()),)
-                headers = shadow.mirror_headers(
+                # One copy serves every mirror policy: writers only read it. A live request
+                # already carries request_id; a recorded one gets it on the copy only.
+                copy_headers = shadow.mirror_headers(
                     req.headers.fields,
                     shadow=shadow_authority,
                     client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
@@ -171,55 +163,85 @@ class Fanout:
                 mreq = MirrorRequest(
                     method=req.method,
                     target=req.path,
-                    headers=headers,
+                    headers=copy_headers,
                     body=req.raw_content or b"",
                 )
-            target = mirror_endpoint(policy.cluster, ep)
-            allowed, transition = self.breaker.allow(policy.cluster.name)
+            targets = self.targets.get(cluster.name)
+            target = targets[i] if targets is not None else mirror_endpoint(cluster, ep)
+            allowed, transition = self.breaker.allow(cluster.name)
             if transition is not None:
                 log.info(f"meshmirror: {transition.format()}")
             if not allowed:
-                counters.dropped["circuit_open"] += 1
-                self.inspection.not_sent(
-                    flow, route, policy, ep, Outcome.DROPPED, "circuit_open", generation
-                )
-                self._report(
-                    Outcome.DROPPED, route, policy, ep, shadow_authority, "circuit_open", generation
-                )
+                self._not_sent(copy, Outcome.DROPPED, "circuit_open")
                 continue
-            done = self._on_done(route, policy, ep, shadow_authority, generation)
-            probe = self.inspection.probe(flow, route, policy, ep, target, mreq, generation)
-            capture = 0
-            if probe is not None:
-                done, capture = probe.wrap(done), probe.capture
-            if not writer.submit(policy.cluster.name, target, mreq, done, capture=capture):
-                self.breaker.release(policy.cluster.name)
-                counters.dropped["overflow"] += 1
-                if probe is not None:
-                    probe.not_sent(Outcome.DROPPED, "overflow")
-                self._report(
-                    Outcome.DROPPED, route, policy, ep, shadow_authority, "overflow", generation
-                )
+            probe = self.inspection.probe(
+                flow, route, policy, ep, target, mreq, generation, request_id
+            )
+            done = self._on_done(copy, probe)
+            capture = probe.capture if probe is not None else 0
+            if not writer.submit(cluster.name, target, mreq, done, capture=capture):
+                self.breaker.release(cluster.name)
+                self._not_sent(copy, Outcome.DROPPED, "overflow", probe)
 
-    def _on_done(
-        self,
-        route: Route,
-        policy: MirrorPolicy,
-        ep: Endpoint,
-        shadow_authority: str,
-        generation: int,
-    ) -> Callable[[MirrorResult], None]:
+    def serve(self, table: RouteTable | None) -> None:
+        """Build the mirror endpoints of a newly served table, once per config generation:
+        `targets[cluster][i]` is what the writer gets for the cluster's i-th endpoint."""
+        targets: dict[str, tuple[MirrorEndpoint, ...]] = {}
+        for vh in table.virtual_hosts if table is not None else ():
+            for route in vh.routes:
+                for policy in route.mirrors:
+                    c = policy.cluster
+                    if c.name not in targets:
+                        targets[c.name] = tuple(mirror_endpoint(c, ep) for ep in c.endpoints)
+        self.targets = targets
+
+    # --- the recorder: every sampled copy's outcome is classified and recorded here, once ------
+
+    def _not_sent(
+        self, copy: _Copy, outcome: Outcome, reason: str, probe: Probe | None = None
+    ) -> None:
+        counters = self.stats.cluster(copy.policy.cluster.name)
+        (counters.skipped if outcome is Outcome.SKIPPED else counters.dropped)[reason] += 1
+        if probe is not None:
+            probe.settle(outcome, reason)
+        else:
+            self.inspection.not_sent(
+                copy.flow,
+                copy.route,
+                copy.policy,
+                copy.ep,
+                outcome,
+                reason,
+                copy.generation,
+                copy.request_id,
+            )
+        self._report(
+            outcome,
+            copy.route,
+            copy.policy,
+            copy.ep,
+            copy.shadow_authority,
+            reason,
+            copy.generation,
+        )
+
+    def _on_done(self, copy: _Copy, probe: Probe | None) -> Callable[[MirrorResult], None]:
+        route, policy, ep = copy.route, copy.policy, copy.ep
+        assert ep is not None
+        shadow_authority, generation = copy.shadow_authority, copy.generation
         counters = self.stats.cluster(policy.cluster.name)
 
         def done(result: MirrorResult) -> None:
+            outcome, reason = classify(result.status, result.failure)
             counters.bytes_sent += result.bytes_sent
             counters.bytes_received += result.bytes_received
-            ok = None if result.failure == "cancelled" else result.status is not None
+            ok = None if result.failure == "cancelled" else outcome is Outcome.SENT
             transition = self.breaker.record(policy.cluster.name, ok)
             if transition is not None:
                 level = logging.WARNING if transition.new == "open" else logging.INFO
                 log.log(level, f"meshmirror: {transition.format()}")
-            if result.status is not None:
+            if outcome is Outcome.SENT:
+                assert result.status is not None
                 counters.sent += 1
                 counters.statuses[result.status] += 1
                 counters.latency_sum += result.latency
@@ -239,7 +261,7 @@ class Fanout:
                         )
                     )
             else:
-                failure = result.failure or "other"
+                failure = reason or "other"
                 counters.failed[failure] += 1
                 if self.verbosity != "summary":
                     log.info(
@@ -254,6 +276,8 @@ class Fanout:
                             generation=generation,
                         )
                     )
+            if probe is not None:
+                probe.settle(outcome, reason, result)
 
         return done
 

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, http
 
 from meshmirror.config.resources import LoadedResource
 from meshmirror.mesh.clusters import Endpoint
@@ -40,6 +40,7 @@ from meshmirror.mitm.compare_rules import (
 )
 from meshmirror.mitm.flows import MIRROR_FLOW_MARK, MirrorFlows, build_mirror_flow
 from meshmirror.mitm.inspection_options import INSPECTION_OPTIONS
+from meshmirror.mitm.options import option_error
 from meshmirror.mitm.probe_records import (
     comparison_detail,
     outcome_record,
@@ -100,14 +101,14 @@ class Inspection:
                     self.capture_max,
                 )
             except ValueError as e:
-                raise _options_error(f"mirror_compare: {e}") from e
+                raise option_error(f"mirror_compare: {e}") from e
             self.compare_default = RuleCompare(opts.mirror_compare, settings)
             self._compile_rules()
         if updated & {"mirror_flows", "mirror_flows_max", "mirror_record"}:
             try:
                 self.flows.configure(opts.mirror_flows, opts.mirror_flows_max, opts.mirror_record)
             except OSError as e:
-                raise _options_error(f"mirror_record: {e}") from e
+                raise option_error(f"mirror_record: {e}") from e
         if "mirror_log" in updated:
             if self.log_file is not None and self.log_file.path != opts.mirror_log:
                 self.log_file.close()
@@ -116,12 +117,12 @@ class Inspection:
                 try:
                     self.log_file = OutcomeLog(opts.mirror_log)
                 except OSError as e:
-                    raise _options_error(f"mirror_log: {e}") from e
+                    raise option_error(f"mirror_log: {e}") from e
         if "mirror_replay_rate" in updated:
             try:
                 rate = parse_replay_rate(opts.mirror_replay_rate)
             except ValueError as e:
-                raise _options_error(
+                raise option_error(
                     f"mirror_replay_rate: {e} (got {opts.mirror_replay_rate!r})"
                 ) from e
             self.pacer = ReplayPacer(rate)
@@ -135,7 +136,7 @@ class Inspection:
         try:
             self.compare_rules = compile_compare_rules(self._resources, self.compare_default)
         except ValueError as e:
-            raise _options_error(str(e)) from e
+            raise option_error(str(e)) from e
 
     def compare_for(self, route: Route) -> RuleCompare:
         return self.compare_rules.get(route.virtual_service, self.compare_default)
@@ -225,6 +226,7 @@ class Inspection:
         target: MirrorEndpoint | None,
         request: MirrorRequest | None,
         generation: int,
+        request_id: str | None,
     ) -> Probe | None:
         """Start following one copy; None when nothing inspects copies (the fast path)."""
         if not self.active:
@@ -241,7 +243,6 @@ class Inspection:
         if pending is None:
             if len(self._pending) >= _MAX_PENDING:
                 self.sweep(float("inf"), limit=len(self._pending) - _MAX_PENDING + 1)
-            request_id = flow.request.headers.get("x-request-id")
             pending = Pending(flow, request_id, replay=not flow.live)
             self._pending[flow.id] = pending
         if compare is not None:
@@ -263,11 +264,12 @@ class Inspection:
         outcome: Outcome,
         reason: str,
         generation: int,
+        request_id: str | None,
     ) -> None:
         """A sampled copy that was skipped before any request was built."""
-        probe = self.probe(flow, route, policy, ep, None, None, generation)
+        probe = self.probe(flow, route, policy, ep, None, None, generation, request_id)
         if probe is not None:
-            probe.not_sent(outcome, reason)
+            probe.settle(outcome, reason)
 
     def _copy_finished(self, probe: Probe) -> None:
         pending = probe.pending
@@ -356,7 +358,3 @@ class Inspection:
             f"{rule} {cluster}": dict(sorted(c.items()))
             for (rule, cluster), c in sorted(self.counts.items())
         }
-
-
-def _options_error(text: str) -> exceptions.OptionsError:
-    return exceptions.OptionsError(text)  # type: ignore[no-untyped-call]

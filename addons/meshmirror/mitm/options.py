@@ -2,8 +2,9 @@
 
 The declarations are data (`OPTIONS`); `register_options` hands them to mitmproxy's loader in
 `load()`. Re-registering an identical option is a no-op, so script hot reload keeps working.
-Parsing raises `OptionsError` that names the option and its value: this module is part of the
-addon boundary, where configuration errors become mitmproxy's errors.
+Every bad option value or config becomes mitmproxy's `OptionsError` here (`option_error`,
+`parse_option`), naming the option and its value: this module is the addons' boundary, where
+configuration errors become mitmproxy's errors.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from mitmproxy import ctx, exceptions
 from mitmproxy.proxy import mode_specs
 
 from meshmirror.mirror import shadow
+from meshmirror.routing.sampling import SAMPLING_MODES
 
 T = TypeVar("T")
 
 VERBOSITIES = ("each", "errors", "summary")
-SAMPLING_MODES = ("random", "request-id")
 SENDERS = ("process", "loop")
 
 
@@ -160,14 +161,19 @@ def register_options(loader: Any) -> None:
         loader.add_option(spec.name, spec.typespec, spec.default, spec.help, choices=spec.choices)
 
 
+def option_error(text: str) -> exceptions.OptionsError:
+    """The one way meshmirror's addons report a bad option value or config to mitmproxy: startup
+    (or the `--set`) stops with `text`, and the last good state stays in force."""
+    return exceptions.OptionsError(text)  # type: ignore[no-untyped-call]
+
+
 def parse_option(name: str, parse: Callable[[Any], T]) -> T:
     """Parse option `name` with `parse`, turning its ValueError into a located OptionsError."""
     value = getattr(ctx.options, name)
     try:
         return parse(value)
     except ValueError as e:
-        error = f"{name}: {e} (got {value!r})"
-        raise exceptions.OptionsError(error) from e  # type: ignore[no-untyped-call]
+        raise option_error(f"{name}: {e} (got {value!r})") from e
 
 
 def configured_listen_addrs() -> list[tuple[str, int]] | None:

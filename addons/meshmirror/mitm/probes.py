@@ -11,7 +11,6 @@ does not import the addon.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -86,23 +85,11 @@ class Probe:
         self.outcome: Outcome | None = None
         self.reason: str | None = None
 
-    def wrap(self, done: Callable[[MirrorResult], None]) -> Callable[[MirrorResult], None]:
-        def both(result: MirrorResult) -> None:
-            done(result)
-            self.finished(result)
-
-        return both
-
-    def finished(self, result: MirrorResult) -> None:
-        self.result = result
-        if result.status is not None:
-            self.outcome, self.reason = Outcome.SENT, None
-        else:
-            self.outcome, self.reason = Outcome.FAILED, result.failure or "other"
-        self.owner._copy_finished(self)
-
-    def not_sent(self, outcome: Outcome, reason: str) -> None:
-        self.outcome, self.reason = outcome, reason
+    def settle(
+        self, outcome: Outcome, reason: str | None, result: MirrorResult | None = None
+    ) -> None:
+        """The copy's outcome, as the fan-out's recorder classified it (once, for everyone)."""
+        self.result, self.outcome, self.reason = result, outcome, reason
         self.owner._copy_finished(self)
 
 

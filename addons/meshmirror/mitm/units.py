@@ -1,8 +1,9 @@
-"""Parsing of the human units used by options and YAML: Go-style durations and byte sizes."""
+"""The units of meshmirror's options: Go durations (the syntax of Istio's YAML) and byte sizes
+(mitmproxy's syntax)."""
 
 from __future__ import annotations
 
-import re
+from mitmproxy.utils import human
 
 from meshmirror import golang
 
@@ -16,19 +17,17 @@ def parse_duration(text: str) -> float:
     return golang.parse_duration(text.strip())
 
 
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
-_SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
 def parse_size(text: str) -> int:
-    """Parse a byte size as mitmproxy's options do (`4m`, `512k`, `1024`). Raises ValueError.
-
-    Binary multiples (k = 1024), matching mitmproxy's `stream_large_bodies` / `body_size_limit`.
-    """
-    m = _SIZE.fullmatch(text.strip())
-    if m is None:
+    """Parse a byte size exactly as mitmproxy parses `body_size_limit` / `stream_large_bodies`
+    (`4m`, `512k`, `1024`, `2g`; binary multiples, a whole number then one of b/k/m/g/t), so a
+    user writes one syntax for both. Raises ValueError; negative sizes are refused."""
+    try:
+        size = human.parse_size(text.strip())
+    except ValueError:
+        size = None
+    if size is None or size < 0:
         raise ValueError(f"invalid size {text!r} (examples: 4m, 512k, 1048576)")
-    return int(float(m.group(1)) * _SIZE_FACTORS[m.group(2).lower()])
+    return size
 
 
 def format_duration(seconds: float) -> str:

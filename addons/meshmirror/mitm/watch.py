@@ -18,10 +18,11 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 
+from meshmirror.config.loader import YAML_SUFFIXES
+
 log = logging.getLogger("meshmirror.reload")
 
 Fingerprint = tuple[tuple[str, int, int], ...]
-_YAML_SUFFIXES = (".yaml", ".yml")
 
 
 def _stat(path: str) -> tuple[str, int, int]:
@@ -43,7 +44,7 @@ def fingerprint(paths: Sequence[str]) -> Fingerprint:
             except OSError:
                 continue
             for name in names:
-                if name.endswith(_YAML_SUFFIXES):
+                if name.endswith(YAML_SUFFIXES):
                     out.append(_stat(os.path.join(path, name)))
     return tuple(out)
 

@@ -25,6 +25,15 @@ class Outcome(enum.Enum):
     SKIPPED = "skipped"
 
 
+def classify(status: int | None, failure: str | None) -> tuple[Outcome, str | None]:
+    """A finished copy's outcome and reason, decided here once for every reader (counters,
+    breaker, event log, outcome log, inspection): any answer is `sent`, whatever its status;
+    no answer is `failed` with the writer's failure class."""
+    if status is not None:
+        return Outcome.SENT, None
+    return Outcome.FAILED, failure or "other"
+
+
 @dataclass
 class ClusterCounters:
     sampled: int = 0

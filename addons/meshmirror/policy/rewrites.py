@@ -1,6 +1,6 @@
 """What a route does to the request itself, compiled once and applied per request (pure).
 
-Envoy's `finalizeRequestHeaders` order (spec 1.7, 4.4): the weighted destination's header
+Envoy's `finalizeRequestHeaders` order: the weighted destination's header
 operations, then the route's, then the host rewrite, then the path rewrite. The mirror copies the
 request after all of it, so applying these to the flow before the copy is taken gives the copy the
 same path, headers and authority as the primary (plus the shadow suffix, added by mirror/shadow.py).

@@ -1,4 +1,4 @@
-"""Cross-resource warnings, like `istioctl analyze` (spec 2.5), plus what they mean here.
+"""Cross-resource warnings, like `istioctl analyze`, plus what they mean here.
 
 Validation (the validate package) judges one resource at a time; this module looks across resources:
 destinations and mirrors whose host, port or subset nothing in the config defines, and clusters

@@ -58,16 +58,19 @@ def compile_route_table(
     *,
     gateway: str | None = None,
     listener_port: int = 80,
+    registry: Registry | None = None,
 ) -> tuple[RouteTable | None, list[Diagnostic]]:
     """Build the table for the proxy acting as `gateway` (`ns/name`, `name` in the default
     namespace, or `mesh`); by default the only Gateway in the config, or the mesh when there is
     none. Errors (no table) only for an ambiguous or unknown gateway; everything else is a
-    warning or info and compiles to something safe."""
+    warning or info and compiles to something safe. `registry` is the one built from the same
+    resources, when the caller has it already."""
     diags: list[Diagnostic] = []
     chosen, error = choose_gateway(resources, gateway)
     if error is not None:
         return None, [error]
-    registry = build_registry(resources)
+    if registry is None:
+        registry = build_registry(resources)
     ctx = _Context(
         registry=registry,
         gateway=chosen.ref if chosen is not None else None,

@@ -23,7 +23,7 @@ from meshmirror.routing.matchers import (
 )
 from meshmirror.routing.request_view import RequestView
 
-# Header keys Istio ignores inside `headers` (they have their own match fields) [API-VS].
+# Header keys Istio ignores inside `headers` (they have their own match fields).
 _IGNORED_HEADER_KEYS = frozenset({"uri", "scheme", "method", "authority"})
 _JWT_CLAIM_PREFIX = "@request.auth.claims"
 

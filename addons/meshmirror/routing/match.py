@@ -9,7 +9,7 @@ This module walks the table per request (`match_request`). Beside it in `routing
   to build them.
 - explain.py: `explain_request`, the per-condition trace behind `meshmirror explain`.
 
-Semantics follow Envoy's route matching as Istio configures it (spec 1.3-1.4):
+Semantics follow Envoy's route matching as Istio configures it:
 
 - uri `prefix` tests the start of the raw `:path` (query included), `exact` the path without the
   query, `regex` a full match of the path without the query (RE2); `case_sensitive` (from

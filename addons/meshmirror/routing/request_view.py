@@ -48,6 +48,19 @@ class RequestView:
             prev = headers.get(key)
             # Envoy: "Multiple headers are concatenated with ','" before matching.
             headers[key] = value if prev is None else f"{prev},{value}"
+        return cls.of(method, scheme, authority, path, headers, port)
+
+    @classmethod
+    def of(
+        cls,
+        method: str,
+        scheme: str,
+        authority: str,
+        path: str,
+        headers: Mapping[str, str],
+        port: int,
+    ) -> RequestView:
+        """As `build`, from headers already keyed by lower-case name and joined with ","."""
         # Envoy matches the normalised path (Istio's default BASE normalisation, paths.py).
         return cls(method, scheme, authority, normalize_path(path), headers, port)
 

@@ -178,7 +178,7 @@ def validate_service_entry(c: Checker, se: ServiceEntry) -> None:
                     "simultaneously with address and tcp port",
                 )
     elif resolution == "DYNAMIC_DNS":
-        # meshmirror's reading of Istio's DYNAMIC_DNS rules (spec 2.6); texts are ours.
+        # meshmirror's reading of Istio's DYNAMIC_DNS rules; texts are ours.
         for i, host in enumerate(hosts):
             if not host.startswith("*."):
                 c.err(

@@ -1,0 +1,52 @@
+"""One walk over a request's header fields: everything the request path needs from them.
+
+Route matching wants the headers by lower-case name with repeated values joined by "," (as
+Envoy joins them); the loop guard wants to know whether the request is itself a copy (our
+marker header) or an upgrade; virtual-host selection wants the Host; tracing and sampling want
+the first X-Request-Id. Each `name in headers` or `headers.get(name)` would be a scan of its own,
+so all of it comes out of this one pass. The copy's own header list is built later, once, after
+the route's rewrites (`mirror.shadow.mirror_headers`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from meshmirror.mirror.shadow import MARKER_HEADER
+
+_MARKER = MARKER_HEADER.decode()
+
+
+class RequestHeaders(NamedTuple):
+    joined: dict[str, str]  # lower-case name -> values joined with ","
+    host: str | None  # the Host value(s), as mitmproxy's `headers.get("Host")` gives them
+    marker: bool  # carries the loop-guard marker: the request is itself a copy
+    upgrade: bool
+    request_id: str | None  # the first X-Request-Id value, as sent
+
+
+def scan_request_headers(fields: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
+    """Decode and index the raw fields as mitmproxy decodes them (UTF-8, surrogate escapes)."""
+    joined: dict[str, str] = {}
+    host = request_id = None
+    marker = upgrade = False
+    for raw_name, raw_value in fields:
+        name = raw_name.decode("utf-8", "surrogateescape").lower()
+        value = raw_value.decode("utf-8", "surrogateescape")
+        prev = joined.get(name)
+        if prev is not None:
+            joined[name] = f"{prev},{value}"
+            if name == "host":  # as mitmproxy's `Request.host_header` reads repeated Hosts
+                host = f"{host}, {value}"
+            continue
+        joined[name] = value
+        if name == "host":
+            host = value
+        elif name == "x-request-id":
+            request_id = value
+        elif name == "upgrade":
+            upgrade = True
+        elif name == _MARKER:
+            marker = True
+    return RequestHeaders(joined, host, marker, upgrade, request_id)
