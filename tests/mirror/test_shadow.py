@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
+from meshmirror.mirror import shadow
 from meshmirror.mirror.shadow import mirror_headers, shadow_host
 
 
@@ -49,3 +52,12 @@ def test_mirror_headers_keep_existing_request_id_and_join_cookies() -> None:
     assert (b"x-request-id", b"new") not in out
     assert (b"cookie", b"a=1; b=2") in out
     assert not any(k == b"x-forwarded-for" for k, _ in out)
+
+
+def test_new_request_ids_are_distinct_version_4_uuids() -> None:
+    ids = [shadow.new_request_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:50]:
+        u = uuid.UUID(text)
+        assert str(u) == text  # the canonical lower-case 8-4-4-4-12 form
+        assert (u.version, u.variant) == (4, uuid.RFC_4122)
