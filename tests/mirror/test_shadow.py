@@ -5,6 +5,7 @@ import uuid
 import pytest
 
 from meshmirror.mirror import shadow
+from meshmirror.mirror.request_head import without_hop_by_hop
 from meshmirror.mirror.shadow import mirror_headers, shadow_host
 
 
@@ -61,3 +62,30 @@ def test_new_request_ids_are_distinct_version_4_uuids() -> None:
         u = uuid.UUID(text)
         assert str(u) == text  # the canonical lower-case 8-4-4-4-12 form
         assert (u.version, u.variant) == (4, uuid.RFC_4122)
+
+
+def test_connection_tokens_never_strip_the_proxys_own_fields() -> None:
+    fields = [
+        (b"Host", b"app"),
+        (b"Connection", b"close, x-meshmirror-shadow, X-Forwarded-For"),
+        (b"Connection", b"x-request-id, host, x-hop"),
+        (b"X-Forwarded-For", b"10.9.9.9"),
+        (b"x-request-id", b"appended-by-the-proxy"),
+        (b"X-Hop", b"h"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Accept", b"*/*"),
+    ]
+    out = mirror_headers(fields, shadow="app-shadow", client_ip="127.0.0.1", request_id="rid")
+    assert out == [
+        (b"host", b"app-shadow"),
+        (b"Accept", b"*/*"),
+        (b"x-forwarded-for", b"127.0.0.1"),
+        (b"x-request-id", b"rid"),
+        (shadow.MARKER_HEADER, shadow.MARKER_VALUE),
+    ]
+
+
+def test_without_hop_by_hop_keeps_host_and_order() -> None:
+    fields = [(b"Host", b"a"), (b"Connection", b"host, X-A"), (b"x-a", b"1"), (b"B", b"2")]
+    assert without_hop_by_hop(fields) == [(b"Host", b"a"), (b"B", b"2")]
+    assert without_hop_by_hop([(b"B", b"2"), (b"TE", b"trailers")]) == [(b"B", b"2")]

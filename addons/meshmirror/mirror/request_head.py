@@ -39,14 +39,7 @@ def encode_head(request: MirrorRequest, endpoint: MirrorEndpoint, *, close: bool
     lows = [name.lower() for name, _ in headers]
     drop = HOP_BY_HOP
     if b"connection" in lows:
-        extra = {
-            token.strip().lower()
-            for low, (_, value) in zip(lows, headers, strict=True)
-            if low == b"connection"
-            for token in value.split(b",")
-        }
-        # Never let a Connection token strip Host: the copy would become unroutable.
-        extra.discard(b"host")
+        extra = _connection_tokens(lows, headers)
         if not extra <= HOP_BY_HOP:  # usually just "keep-alive"/"close": skip the union
             drop = drop | extra
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
@@ -79,6 +72,34 @@ def encode_head(request: MirrorRequest, endpoint: MirrorEndpoint, *, close: bool
     if head.count(b"\n") != lines or head.count(b"\r") != lines:
         raise InvalidRequest(_find_bad_field(method, target, headers))
     return head
+
+
+def without_hop_by_hop(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`headers` without the hop-by-hop fields: `HOP_BY_HOP` and whatever Connection names,
+    never Host. Order and case are kept.
+
+    Meant for the received message, before the proxy adds fields of its own: as Envoy does, the
+    Connection tokens are applied to what the client sent, so a client cannot name (and so
+    strip) a field the proxy adds afterwards. The result has no Connection field left, so
+    `encode_head` drops nothing more from it."""
+    lows = [name.lower() for name, _ in headers]
+    drop = HOP_BY_HOP
+    if b"connection" in lows:
+        drop = drop | _connection_tokens(lows, headers)
+    return [field for low, field in zip(lows, headers, strict=True) if low not in drop]
+
+
+def _connection_tokens(lows: list[bytes], headers: list[tuple[bytes, bytes]]) -> set[bytes]:
+    """The lower-case field names the Connection fields list (`lows`: the names, lower-cased)."""
+    extra = {
+        token.strip().lower()
+        for low, (_, value) in zip(lows, headers, strict=True)
+        if low == b"connection"
+        for token in value.split(b",")
+    }
+    # Never let a Connection token strip Host: the copy would become unroutable.
+    extra.discard(b"host")
+    return extra
 
 
 def _find_bad_field(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
+from meshmirror.mirror.request_head import without_hop_by_hop
+
 Header = tuple[bytes, bytes]
 
 DEFAULT_SUFFIX = "-shadow"
@@ -91,8 +93,13 @@ def mirror_headers(
     """The copy's header list: Host replaced by the shadow host (first, as HTTP/1.1 wants),
     X-Forwarded-For extended with the client address, X-Request-Id added when given and absent.
     Multiple Cookie headers (HTTP/2 splits them) are joined with "; " as HTTP/1.1 requires.
-    Headers named in `redact` are stripped or masked; the loop-guard marker is always added."""
+    Headers named in `redact` are stripped or masked; the loop-guard marker is always added.
+
+    The client's hop-by-hop fields (and whatever its Connection names) are dropped first, before
+    any field of ours is added, as Envoy does: the marker, X-Forwarded-For and X-Request-Id
+    always reach the mirror, whatever Connection says. The result has no Connection field."""
     out: list[Header] = [(b"host", shadow.encode("utf-8", "surrogateescape"))]
+    fields = without_hop_by_hop(list(fields))
     xff_index = -1
     cookies: list[bytes] = []
     has_request_id = False

@@ -12,6 +12,7 @@ once per copy on the request path, so they are kept ready-made (frozensets, pars
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -30,6 +31,12 @@ from meshmirror.routing.sampling import should_mirror
 from meshmirror.routing.table import MirrorPolicy, Route, RouteTable
 
 log = logging.getLogger("meshmirror")
+
+# RFC 9110 5.6.2: a method is a token. Envoy's codecs refuse any other; the copy would be a
+# malformed request line (an HTTP/2 `:method` of `GET /x` becomes `GET /x /path HTTP/1.1`).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Skips for a Host no copy can be well-formed with: the shadow host is not computed for them.
+_HOST_SKIPS = frozenset({"no_host", "multiple_hosts", "ip_host"})
 
 
 class EndpointPicker:
@@ -85,7 +92,11 @@ class Fanout:
     def skip_reason(
         self, flow: http.HTTPFlow, streamed: bool, authority: str, headers: RequestHeaders
     ) -> str | None:
+        """Why the request must not be mirrored; None when a copy may be sent. The Host checks
+        come before the loop guard: a copy is only ever made with a single name-based Host."""
         req = flow.request
+        if not _TOKEN.fullmatch(req.method):
+            return "bad_method"
         method = req.method.upper()
         if method == "CONNECT":
             return "connect"
@@ -93,6 +104,9 @@ class Fanout:
             return "h2_preface"
         if self.methods and method not in self.methods:
             return "method"
+        host_skip = self._host_skip(authority, headers)
+        if host_skip is not None:
+            return host_skip
         if headers.marker or shadow.is_shadow_host(authority, self.suffix):
             return "loop"
         if flow.error is not None:
@@ -105,6 +119,23 @@ class Fanout:
             return "streamed_body"
         if len(req.raw_content) > self.max_body:
             return "body_too_large"
+        return None
+
+    def _host_skip(self, authority: str, headers: RequestHeaders) -> str | None:
+        if not authority.strip():
+            # An HTTP/1.0 request without Host: Envoy refuses a request without an authority
+            # (and `-shadow` alone is not a host), so it is not mirrored.
+            return "no_host"
+        if headers.host_fields > 1:
+            # Envoy refuses repeated Host headers; joined they would be `a, b-shadow`.
+            return "multiple_hosts"
+        if self.suffix and authority.startswith("["):
+            # An IPv6 literal has no name to add the suffix to (`[::1]-shadow:8000` is no valid
+            # Host), and a copy keeping the literal could not be told from the request by its
+            # Host. Envoy does not handle this case (it splits the authority at ":"), so the
+            # copy is skipped. An IPv4 literal is kept as it is today: `127.0.0.1-shadow` is a
+            # well-formed name. (With an empty suffix the Host is left as it is, so it is fine.)
+            return "ip_host"
         return None
 
     def mirror(
@@ -137,7 +168,9 @@ class Fanout:
                 skip = self.skip_reason(flow, streamed, authority, headers)
                 if skip is None and writer is None:
                     skip = "no_writer"
-                shadow_authority = shadow.shadow_host(authority, self.suffix)
+                shadow_authority = (
+                    authority if skip in _HOST_SKIPS else shadow.shadow_host(authority, self.suffix)
+                )
             copy = _Copy(flow, route, policy, None, shadow_authority, generation, request_id)
             i = self.endpoints.pick_index(cluster)
             reason = skip or (None if i is not None else "no_endpoints")

@@ -24,6 +24,7 @@ class RequestHeaders(NamedTuple):
     marker: bool  # carries the loop-guard marker: the request is itself a copy
     upgrade: bool
     request_id: str | None  # the first X-Request-Id value, as sent
+    host_fields: int  # how many Host fields the request has (more than one: no copy is made)
 
 
 def scan_request_headers(fields: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
@@ -31,6 +32,7 @@ def scan_request_headers(fields: Iterable[tuple[bytes, bytes]]) -> RequestHeader
     joined: dict[str, str] = {}
     host = request_id = None
     marker = upgrade = False
+    host_fields = 0
     for raw_name, raw_value in fields:
         name = raw_name.decode("utf-8", "surrogateescape").lower()
         value = raw_value.decode("utf-8", "surrogateescape")
@@ -39,14 +41,16 @@ def scan_request_headers(fields: Iterable[tuple[bytes, bytes]]) -> RequestHeader
             joined[name] = f"{prev},{value}"
             if name == "host":  # as mitmproxy's `Request.host_header` reads repeated Hosts
                 host = f"{host}, {value}"
+                host_fields += 1
             continue
         joined[name] = value
         if name == "host":
             host = value
+            host_fields = 1
         elif name == "x-request-id":
             request_id = value
         elif name == "upgrade":
             upgrade = True
         elif name == _MARKER:
             marker = True
-    return RequestHeaders(joined, host, marker, upgrade, request_id)
+    return RequestHeaders(joined, host, marker, upgrade, request_id, host_fields)

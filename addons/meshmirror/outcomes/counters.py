@@ -13,6 +13,7 @@ Every sampled copy ends in exactly one outcome, so that per cluster
 from __future__ import annotations
 
 import enum
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,6 +126,13 @@ class MirrorStats:
         return "mirror summary: " + "; ".join(parts)
 
 
+#: Longest a field of an outcome line may be, in characters after escaping; a longer one is cut
+#: and ends in `FIELD_CUT`. The Host is the client's, so without a bound one request could make
+#: a line as long as mitmproxy lets a header be.
+MAX_FIELD = 256
+FIELD_CUT = "..."
+
+
 def format_outcome(
     *,
     outcome: Outcome,
@@ -139,16 +147,58 @@ def format_outcome(
     bytes_received: int = 0,
     generation: int = 0,
 ) -> str:
-    """One event-log line per mirror outcome. Never includes header values (they may be secrets)."""
+    """One event-log line per mirror outcome. Never includes header values (they may be secrets).
+
+    Safe to print whatever the client sent: userinfo is removed from the host
+    (`user:pw@app-shadow` -> `app-shadow`), control and format characters are escaped (`\\x0d`,
+    `\\u202e`; no CR, LF or ESC reaches the log raw), spaces in the `key=value` fields too (a
+    field cannot forge another), and each field is at most `MAX_FIELD` characters."""
     head = f"mirror {outcome.value}"
     if outcome is Outcome.SENT and status is not None:
         head += f" {status}"
     elif reason:
-        head += f": {reason}"
-    text = f"{head} rule={rule} cluster={cluster} endpoint={endpoint or '-'} host={shadow_host}"
+        head += f": {_safe(reason, keep_spaces=True)}"
+    text = (
+        f"{head} rule={_safe(rule)} cluster={_safe(cluster)} endpoint={_safe(endpoint) or '-'}"
+        f" host={_safe(_without_userinfo(shadow_host)) or '-'}"
+    )
     if latency is not None:
         text += f" latency={latency * 1000:.1f}ms"
     if bytes_sent or bytes_received:
         text += f" bytes={bytes_sent}/{bytes_received}"
     text += f" gen={generation}"
     return text
+
+
+def _without_userinfo(host: str) -> str:
+    # An authority's userinfo ends at its last "@" (RFC 3986 3.2.1); what follows is the host.
+    return host.rpartition("@")[2]
+
+
+def _safe(value: str, *, keep_spaces: bool = False) -> str:
+    """`value` with what must not reach a log line raw escaped, and bounded to MAX_FIELD."""
+    plain = value.isascii() and value.isprintable() and "\\" not in value
+    if not (plain and (keep_spaces or " " not in value)):
+        value = "".join(_escape(c, keep_spaces) for c in value)
+    if len(value) > MAX_FIELD:
+        value = value[: MAX_FIELD - len(FIELD_CUT)] + FIELD_CUT
+    return value
+
+
+def _escape(c: str, keep_spaces: bool) -> str:
+    code = ord(c)
+    if c == " ":
+        return c if keep_spaces else "\\x20"
+    if c == "\\":
+        return "\\\\"  # so an escape in the line always stands for an escaped character
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (mitmproxy's surrogate escapes)
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x80:
+        return c if c.isprintable() else f"\\x{code:02x}"
+    # Control (C1), format (bidi overrides, zero-width), line/paragraph separators, surrogates,
+    # unassigned: anything a terminal or log viewer may act on rather than show.
+    if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+        if code <= 0xFF:
+            return f"\\x{code:02x}"
+        return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+    return c
