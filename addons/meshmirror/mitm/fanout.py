@@ -171,18 +171,16 @@ class Fanout:
                 shadow_authority = (
                     authority if skip in _HOST_SKIPS else shadow.shadow_host(authority, self.suffix)
                 )
-            copy = _Copy(flow, route, policy, None, shadow_authority, generation, request_id)
             i = self.endpoints.pick_index(cluster)
-            reason = skip or (None if i is not None else "no_endpoints")
+            ep = cluster.endpoints[i] if i is not None else None
+            # One record per copy, built once: the recorder reads it whatever the outcome.
+            copy = _Copy(flow, route, policy, ep, shadow_authority, generation, request_id)
+            reason = skip or (None if ep is not None else "no_endpoints")
             if reason is None and cluster.name in self.loop_clusters:
                 reason = "loop"
-            if reason is not None or i is None or writer is None:
-                if i is not None:
-                    copy = copy._replace(ep=cluster.endpoints[i])
+            if reason is not None or i is None or ep is None or writer is None:
                 self._not_sent(copy, Outcome.SKIPPED, reason or "no_endpoints")
                 continue
-            ep = cluster.endpoints[i]
-            copy = copy._replace(ep=ep)
             if mreq is None:
                 # One copy serves every mirror policy: writers only read it. A live request
                 # already carries request_id; a recorded one gets it on the copy only.
