@@ -97,6 +97,9 @@ class AnsweringWriter:
     def inflight(self, pool_key: str | None = None) -> int:
         return 0
 
+    def set_own_addresses(self, addresses: list[tuple[str, int]]) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

@@ -12,7 +12,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshmirror.config.documents import MAX_NODES_PER_DOCUMENT
+from meshmirror.config import documents
+from meshmirror.config.documents import MAX_DEPTH, MAX_NODES_PER_DOCUMENT, MAX_NODES_PER_FILE
 from meshmirror.config.loader import PathError, load_paths, load_text
 from meshmirror.diagnostics import Severity, format_path
 from meshmirror.validate.resources import validate_resources
@@ -62,6 +63,22 @@ def test_directory_is_sorted_yaml_files_only(tmp_path: FsPath) -> None:
     r = load_paths([str(tmp_path)])
     assert [os.path.basename(f) for f in r.files] == ["a.yml", "b.yaml"]
     assert [x.name for x in r.resources] == ["a", "b"]
+
+
+def test_directory_without_yaml_files_is_a_warning(tmp_path: FsPath) -> None:
+    (tmp_path / "notes.txt").write_text("nothing to load")
+    (tmp_path / "loop.yaml").symlink_to(tmp_path / "loop.yaml")
+    (tmp_path / "gone.yml").symlink_to(tmp_path / "missing.yml")
+    r = load_paths([str(tmp_path)])
+    assert r.files == [] and r.errors == []
+    assert [(d.severity, d.format()) for d in r.diagnostics] == [
+        (Severity.WARNING, f"warning: {tmp_path / 'gone.yml'}: skipped: " + BROKEN),
+        (Severity.WARNING, f"warning: {tmp_path / 'loop.yaml'}: skipped: " + BROKEN),
+        (Severity.WARNING, f"warning: {tmp_path}: no YAML file (*.yaml, *.yml) in this directory"),
+    ]
+
+
+BROKEN = "not a file (a broken symlink or a loop)"
 
 
 def test_missing_path_is_a_usage_error(tmp_path: FsPath) -> None:
@@ -137,6 +154,74 @@ def test_alias_bomb_is_capped() -> None:
     r = load_text("\n".join(lines) + "\n", "bomb.yaml")
     (d,) = r.errors
     assert f"more than {MAX_NODES_PER_DOCUMENT} YAML nodes" in d.message
+
+
+def widget(i: int, nodes: int) -> str:
+    """A document of a kind meshmirror skips that builds to about `nodes` YAML nodes through
+    aliases (each `*a` expands to the 1001 nodes of `a`)."""
+    uses = ", ".join(["*a"] * (nodes // 1001))
+    return (
+        f"apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: w{i}}}\n"
+        f"a: &a [{', '.join(['x'] * 1000)}]\nb: [{uses}]\n"
+    )
+
+
+def test_alias_expansions_are_capped_per_file_across_documents() -> None:
+    per_doc = MAX_NODES_PER_DOCUMENT * 9 // 10  # each document alone is allowed
+    n = MAX_NODES_PER_FILE // per_doc + 2
+    text = "---\n".join(widget(i, per_doc) for i in range(n))
+    assert len(text) < 30_000
+    r = load_text(text, "widgets.yaml")
+    (d,) = r.errors
+    crossing = MAX_NODES_PER_FILE // per_doc + 1
+    assert d.source is not None and (d.source.file, d.source.doc) == ("widgets.yaml", crossing)
+    assert f"documents 1-{crossing} build more than {MAX_NODES_PER_FILE} YAML nodes" in d.message
+    assert d.line is not None and d.path and d.path[0] == "b"
+    # The documents before it were read (one info line each); none after it.
+    assert [x.source.doc for x in r.diagnostics if x.severity is Severity.INFO] == list(
+        range(1, crossing)
+    )
+    # Under the file cap the same documents load.
+    ok = load_text("---\n".join(widget(i, per_doc) for i in range(crossing - 1)), "w.yaml")
+    assert ok.errors == []
+
+
+@pytest.mark.parametrize("opener", ["[", "{a: ", "- "], ids=["flow-seq", "flow-map", "block"])
+def test_deep_nesting_is_a_located_error(opener: str) -> None:
+    depth = 990 if opener != "- " else 300  # libyaml's flow limit is 1000 levels
+    if opener == "- ":
+        body = "".join("  " * i + "- \n" for i in range(depth)) + "  " * depth + "- x\n"
+        text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deep}\ndata:\n" + body
+    else:
+        close = {"[": "]", "{a: ": "}"}[opener]
+        head = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deep}\ndata: "
+        text = f"{head}{opener * depth}1{close * depth}\n"
+    r = load_text(text, "deep.yaml")
+    (d,) = r.errors
+    assert f"more than {MAX_DEPTH} levels of mappings and sequences" in d.message
+    assert d.source is not None and (d.source.file, d.source.doc) == ("deep.yaml", 1)
+    assert d.path[0] == "data" and len(d.path) <= 6
+    assert d.format().startswith("deep.yaml:")
+
+
+def test_nesting_is_refused_one_level_past_the_limit() -> None:
+    def nested(levels: int) -> str:
+        # The document is level 0, `data`'s outermost list level 1.
+        head = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: "
+        return head + "[" * levels + "]" * levels + "\n"
+
+    assert load_text(nested(MAX_DEPTH), "ok.yaml").errors == []
+    assert len(load_text(nested(MAX_DEPTH + 1), "deep.yaml").errors) == 1
+
+
+def test_a_composer_that_recurses_per_level_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    # PyYAML without libyaml composes recursively: RecursionError is caught at the parse boundary.
+    monkeypatch.setattr(documents, "_SafeLoader", yaml.SafeLoader)
+    text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: " + "[" * 5000
+    text += "]" * 5000 + "\n"
+    (d,) = load_text(text, "deep.yaml").errors
+    assert "nested too deeply to read" in d.message
+    assert d.source is not None and (d.source.file, d.source.doc) == ("deep.yaml", 1)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ requests, all through a real mitmdump and real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import socket
@@ -354,6 +355,70 @@ def test_mirror_to_own_listen_address_is_refused_at_startup(
     assert "own listen address" in out
     assert f"{cfg}:" in out and "VirtualService default/app" in out
     assert "spec.http[0].mirrors[0]" in out
+
+
+def _loopback_name() -> str | None:
+    """A name other than `localhost` that resolves to loopback here: the machine's own name
+    (/etc/hosts maps it to 127.0.0.1 on most Linux installs), else another /etc/hosts alias."""
+    candidates = [socket.gethostname()]
+    with contextlib.suppress(OSError), open("/etc/hosts") as f:
+        for line in f:
+            parts = line.split("#", 1)[0].split()
+            if parts and parts[0].startswith("127."):
+                candidates += parts[1:]
+    for name in candidates:
+        if name.lower().rstrip(".") in ("localhost", "localhost.localdomain") or "." in name:
+            continue
+        with contextlib.suppress(OSError):
+            if {a[4][0] for a in socket.getaddrinfo(name, 80)} & {"127.0.0.1"}:
+                return name
+    return None
+
+
+LOOPBACK_NAME = _loopback_name()
+needs_loopback_name = pytest.mark.skipif(
+    LOOPBACK_NAME is None, reason="no name but localhost resolves to 127.0.0.1 on this machine"
+)
+
+
+@needs_loopback_name
+def test_mirror_endpoint_name_resolving_to_own_listen_address_is_refused_at_startup(
+    primary: HTTPServer, tmp_path: Path
+) -> None:
+    name = LOOPBACK_NAME
+
+    def attempt(port: int) -> tuple[int, Proxy]:
+        se = mc.service_entry("self", "self.local", port, address=name, resolution="DNS")
+        cfg = mc.mirror_config(tmp_path / "c.yaml", primary.port, {"self.local": se})
+        proxy = start_proxy(
+            f"{upstream_of(primary)}@{port}", [cfg], expect_failure=True, ready_timeout=30
+        )
+        if port_in_use(proxy.output):
+            raise PortTaken(port)
+        return port, proxy
+
+    own, proxy = on_picked_port(attempt)
+    assert proxy.proc.returncode != 0, proxy.output[-2000:]
+    out = proxy.output
+    assert f"mirror endpoint {name}:{own}" in out, out[-2000:]
+    assert "resolves to this proxy's own listen address" in out
+    assert "VirtualService default/app" in out and "spec.http[0].mirrors[0]" in out
+
+
+@needs_loopback_name
+def test_a_reload_pointing_a_name_at_the_proxys_own_port_is_rejected(
+    primary: HTTPServer, tmp_path: Path, proxies: Callable[..., Proxy]
+) -> None:
+    """Hot reloads are checked against the actual listen address, names resolved."""
+    # The port is the OS's choice (-p 0): the proxy starts clean, then a reload points at it.
+    cfg = mc.mirror_config(tmp_path / "c.yaml", primary.port, {})
+    proxy = proxies(upstream_of(primary), [cfg], *FAST, "mirror_reload_interval=100ms")
+    se = mc.service_entry(
+        "self", "self.local", proxy.port, address=str(LOOPBACK_NAME), resolution="DNS"
+    )
+    mc.mirror_config(tmp_path / "c.yaml", primary.port, {"self.local": se})
+    waited(proxy, lambda: proxy.log_lines("config change rejected"))
+    assert proxy.log_lines("resolves to this proxy's own listen address")
 
 
 def test_two_proxies_mirroring_to_each_other_do_not_loop(

@@ -234,6 +234,13 @@ def test_connection_tokens_do_not_strip_the_proxys_own_headers(
     # Whatever the client's Connection said is gone; the writer's own framing is the only one.
     assert not any(v for n, v in fields if n == "connection" and "x-" in v), fields
     assert dict(fields)["host"] == "app.example.com-shadow", fields
+    # The primary gets the same id, and no Connection token that would let the next hop drop it.
+    wait_for(lambda: primary.heads, timeout=10, what="the primary's request")
+    at_primary = primary.fields(0)
+    ids = [value for name, value in at_primary if name == "x-request-id"]
+    assert ids == [dict(fields)["x-request-id"]], at_primary
+    tokens = {t.strip().lower() for n, v in at_primary if n == "connection" for t in v.split(",")}
+    assert "x-request-id" not in tokens, at_primary
 
 
 # --- meshmirror's log lines are safe to print ---------------------------------------------------

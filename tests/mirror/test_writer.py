@@ -438,9 +438,32 @@ async def test_stale_keepalive_is_retried_once_on_a_fresh_connection(h: Harness)
     first = await h.one(w, local(backend), get())
     second = await h.one(w, local(backend), get())
     assert (first.status, second.status) == (200, 200)
-    assert "retried" in second.detail
+    assert "resent" in second.detail and second.resent
+    assert not first.resent
     assert backend.accepted == 2
     assert [r.conn_id for r in backend.requests] == [1, 1, 2]
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH", "CONNECT", "LOCK"])
+async def test_a_non_idempotent_copy_meeting_a_stale_keepalive_fails_without_resend(
+    h: Harness, method: str
+) -> None:
+    async def one_per_connection(
+        backend: Backend, conn_id: int, reader: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> None:
+        await read_request(backend, conn_id, reader)
+        w.write(OK_RESPONSE)
+        await w.drain()
+        await read_request(backend, conn_id, reader)
+
+    backend = await h.backend(one_per_connection)
+    w = h.writer()
+    assert (await h.one(w, local(backend), get())).status == 200
+    copy = MirrorRequest(method, "/pay", [(b"host", b"app-shadow")], b'{"charge": 1}')
+    second = await h.one(w, local(backend), copy)
+    assert (second.status, second.failure, second.resent) == (None, "reset", False)
+    assert backend.accepted == 1
+    assert [r.conn_id for r in backend.requests] == [1, 1]
 
 
 async def test_idle_connections_are_capped(h: Harness) -> None:
@@ -1092,3 +1115,63 @@ async def test_failed_copy_captures_nothing(h: Harness) -> None:
     result = await capture_one(h, w, MirrorEndpoint("127.0.0.1", port), 1024)
     assert result.failure is not None
     assert result.body is None and result.headers is None
+
+
+async def test_interim_responses_are_bounded_in_number() -> None:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    final = b"HTTP/1.1 204 No Content\r\n\r\n"
+    conn = http1.Connection(None, 1 << 20)  # type: ignore[arg-type]
+    conn.connection_made(_FakeTransport())
+    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", b"", False)
+    conn.data_received(interim * http1.MAX_INTERIM + final)
+    assert waiter.done() and conn.error is None and conn.status == 204
+    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", b"", False)
+    conn.data_received(interim * (http1.MAX_INTERIM + 1) + final)
+    assert waiter.done()
+    assert isinstance(conn.error, failures.ProtocolViolation)
+    assert "interim" in str(conn.error)
+
+
+async def test_interim_response_bytes_count_toward_the_read_cap() -> None:
+    # Three 1xx heads of about 400 bytes each against a 1000-byte cap.
+    interim = b"HTTP/1.1 103 Early Hints\r\nLink: <" + b"l" * 360 + b">\r\n\r\n"
+    conn = http1.Connection(None, 1000)  # type: ignore[arg-type]
+    conn.connection_made(_FakeTransport())
+    waiter = conn.send(b"GET / HTTP/1.1\r\n\r\n", b"", False)
+    conn.data_received(interim * 3 + b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert waiter.done()
+    assert isinstance(conn.error, failures.ProtocolViolation)
+    assert "bytes" in str(conn.error)
+
+
+# --------------------------------------------------------------------------------------------
+# The run-time loop guard: a connection that reached the proxy's own listen address
+
+
+@pytest.mark.parametrize(
+    ("own_host", "endpoint_host"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("127.0.0.1", "localhost"),  # a name, resolved at connect time
+        ("", "127.0.0.1"),  # a wildcard listener
+        ("0.0.0.0", "localhost"),
+    ],
+)
+async def test_a_connection_to_the_proxys_own_address_is_not_used(
+    h: Harness, own_host: str, endpoint_host: str
+) -> None:
+    backend = await h.backend(serve(OK_RESPONSE))  # stands for the proxy's own listener
+    w = h.writer()
+    w.set_own_addresses([(own_host, backend.port)])
+    result = await h.one(w, MirrorEndpoint(endpoint_host, backend.port), get())
+    assert (result.status, result.failure) == (None, failures.SELF_LOOP)
+    assert "own listen address" in result.detail
+    await asyncio.sleep(0.1)
+    assert backend.requests == []  # aborted before a byte of the copy was written
+
+
+async def test_other_ports_of_the_same_host_are_not_the_proxy(h: Harness) -> None:
+    backend = await h.backend(serve(OK_RESPONSE))
+    w = h.writer()
+    w.set_own_addresses([("127.0.0.1", backend.port + 1), ("", backend.port + 2)])
+    assert (await h.one(w, local(backend), get())).status == 200

@@ -6,9 +6,13 @@ real writer is exercised end to end in tests/e2e and tests/test_writer.py.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mitmproxy import exceptions
@@ -17,6 +21,7 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from meshmirror.mirror.sender import ProcessWriter
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
+from meshmirror.mitm import liveconfig
 from meshmirror.mitm.addon import Mirror
 from tests.support.processes import gone
 
@@ -76,6 +81,9 @@ class RecordingWriter:
 
     def inflight(self, pool_key: str | None = None) -> int:
         return 0
+
+    def set_own_addresses(self, addresses: list[tuple[str, int]]) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -193,23 +201,69 @@ def test_recorded_flow_is_mirrored_without_rerouting(config: Path) -> None:
         assert (f.request.host, f.request.port) == ("127.0.0.1", 8080)
 
 
-def test_bad_options_and_config_raise_options_error(tmp_path: Path, config: Path) -> None:
+def test_bad_options_and_config_at_startup_are_logged_and_nothing_is_served(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before running(): mitmproxy exits on any error logged during startup, so the error lines are
+    # logged (no OptionsError, whose traceback would wrap them) and no connection is served.
+    m = Mirror()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CONFIG.replace("mirrorPercentage: {value: 0}", "mirrorPercentage: {value: 150}"))
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_timeout="soon")
+        tctx.configure(m, mirror_max_body="lots")
+        tctx.configure(m, mirror_config=[str(bad)])
+        tctx.configure(m, mirror_config=[str(tmp_path / "missing.yaml")])
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert errors[0].startswith("meshmirror: mirror_timeout: ")
+        assert "invalid size" in errors[1]
+        # The lines `meshmirror validate` prints, exactly: located errors, then its verdict.
+        (located,) = [e for e in errors if "spec.http[0].mirrorPercentage.value" in e]
+        assert located.startswith(f"{bad}:") and not located.startswith("meshmirror")
+        assert f"{bad}: INVALID: 1 error(s), 0 warning(s)" in errors
+        assert errors[-1] == f"meshmirror: {tmp_path / 'missing.yaml'}: no such file or directory"
+        assert m.table is None
+        client = tflow.tclient_conn()
+        m.client_connected(client)
+        assert client.error  # refused until mitmproxy exits
+
+
+async def test_bad_options_and_config_after_running_raise_options_error(
+    tmp_path: Path, config: Path
+) -> None:
+    # After running() (`set` in mitmproxy's console): OptionsError, and the last good config serves.
     m = Mirror()
     with taddons.context(Proxyserver(), m) as tctx:
-        with pytest.raises(exceptions.OptionsError, match="mirror_timeout"):
-            tctx.configure(m, mirror_timeout="soon")
-        with pytest.raises(exceptions.OptionsError, match="invalid size"):
-            tctx.configure(m, mirror_max_body="lots")
-        bad = tmp_path / "bad.yaml"
-        bad.write_text(
-            CONFIG.replace("mirrorPercentage: {value: 0}", "mirrorPercentage: {value: 150}")
+        tctx.configure(
+            m,
+            mirror_config=[str(config)],
+            mirror_sender="loop",
+            mirror_reload_interval="0",
+            mirror_summary_interval="0",
         )
-        with pytest.raises(
-            exceptions.OptionsError, match=r"spec\.http\[0\]\.mirrorPercentage\.value"
-        ):
-            tctx.configure(m, mirror_config=[str(bad)])
-        with pytest.raises(exceptions.OptionsError, match="no such file"):
-            tctx.configure(m, mirror_config=[str(tmp_path / "missing.yaml")])
+        m.running()
+        try:
+            with pytest.raises(exceptions.OptionsError, match="mirror_timeout"):
+                tctx.configure(m, mirror_timeout="soon")
+            with pytest.raises(exceptions.OptionsError, match="invalid size"):
+                tctx.configure(m, mirror_max_body="lots")
+            bad = tmp_path / "bad.yaml"
+            bad.write_text(
+                CONFIG.replace("mirrorPercentage: {value: 0}", "mirrorPercentage: {value: 150}")
+            )
+            with pytest.raises(
+                exceptions.OptionsError, match=r"spec\.http\[0\]\.mirrorPercentage\.value"
+            ):
+                tctx.configure(m, mirror_config=[str(bad)])
+            with pytest.raises(exceptions.OptionsError, match="no such file"):
+                tctx.configure(m, mirror_config=[str(tmp_path / "missing.yaml")])
+            # mitmproxy rolls the option back to the good config, which is loaded again
+            assert m.table is not None and m.table.virtual_hosts[0].name == "app.example.com:80"
+            client = tflow.tclient_conn()
+            m.client_connected(client)
+            assert not client.error
+        finally:
+            m.done()
 
 
 def test_commands_report_stats_and_routes(config: Path) -> None:
@@ -240,6 +294,104 @@ def test_reload_command_rejects_a_bad_change_and_loads_a_good_one(config: Path) 
         m.writer = RecordingWriter()  # type: ignore[assignment]
         m.request(make_flow(host="other.example.com"))
         assert len(m.writer.sent) == 1  # type: ignore[union-attr]
+
+
+async def test_a_reload_on_a_running_proxy_loads_off_the_loop_and_swaps_in_on_it(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[threading.Thread] = []
+    real = liveconfig.load_config_set
+    hold, release = threading.Event(), threading.Event()
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread())
+        if hold.is_set():
+            assert release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(liveconfig, "load_config_set", recording)
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(
+            m,
+            mirror_config=[str(config)],
+            mirror_sender="loop",
+            mirror_reload_interval="0",
+            mirror_summary_interval="0",
+        )
+        m.running()
+        try:
+            assert threads == [threading.main_thread()]  # startup: synchronous
+            good = config.read_text()
+            config.write_text(good.replace("app.example.com", "other.example.com"))
+            out = tctx.master.commands.call("mirror.reload")
+            assert out.startswith("config reload started; generation 1 serves")
+            again = tctx.master.commands.call("mirror.reload")
+            assert again.startswith("a config reload is already running")
+            task = m._reload_task
+            assert task is not None and m.table is not None and m.table.generation == 1
+            assert await task is True
+            assert threads[1] is not threading.main_thread()
+            assert m.table is not None and m.table.generation == 2  # served once swapped in
+            assert m.live.reloads == {"loaded": 1, "rejected": 0}
+
+            # A set mirror_config while a reload is loading wins over it.
+            copy = config.with_name("copy.yaml")
+            copy.write_text(good)
+            hold.set()
+            task = m._reload_in_background("test")
+            assert task is not None
+            while len(threads) < 3:
+                await asyncio.sleep(0.01)
+            hold.clear()
+            tctx.configure(m, mirror_config=[str(copy)])  # generation 3
+            release.set()
+            assert await task is False
+            assert m.live.generation == 3 and m.live.reloads == {"loaded": 1, "rejected": 0}
+        finally:
+            m.done()
+
+
+def test_an_unexpected_exception_in_a_reload_is_a_rejected_change(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_config=[str(config)], mirror_reload_interval="0")
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(liveconfig, "load_config_set", broken)
+        assert tctx.master.commands.call("mirror.reload").startswith("config not loaded")
+        assert m.live.reloads == {"loaded": 0, "rejected": 1}
+        assert m.table is not None and m.table.generation == 1
+
+
+def test_a_config_that_routes_nothing_is_served_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "vs.yaml").write_text(CONFIG)
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_config=[str(cfg)], mirror_reload_interval="0")
+        assert json.loads(tctx.master.commands.call("mirror.stats"))["config"] == "loaded"
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        (cfg / "vs.yaml").unlink()
+        assert tctx.master.commands.call("mirror.reload") == "config loaded; generation 2"
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert f"warning: {cfg}: no YAML file (*.yaml, *.yml) in this directory" in warnings
+        (empty,) = [w for w in warnings if "routes nothing" in w]
+        assert empty == (
+            "meshmirror: mirror.reload: config generation 2 routes nothing (removed "
+            "VirtualService default/app): every request now goes to the reverse upstream and "
+            "none is mirrored"
+        )
+        stats = json.loads(tctx.master.commands.call("mirror.stats"))
+        assert (stats["config"], stats["generation"]) == ("empty", 2)
+        assert m.table is not None and m.table.virtual_hosts == ()
 
 
 async def test_os_chosen_port_is_checked_against_the_mirrors_once_listening(

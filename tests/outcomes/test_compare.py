@@ -1,4 +1,5 @@
-"""compare.py: status, headers with ignores, structural JSON diffs with ignorable pointers, text."""
+"""compare.py: status, headers with ignores, structural JSON diffs with ignorable pointers, text;
+secrets never in a result, and the proxy's own changes to the copy not counted as differences."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import json
 
 import pytest
 
-from meshmirror.outcomes.compare import CompareSettings, Side, compare_responses, parse_pointer
+from meshmirror.outcomes.compare import (
+    CompareSettings,
+    Comparison,
+    Side,
+    compare_responses,
+    parse_pointer,
+    secret_values,
+)
 
 H = [("Content-Type", "application/json")]
 
@@ -179,3 +187,264 @@ def test_parse_pointer(pointer: str, tokens: tuple[str, ...]) -> None:
 def test_bad_pointer_is_rejected() -> None:
     with pytest.raises(ValueError, match="must start with '/'"):
         CompareSettings.build(ignore_json=["origin"])
+
+
+# --- secrets and the proxy's own changes ---------------------------------------------------------
+
+AUTH = "Bearer SECRET-TOKEN-123"
+COOKIE = "session=COOKIESECRET"
+REQUEST = [("Authorization", AUTH), ("Cookie", COOKIE), ("Accept", "*/*")]
+# As the addon builds them for mirror_redact_headers=Authorization, Cookie=mask.
+REDACTING = CompareSettings.build(redact_headers=["Authorization", "cookie"])
+SECRETS = secret_values(REQUEST, REDACTING)
+
+
+def leaks(result: Comparison) -> list[str]:
+    text = json.dumps(result.summary()) + result.short()
+    return [s for s in ("SECRET-TOKEN", "COOKIESECRET") if s in text]
+
+
+def echo(headers: dict[str, object]) -> Side:
+    return side({"headers": headers, "url": "http://app/headers"})
+
+
+PRIMARY_ECHO = {
+    "Accept": "*/*",
+    "Authorization": AUTH,
+    "Cookie": COOKIE,
+    "Host": "app:8000",
+    "X-Forwarded-For": "10.0.0.1",
+}
+SHADOW_ECHO = {
+    "Accept": "*/*",
+    "Cookie": "[redacted]",
+    "Host": "app-shadow:8000",
+    "X-Forwarded-For": "10.0.0.1, 10.0.0.7",
+    "X-Meshmirror-Shadow": "1",
+}
+
+
+def test_the_proxys_own_changes_to_the_copy_are_not_differences() -> None:
+    result = compare_responses(echo(PRIMARY_ECHO), echo(SHADOW_ECHO), REDACTING, SECRETS)
+    assert result.match, result.summary()
+
+
+def test_without_the_redaction_settings_they_differ_but_show_no_secret() -> None:
+    # Settings that do not know of the redaction (say, a copy made by another proxy): the
+    # differences count, and the examples still carry no secret value.
+    result = compare_responses(echo(PRIMARY_ECHO), echo(SHADOW_ECHO), DEFAULT)
+    assert result.fields == ("body:/headers/Authorization", "body:/headers/Cookie")
+    assert result.examples == {
+        "body:/headers/Authorization": 'only in primary: "[redacted]"',
+        "body:/headers/Cookie": '"[redacted]" != "[redacted]"',
+    }
+    assert not leaks(result)
+
+
+@pytest.mark.parametrize(
+    ("name", "primary", "shadow", "explained"),
+    [
+        # Host: the suffix before the port, case-insensitively; nothing else.
+        pytest.param("Host", "app:8000", "app-shadow:8000", True, id="host-port"),
+        pytest.param("host", "App", "app-SHADOW", True, id="host-case"),
+        pytest.param("Host", "[::1]:80", "[::1]-shadow:80", True, id="host-ipv6"),
+        pytest.param("Host", ["app"], ["app-shadow"], True, id="host-list"),
+        pytest.param("Host", "app", "other-shadow", False, id="host-other"),
+        pytest.param("Host", "app", "app", True, id="host-same"),
+        pytest.param("Host", "app:8000", "app:8000-shadow", False, id="host-after-port"),
+        pytest.param("Host", "app", None, False, id="host-missing"),
+        # The marker and X-Request-Id: added on the copy, only ever on the shadow side.
+        pytest.param("X-Meshmirror-Shadow", None, "1", True, id="marker-added"),
+        pytest.param("X-Meshmirror-Shadow", "1", None, False, id="marker-primary-only"),
+        pytest.param("x-request-id", None, "abc", True, id="request-id-added"),
+        pytest.param("X-Request-Id", "abc", "abd", False, id="request-id-differs"),
+        # X-Forwarded-For is per hop: any difference.
+        pytest.param("X-Forwarded-For", "10.0.0.1", "10.9.9.9", True, id="xff-differs"),
+        pytest.param("x-forwarded-for", None, ["1.2.3.4"], True, id="xff-added"),
+        pytest.param("X-Forwarded-For", "10.0.0.1", None, True, id="xff-removed"),
+        # A redacted header: stripped or masked on the copy, present on the primary.
+        pytest.param("X-Api-Key", "k-123456", None, True, id="redact-stripped"),
+        pytest.param("x-api-key", "k-123456", "[redacted]", True, id="redact-masked"),
+        pytest.param("X-Api-Key", "k-123456", ["[redacted]"], True, id="redact-masked-list"),
+        pytest.param("X-Api-Key", "k-123456", "k-654321", False, id="redact-other-value"),
+        pytest.param("X-Api-Key", None, "[redacted]", False, id="redact-shadow-only"),
+        pytest.param("X-Api-Key", {"k": 1}, "[redacted]", True, id="redact-any-shape"),
+        # A sensitive header that is not redacted is passed on unchanged: a difference is real.
+        pytest.param("Authorization", "Bearer a-1234", None, False, id="auth-not-redacted"),
+        # Any other header: never explained.
+        pytest.param("Accept", "*/*", None, False, id="other-header"),
+    ],
+)
+def test_which_differences_the_proxy_explains(
+    name: str, primary: object, shadow: object, explained: bool
+) -> None:
+    settings = CompareSettings.build(redact_headers=["X-API-Key"])
+    a = {"h": {name: primary}} if primary is not None else {"h": {}}
+    b = {"h": {name: shadow}} if shadow is not None else {"h": {}}
+    result = compare_responses(side(a), side(b), settings)
+    assert result.match is explained, result.summary()
+    if not explained:
+        assert result.fields == (f"body:/h/{name}",)
+
+
+def test_host_suffix_setting() -> None:
+    a, b = side({"Host": "app"}), side({"Host": "app-canary"})
+    assert compare_responses(a, b, CompareSettings.build(host_suffix="-canary")).match
+    assert not compare_responses(a, b, CompareSettings.build()).match
+    # An empty suffix (Istio >= 1.28): the copy keeps the Host, so a changed one is real.
+    same = CompareSettings.build(host_suffix="")
+    assert compare_responses(side({"Host": "app"}), side({"Host": "app"}), same).match
+    assert not compare_responses(side({"Host": "app"}), side({"Host": "app-shadow"}), same).match
+
+
+def test_a_real_difference_under_a_proxy_changed_name_keeps_its_detail() -> None:
+    result = compare_responses(side({"Host": {"a": 1}}), side({"Host": {"a": 2}}), DEFAULT)
+    assert result.fields == ("body:/Host/a",) and result.examples == {"body:/Host/a": "1 != 2"}
+
+
+def test_ignored_pointers_apply_below_header_names() -> None:
+    a = side({"headers": {"Cookie": {"session": "abcdef", "lang": "en"}}})
+    b = side({"headers": {"Cookie": {"session": "zyxwvu", "lang": "en"}}})
+    assert not compare_responses(a, b, DEFAULT).match
+    ignoring = CompareSettings.build(ignore_json=["/headers/Cookie/session"])
+    assert compare_responses(a, b, ignoring).match
+
+
+@pytest.mark.parametrize(
+    "key", ["Authorization", "AUTHORIZATION", "proxy-authorization", "Set-Cookie", "cookie"]
+)
+def test_sensitive_keys_are_redacted_at_any_depth_and_case(key: str) -> None:
+    a = side({"a": [{"b": {key: "hunter2-abc"}}]})
+    b = side({"a": [{"b": {key: "hunter3-xyz"}}]})
+    result = compare_responses(a, b, DEFAULT)
+    assert result.fields == (f"body:/a/0/b/{key}",)
+    assert result.examples == {f"body:/a/0/b/{key}": '"[redacted]" != "[redacted]"'}
+    assert "hunter" not in json.dumps(result.summary())
+
+
+def test_a_sensitive_value_of_any_shape_is_one_redacted_field() -> None:
+    a = side({"Cookie": {"session": "one-1111", "theme": "dark"}})
+    b = side({"Cookie": {"session": "two-2222"}})
+    result = compare_responses(a, b, DEFAULT)
+    assert result.fields == ("body:/Cookie",)
+    assert result.examples == {"body:/Cookie": '"[redacted]" != "[redacted]"'}
+
+
+def test_an_object_shown_whole_has_its_sensitive_values_redacted() -> None:
+    a = side({"headers": {"Authorization": AUTH, "X-Api-Key": "key-987654", "Accept": "*/*"}})
+    b = side({"request_headers": {}})
+    settings = CompareSettings.build(redact_headers=["x-api-key"])
+    result = compare_responses(a, b, settings)
+    assert result.fields == ("body:/headers", "body:/request_headers")
+    assert result.examples["body:/headers"] == (
+        'only in primary: {"Accept": "*/*", "Authorization": "[redacted]", '
+        '"X-Api-Key": "[redacted]"}'
+    )
+    text = json.dumps(result.summary())
+    assert "SECRET" not in text and "key-987654" not in text
+
+
+def test_secret_values_are_scrubbed_wherever_they_are() -> None:
+    # Not under a header-named key: found by value. Also in a field name (a key).
+    a = side({"token": "SECRET-TOKEN-123", "raw": f"GET / HTTP/1.1\r\nCookie: {COOKIE}"})
+    b = side({"token": None, "raw": "GET / HTTP/1.1", "COOKIESECRET": 1})
+    result = compare_responses(a, b, REDACTING, SECRETS)
+    assert result.fields == ("body:/[redacted]", "body:/raw", "body:/token")
+    assert result.examples["body:/token"] == '"[redacted]" != null'
+    assert not leaks(result)
+
+
+def test_no_prefix_of_a_secret_survives_the_cut_to_length() -> None:
+    # The secret straddles the 160th character: scrubbed before the example is cut.
+    a = side({"v": "x" * 140 + "SECRET-TOKEN-123" + "y" * 40})
+    result = compare_responses(a, side({"v": "z"}), REDACTING, SECRETS)
+    example = result.examples["body:/v"]
+    assert "SECRET" not in example and "[redacted]" in example
+    assert len(example) == 160 and example.endswith("...")
+    unscrubbed = compare_responses(a, side({"v": "z"}), REDACTING)
+    assert "SECRET-T" in unscrubbed.examples["body:/v"]  # what the scrub protects from
+
+
+def test_secret_values_of_a_request() -> None:
+    headers = [
+        ("Authorization", "Bearer tok-12345"),
+        ("Proxy-Authorization", "Basic dXNlcjpwYXNz"),
+        ("Cookie", 'a=1; session="sess-9876"; theme=dark'),
+        ("X-Api-Key", "key-55555"),
+        ("Accept", "text/html-not-secret"),
+    ]
+    got = set(secret_values(headers, CompareSettings.build(redact_headers=["X-API-KEY"])))
+    assert got == {
+        "Bearer tok-12345",
+        "tok-12345",
+        "Basic dXNlcjpwYXNz",
+        "dXNlcjpwYXNz",
+        'a=1; session="sess-9876"; theme=dark',
+        'session="sess-9876"',
+        "sess-9876",
+        "theme=dark",
+        "dark",
+        "key-55555",
+    }  # `a=1` and `1`: shorter than 4 characters, not searched for
+    assert "key-55555" not in secret_values(headers, DEFAULT)
+
+
+def text_echo(headers: dict[str, str], extra: str = "") -> Side:
+    lines = [f"{k}: {v}" for k, v in sorted(headers.items())]
+    return side(raw=("\n".join(lines) + "\n" + extra).encode(), headers=[])
+
+
+def test_text_echo_with_only_the_proxys_changes_matches() -> None:
+    a, b = text_echo(PRIMARY_ECHO), text_echo(SHADOW_ECHO)
+    assert compare_responses(a, b, REDACTING, SECRETS).match
+    # `Name=value` lines (a CGI-style echo) too.
+    eq = side(raw=b"HOST=app\nCOOKIE=session=x-1\n", headers=[])
+    copy = side(raw=b"HOST=app-shadow\nCOOKIE=[redacted]\n", headers=[])
+    assert compare_responses(eq, copy, REDACTING).match
+
+
+def test_text_lines_with_secrets_or_sensitive_headers_are_redacted() -> None:
+    a = text_echo(PRIMARY_ECHO, "token SECRET-TOKEN-123 accepted\n")
+    b = text_echo(SHADOW_ECHO)
+    result = compare_responses(a, b, REDACTING, SECRETS)
+    assert result.fields == ("body",) and result.examples == {"body": "-[redacted]"}
+    # Not redacted on the copy, so the differing Authorization line is a real difference:
+    # shown as [redacted] by its name, whatever the value (the secrets are not even known here).
+    c = text_echo({"Authorization": "Bearer old-1", "Accept": "a"})
+    d = text_echo({"Authorization": "Bearer new-2", "Accept": "b"})
+    result = compare_responses(c, d, DEFAULT)
+    assert result.examples == {"body": "-Accept: a | -[redacted]"}
+    assert "old-1" not in json.dumps(result.summary())
+    e = side(raw=b'{"Cookie": "x-1"\n', headers=[])  # not JSON: a text line, quoted name
+    f = side(raw=b'{"Cookie": "x-2"\n', headers=[])
+    assert compare_responses(e, f, DEFAULT).examples == {"body": "-[redacted] | +[redacted]"}
+
+
+def test_text_differences_beside_explained_ones_still_count() -> None:
+    a = text_echo({**PRIMARY_ECHO, "X-Version": "1"})
+    b = text_echo({**SHADOW_ECHO, "X-Version": "2"})
+    result = compare_responses(a, b, REDACTING, SECRETS)
+    assert result.examples == {"body": "-X-Version: 1 | +X-Version: 2"}
+
+
+def test_values_under_sensitive_keys_are_secrets_everywhere_in_the_result() -> None:
+    # No request secrets given: the body's own sensitive values (and the token inside) are
+    # scrubbed wherever else they show, e.g. a field that repeats them.
+    a = side({"headers": {"Authorization": "Bearer body-token-77"}, "echo": "body-token-77 ok"})
+    b = side({"headers": {"Authorization": "Bearer body-token-77"}, "echo": "no"})
+    result = compare_responses(a, b, DEFAULT)
+    assert result.examples == {"body:/echo": '"[redacted] ok" != "no"'}
+    c = side(raw=b"Set-Cookie: sid=cookie-4242\nsaw cookie-4242\n", headers=[])
+    d = side(raw=b"Set-Cookie: sid=cookie-4242\nsaw nothing\n", headers=[])
+    assert compare_responses(c, d, DEFAULT).examples == {"body": "-[redacted] | +saw nothing"}
+
+
+@pytest.mark.parametrize("depth", [900, 5000])
+def test_deeply_nested_json_is_a_difference_not_an_exception(depth: int) -> None:
+    deep_a = b"[" * depth + b"1" + b"]" * depth
+    deep_b = b"[" * depth + b"2" + b"]" * depth
+    result = compare_responses(
+        Side(200, [], deep_a), Side(200, [], deep_b), CompareSettings.build()
+    )
+    assert not result.match
+    assert len(result.fields) == 1 and result.fields[0].startswith("body"), result.fields[0][:40]

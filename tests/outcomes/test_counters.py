@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshmirror.outcomes.counters import MAX_FIELD, Outcome, format_outcome
+from meshmirror.outcomes.counters import MAX_FIELD, MirrorStats, Outcome, classify, format_outcome
 
 
 def line(host: str, **kw: str) -> str:
@@ -68,3 +68,28 @@ def test_reason_keeps_its_spaces_but_not_controls() -> None:
     )
     assert text.startswith("mirror failed: protocol (bad\\x0d\\x0astatus line) rule=r ")
     assert " host=- " in text
+
+
+@pytest.mark.parametrize(
+    ("status", "failure", "expected"),
+    [
+        (500, None, (Outcome.SENT, None)),
+        (None, "reset", (Outcome.FAILED, "reset")),
+        (None, None, (Outcome.FAILED, "other")),
+        # Never sent: the connection reached the proxy itself.
+        (None, "loop", (Outcome.SKIPPED, "loop")),
+    ],
+)
+def test_classify(
+    status: int | None, failure: str | None, expected: tuple[Outcome, str | None]
+) -> None:
+    assert classify(status, failure) == expected
+
+
+def test_resent_copies_are_counted_and_summarised() -> None:
+    stats = MirrorStats()
+    c = stats.cluster("outbound|80||shadow")
+    c.sampled, c.sent, c.resent = 2, 2, 1
+    assert stats.snapshot()["clusters"]["outbound|80||shadow"]["resent"] == 1
+    assert stats.snapshot()["total"]["resent"] == 1
+    assert "sent=2 resent=1" in stats.summary_line()

@@ -92,7 +92,7 @@ def parse_summary(text: str) -> dict[str, dict[str, Any]]:
         counters: dict[str, Any] = {"failed": {}, "dropped": {}, "skipped": {}}
         for f in fields.split():
             key, _, value = f.partition("=")
-            if key in ("sampled", "sent"):
+            if key in ("sampled", "sent", "resent"):
                 counters[key] = int(value)
             else:
                 counters[key] = {

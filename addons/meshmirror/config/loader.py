@@ -2,13 +2,15 @@
 
 A directory is one config set made of its own `*.yaml` / `*.yml` files in sorted order, as
 `kubectl apply -f DIR` reads it. Kinds meshmirror does not model (Deployment, ServiceAccount, ...)
-are skipped with one info line each. Every problem of every file is collected in one pass; nothing
-here raises for bad input.
+are skipped with one info line each; a directory that gives no YAML file, and a YAML name in it
+that is not a file (a broken symlink, a symlink loop), is a warning. Every problem of every file is
+collected in one pass; nothing here raises for bad input.
 
 This module is the file-system side (paths, directories, size and encoding checks). Beside it in
 `config/`, each importable on its own:
 
-    documents       text -> plain data + line of every path (duplicate keys, alias-bomb caps)
+    documents       text -> plain data + line of every path (duplicate keys, node caps per
+                    document and per file, nesting depth)
     kinds           one document's data -> typed resource, by (group, kind) and apiVersion
     schema_errors   pydantic validation with errors translated to YAML paths and hints
     resources       LoadedResource / LoadResult, the types every later stage consumes
@@ -26,7 +28,8 @@ from meshmirror.diagnostics import Diagnostic, Severity, Source
 
 YAML_SUFFIXES = (".yaml", ".yml")
 # Caps that keep hostile input (alias bombs, giant files) from exhausting memory or time; the
-# per-document node cap, MAX_NODES_PER_DOCUMENT, lives with the YAML reader that enforces it.
+# node caps (MAX_NODES_PER_DOCUMENT, MAX_NODES_PER_FILE) and the nesting cap (MAX_DEPTH) live
+# with the YAML reader that enforces them, config/documents.py.
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
@@ -36,6 +39,12 @@ class PathError(Exception):
 
 def expand_paths(paths: Iterable[str]) -> list[str]:
     """Files as given; directories expand to their own YAML files, sorted. Raises PathError."""
+    return _expand(paths, [])
+
+
+def _expand(paths: Iterable[str], notes: list[Diagnostic]) -> list[str]:
+    """expand_paths, adding a warning to `notes` for each directory that gives no YAML file and
+    for each YAML name in a directory that is not a readable file (a broken link, a loop)."""
     files: list[str] = []
     for p in paths:
         if os.path.isdir(p):
@@ -43,11 +52,20 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
                 names = sorted(os.listdir(p))
             except OSError as e:
                 raise PathError(f"{p}: cannot list directory: {e.strerror}") from e
-            files.extend(
-                os.path.join(p, n)
-                for n in names
-                if n.endswith(YAML_SUFFIXES) and os.path.isfile(os.path.join(p, n))
-            )
+            found = 0
+            for n in names:
+                if not n.endswith(YAML_SUFFIXES):
+                    continue
+                full = os.path.join(p, n)
+                if os.path.isfile(full):
+                    files.append(full)
+                    found += 1
+                elif not os.path.isdir(full):
+                    notes.append(
+                        _warning(f"{full}: skipped: not a file (a broken symlink or a loop)")
+                    )
+            if not found:
+                notes.append(_warning(f"{p}: no YAML file (*.yaml, *.yml) in this directory"))
         elif os.path.isfile(p):
             files.append(p)
         elif os.path.exists(p):
@@ -55,6 +73,10 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
         else:
             raise PathError(f"{p}: no such file or directory")
     return files
+
+
+def _warning(message: str) -> Diagnostic:
+    return Diagnostic(Severity.WARNING, message)
 
 
 def discover_config_sets(root: str) -> list[str]:
@@ -71,7 +93,8 @@ def discover_config_sets(root: str) -> list[str]:
 def load_paths(paths: Sequence[str]) -> LoadResult:
     """Load files and directories as one config set. Raises PathError for unreadable paths."""
     result = LoadResult()
-    for f in expand_paths(paths):
+    files = _expand(paths, result.diagnostics)
+    for f in files:
         result.extend(load_file(f))
     return result
 

@@ -35,6 +35,15 @@ class ClosedEarly(Exception):
     """The connection ended before the response was complete."""
 
 
+#: MirrorResult.failure of a copy not sent because its connection reached the proxy's own
+#: listen address: a skip (`skipped: loop`), not a failure class.
+SELF_LOOP = "loop"
+
+
+class SelfLoop(Exception):
+    """The connection reached one of the proxy's own listen addresses (see MirrorWriter)."""
+
+
 _ERRNO_CLASS = {
     errno.ECONNREFUSED: "refused",
     errno.ETIMEDOUT: "timeout",

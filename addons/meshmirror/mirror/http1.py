@@ -20,6 +20,9 @@ from meshmirror.mirror.failures import ClosedEarly, ProtocolViolation
 _MAX_HEAD = 64 * 1024
 _MAX_LINE = 8 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
+# Interim (1xx) responses accepted before the final one: 100 Continue and 103 Early Hints come
+# once or twice; a stream of them is a mirror keeping the exchange busy without answering.
+MAX_INTERIM = 16
 
 # Parser states.
 _IDLE, _HEAD, _BODY_LEN, _BODY_EOF, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _DONE = range(
@@ -57,6 +60,7 @@ class Connection(asyncio.Protocol):
         "_body",
         "_limit",
         "_head_request",
+        "_interim",
         "_loop",
         "error_phase",
         "capture",
@@ -85,6 +89,7 @@ class Connection(asyncio.Protocol):
         self._body = 0
         self._limit = limit
         self._head_request = False
+        self._interim = 0
         self.capture = 0  # body bytes to keep for the current exchange (0: discard, fast path)
         self.captured = bytearray()
         self.head_raw: tuple[bytes, bytes] | None = None  # (head, line separator) when capturing
@@ -137,6 +142,7 @@ class Connection(asyncio.Protocol):
         self.truncated = False
         self.wire = 0
         self._body = 0
+        self._interim = 0
         self._buf.clear()
         self._head_request = head_request
         if self.capture:
@@ -167,6 +173,11 @@ class Connection(asyncio.Protocol):
             and not transport.is_closing()
             and transport.get_write_buffer_size() == 0
         )
+
+    def unsent(self) -> int:
+        """Request bytes written but still in the transport's buffer."""
+        transport = self.transport
+        return 0 if transport is None or self.closed else transport.get_write_buffer_size()
 
     def abort(self) -> None:
         if self.transport is not None and not self.closed:
@@ -370,9 +381,17 @@ class Connection(asyncio.Protocol):
         if 100 <= status < 200:
             if status == 101:
                 raise ProtocolViolation("unexpected 101 Switching Protocols")
-            # Interim response: the real one follows on the same stream.
+            # Interim response: the real one follows on the same stream. Its bytes count
+            # toward the read cap like a body's.
+            self._interim += 1
+            self._body += len(head)
+            if self._interim > MAX_INTERIM:
+                raise ProtocolViolation(f"more than {MAX_INTERIM} interim (1xx) responses")
+            if self._body > self._limit:
+                raise ProtocolViolation(f"interim (1xx) responses over {self._limit} bytes")
             self._state = _HEAD
             return
+        self._body = 0
         self.status = status
         self.keep_alive = keep_alive
         if self.capture:

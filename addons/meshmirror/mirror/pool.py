@@ -33,10 +33,13 @@ class IdlePool:
         return None
 
     def release(self, conn: Connection) -> None:
+        """Pool a finished connection, or end it: gracefully when nothing is pending, by abort
+        when its stream is suspect or request bytes are still unsent (a mirror that answered
+        early and stopped reading: asyncio's close() would wait for that buffer forever)."""
         if conn.reusable() and len(self.idle) < self.max_idle:
             conn.idle = True
             self.idle.append(conn)
-        elif conn.truncated or conn.leftover:
+        elif conn.truncated or conn.leftover or conn.unsent():
             conn.abort()
         else:
             conn.close()

@@ -11,6 +11,11 @@ Seen from the proxy's loop nothing changes: `submit` decides at once (the per-po
 cap is counted here, before the copy crosses the pipe), and every accepted copy ends in exactly
 one `on_done`, called on the proxy's loop. If the sender process dies, its copies fail with
 class `other` and the next copy starts a new one (at most one start per second).
+
+The proxy does not trust the child to keep time: a copy without a result `mirror_timeout` +
+`ANSWER_MARGIN` after submit fails here as `timeout` (a result that comes later is ignored). When
+the child has said nothing for that long while copies are overdue, one warning says so; still
+silent for as long again (stopped, wedged), it is killed and the next copy starts a new one.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ log = logging.getLogger("meshmirror.writer")
 
 _RESTART_INTERVAL = 1.0  # seconds between starts of the sender process after it died
 _CLOSE_WAIT = 2.0  # how long close() waits for the sender to report and exit
+# Seconds past mirror_timeout the proxy waits for a copy's result before failing it itself: the
+# child times each copy to mirror_timeout, so only a stopped or starved child is this late.
+ANSWER_MARGIN = 1.0
 # Endpoints the sender process has been told about, at most; then the table starts over
 # (each config generation brings new endpoint objects).
 _MAX_ENDPOINTS = 1024
@@ -59,6 +67,7 @@ class ProcessWriter:
         max_response_body: int = 8 * 1024 * 1024,
     ) -> None:
         check_limits(timeout, max_inflight)
+        self._answer_limit = timeout + ANSWER_MARGIN
         # MirrorWriter's arguments, handed to the sender process on its command line.
         self._params = json.dumps(
             {
@@ -71,7 +80,8 @@ class ProcessWriter:
         self._caps = InflightCaps(max_inflight)
         self._endpoint_ids: dict[int, tuple[MirrorEndpoint, int]] = {}
         self._next_endpoint_id = 0
-        self._pending: dict[int, tuple[str, Callable[[MirrorResult], None]]] = {}
+        # token -> (pool key, on_done, deadline); in submit order, so the oldest come first.
+        self._pending: dict[int, tuple[str, Callable[[MirrorResult], None], float]] = {}
         self._next_token = 0
         self._cancelled = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -82,10 +92,16 @@ class ProcessWriter:
         self._flush_scheduled = False
         self._writer_registered = False
         self._frames = FrameReader()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._own: list[tuple[str, int]] = []
+        self._last_heard = 0.0  # monotonic time of the child's last result bytes
+        self._stalled_since: float | None = None  # when it was found not answering
         #: How many on_done callbacks raised (only the first is logged, with its traceback).
         self.callback_errors = 0
         #: How many times the sender process was started (1 in a healthy run).
         self.starts = 0
+        #: Copies failed here as `timeout` because the child did not report them in time.
+        self.overdue = 0
 
     # -- public API (proxy loop) ------------------------------------------------------------
 
@@ -103,7 +119,7 @@ class ProcessWriter:
             return False
         token = self._next_token
         self._next_token = token + 1
-        self._pending[token] = (pool_key, on_done)
+        self._pending[token] = (pool_key, on_done, time.monotonic() + self._answer_limit)
         if self._proc is None and not self._start():
             self._complete(token, _failed("other", "mirror sender process not running"))
             return True
@@ -134,6 +150,14 @@ class ProcessWriter:
 
     def inflight(self, pool_key: str | None = None) -> int:
         return self._caps.count(pool_key)
+
+    def set_own_addresses(self, addresses: list[tuple[str, int]]) -> None:
+        """As MirrorWriter.set_own_addresses; told to every sender process it starts."""
+        own = [(str(h), int(p)) for h, p in addresses]
+        if own != self._own:
+            self._own = own
+            if self._proc is not None:
+                self._send(("own", own))
 
     @property
     def pid(self) -> int | None:
@@ -208,6 +232,11 @@ class ProcessWriter:
         self._proc = proc
         self._frames = FrameReader()
         self._endpoint_ids.clear()  # a new process knows no endpoint yet
+        self._last_heard = now
+        self._stalled_since = None
+        self._arm_watchdog()
+        if self._own:
+            self._send(("own", self._own))
         self.starts += 1
         if self.starts > 1:
             log.info(f"meshmirror: mirror sender process restarted (pid {proc.pid})")
@@ -264,6 +293,10 @@ class ProcessWriter:
         if not data:
             self._died("it exited")
             return
+        self._last_heard = time.monotonic()
+        if self._stalled_since is not None:
+            self._stalled_since = None
+            log.info(f"meshmirror: mirror sender process (pid {proc.pid}) is answering again")
         self._deliver(data)
 
     def _deliver(self, data: bytes) -> None:
@@ -282,8 +315,50 @@ class ProcessWriter:
         self._wbuf.clear()
         self._fail_all("other", detail)
 
+    def _arm_watchdog(self) -> None:
+        assert self._loop is not None
+        self._watchdog = self._loop.call_later(
+            min(0.5, self._answer_limit / 4), self._check_answers
+        )
+
+    def _check_answers(self) -> None:
+        """Fail the copies the child is late with; warn about, then replace, a silent child."""
+        self._watchdog = None
+        proc = self._proc
+        if proc is None:
+            return
+        now = time.monotonic()
+        overdue = []
+        for token, entry in self._pending.items():
+            if entry[2] > now:
+                break
+            overdue.append(token)
+        limit = self._answer_limit
+        if overdue:
+            self.overdue += len(overdue)
+            result = _failed("timeout", f"no result from the mirror sender process in {limit:g}s")
+            for token in overdue:
+                self._complete(token, result)
+            silent = now - self._last_heard
+            if silent >= limit:
+                if self._stalled_since is None:
+                    self._stalled_since = now
+                    log.warning(
+                        f"meshmirror: mirror sender process (pid {proc.pid}) has not answered "
+                        f"for {silent:.1f}s; its late copies fail as timeout, and it is "
+                        f"replaced if it stays silent for {limit:g}s more"
+                    )
+                elif now - self._stalled_since >= limit:
+                    proc.kill()
+                    self._died(f"not answering for {silent:.1f}s, killed")
+                    return
+        self._arm_watchdog()
+
     def _detach(self) -> None:
         """Stop watching the pipes; self._proc becomes None."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         proc, self._proc = self._proc, None
         if proc is None or self._loop is None:
             return
@@ -321,7 +396,7 @@ class ProcessWriter:
         entry = self._pending.pop(token, None)
         if entry is None:
             return  # already answered for (close() or drain() gave up on it)
-        pool_key, on_done = entry
+        pool_key, on_done, _ = entry
         if result.failure == "cancelled":
             self._cancelled += 1
         self._caps.release(pool_key)

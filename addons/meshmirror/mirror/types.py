@@ -31,7 +31,7 @@ class MirrorRequest:
 @dataclass(frozen=True, slots=True)
 class MirrorResult:
     status: int | None  # HTTP status when the mirror answered
-    failure: str | None  # one of FAILURE_CLASSES when it did not
+    failure: str | None  # one of FAILURE_CLASSES when it did not, or SELF_LOOP (not sent)
     detail: str  # short text for logs; never contains request header values
     latency: float  # seconds from submit to completion
     bytes_sent: int  # request bytes written (head + body) on the attempt reported
@@ -41,6 +41,9 @@ class MirrorResult:
     headers: tuple[tuple[bytes, bytes], ...] | None = None
     body: bytes | None = None
     body_truncated: bool = False
+    # The copy met a stale keep-alive connection and was sent again on a fresh one (idempotent
+    # methods only, and only when no byte of a response had arrived).
+    resent: bool = False
 
 
 class CopyWriter(Protocol):
@@ -59,6 +62,8 @@ class CopyWriter(Protocol):
     ) -> bool: ...
 
     def inflight(self, pool_key: str | None = None) -> int: ...
+
+    def set_own_addresses(self, addresses: list[tuple[str, int]]) -> None: ...
 
     async def drain(self, timeout: float) -> int: ...
 

@@ -75,6 +75,7 @@ def result_message(token: int, r: MirrorResult) -> tuple[Any, ...]:
         r.headers,
         r.body,
         r.body_truncated,
+        r.resent,
     )
 
 
@@ -132,6 +133,8 @@ class _Worker:
                 self._endpoints[message[1]] = MirrorEndpoint(*message[2:])
             elif kind == "forget":
                 self._endpoints.clear()
+            elif kind == "own":
+                self.writer.set_own_addresses(message[1])
             elif kind == "cancel":
                 self.loop.create_task(self.writer.drain(0.0))
 

@@ -13,6 +13,7 @@ Every accepted copy ends in exactly one ``on_done(MirrorResult)``; network probl
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import ssl
 import sys
@@ -21,8 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from meshmirror.mirror.failures import (
+    SELF_LOOP,
     ClosedEarly,
     ConnectTimeout,
+    SelfLoop,
     classify,
     short_error,
 )
@@ -33,6 +36,10 @@ from meshmirror.mirror.tls import ClientContexts
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
 
 log = logging.getLogger("meshmirror.writer")
+
+# RFC 9110 9.2.2: a request the server may receive twice with the effect of once. Only these are
+# sent again after a stale keep-alive; a POST that met one fails instead of being delivered twice.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 def check_limits(timeout: float, max_inflight: int | None) -> None:
@@ -103,6 +110,7 @@ class _Copy:
         "phase",
         "sent",
         "capture",
+        "resent",
     )
 
     def __init__(
@@ -121,6 +129,14 @@ class _Copy:
         self.phase = "starting"
         self.sent = 0
         self.capture = capture
+        self.resent = False
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # create_connection(all_errors=...) appeared in 3.12; without it, several failed addresses
@@ -152,6 +168,8 @@ class MirrorWriter:
         self._live: set[_Copy] = set()
         self._pools: dict[MirrorEndpoint, IdlePool] = {}
         self._ssl_contexts = ClientContexts()
+        self._own: list[tuple[str, int]] = []
+        self._own_ports: frozenset[int] = frozenset()
         #: How many on_done callbacks raised (only the first is logged, with its traceback).
         self.callback_errors = 0
 
@@ -187,6 +205,34 @@ class MirrorWriter:
                 caps.release(pool_key)
             raise
         return True
+
+    def set_own_addresses(self, addresses: list[tuple[str, int]]) -> None:
+        """The proxy's own listen addresses: a new connection whose peer is one of them is
+        aborted before a byte is written, and its copy ends as `SELF_LOOP` (a name in the
+        config may resolve there at run time, after the config-time check)."""
+        self._own = [(h.strip("[]").lower(), p) for h, p in addresses if p]
+        self._own_ports = frozenset(p for _, p in self._own)
+
+    def _reaches_own(self, conn: Connection) -> str | None:
+        transport = conn.transport
+        if transport is None:
+            return None
+        peer = transport.get_extra_info("peername")
+        if not peer or peer[1] not in self._own_ports:
+            return None
+        local = transport.get_extra_info("sockname")
+        peer_ip = str(peer[0]).lower()
+        for host, port in self._own:
+            if port != peer[1]:
+                continue
+            if host in ("", "0.0.0.0", "::", "*"):
+                # A wildcard listener takes any local address; a connection to a local address
+                # leaves from that same address (and loopback is always local).
+                if (local and str(local[0]).lower() == peer_ip) or _loopback(peer_ip):
+                    return f"{peer[0]}:{peer[1]}"
+            elif host == peer_ip or (_loopback(host) and _loopback(peer_ip)):
+                return f"{peer[0]}:{peer[1]}"
+        return None
 
     def inflight(self, pool_key: str | None = None) -> int:
         if self._caps is not None:
@@ -256,9 +302,13 @@ class MirrorWriter:
             self._caps.release(copy.pool_key)
         latency = time.monotonic() - copy.started
         if captured is None:
-            result = MirrorResult(status, failure, detail, latency, copy.sent, received)
+            result = MirrorResult(
+                status, failure, detail, latency, copy.sent, received, resent=copy.resent
+            )
         else:
-            result = MirrorResult(status, failure, detail, latency, copy.sent, received, *captured)
+            result = MirrorResult(
+                status, failure, detail, latency, copy.sent, received, *captured, copy.resent
+            )
         self.callback_errors += call_on_done(copy.on_done, result, self.callback_errors)
 
     async def _run(self, copy: _Copy, endpoint: MirrorEndpoint, request: MirrorRequest) -> None:
@@ -274,6 +324,8 @@ class MirrorWriter:
             raise
         except ConnectTimeout as exc:
             self._finish(copy, None, "timeout", str(exc), 0)
+        except SelfLoop as exc:
+            self._finish(copy, None, SELF_LOOP, str(exc), 0)
         except TimeoutError as exc:
             received = self._abort_conn(copy)
             if str(exc):  # the OS's ETIMEDOUT, not our deadline
@@ -318,12 +370,17 @@ class MirrorWriter:
         if pool is None:
             pool = self._new_pool(endpoint)
         head_request = request.method == "HEAD"
+        may_resend = request.method in IDEMPOTENT_METHODS
         conn = pool.take()
-        retried = False
         while True:
             if conn is None:
                 copy.phase = "connect"
                 conn = await self._connect(pool)
+                if self._own_ports:
+                    own = self._reaches_own(conn)
+                    if own is not None:
+                        conn.abort()
+                        raise SelfLoop(f"connected to this proxy's own listen address {own}")
             copy.conn = conn
             conn.capture = copy.capture
             copy.phase = "waiting for response head"
@@ -332,20 +389,21 @@ class MirrorWriter:
             error = conn.error
             if error is None:
                 break
-            if conn.reused and conn.wire == 0 and not retried:
+            if conn.reused and conn.wire == 0 and may_resend and not copy.resent:
                 # Stale keep-alive: the server closed an idle connection as we reused it. No
-                # response byte arrived, so one retry on a fresh connection is safe to try.
+                # response byte arrived and the method is idempotent, so the server may see the
+                # copy twice with the effect of once: one more try on a fresh connection.
                 conn.abort()
                 copy.conn = None
                 conn = None
-                retried = True
+                copy.resent = True
                 continue
             copy.phase = conn.error_phase
             raise error
         if conn.truncated:
             return conn, f"response body truncated at {self._max_body} bytes; connection closed"
-        if retried:
-            return conn, "retried on a fresh connection after a stale keep-alive"
+        if copy.resent:
+            return conn, "resent on a fresh connection after a stale keep-alive"
         return conn, ""
 
     async def _connect(self, pool: IdlePool) -> Connection:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any, NamedTuple
 
-from mitmproxy import command, ctx, http
+from mitmproxy import command, connection, ctx, exceptions, http
 
 from meshmirror.mesh.clusters import Cluster
 from meshmirror.mirror.breaker import CircuitBreaker
@@ -28,7 +28,11 @@ from meshmirror.mirror.types import CopyWriter
 from meshmirror.mirror.writer import MirrorWriter
 from meshmirror.mitm import primary
 from meshmirror.mitm.fanout import EndpointPicker, Fanout
-from meshmirror.mitm.headers import RequestHeaders, scan_request_headers
+from meshmirror.mitm.headers import (
+    RequestHeaders,
+    scan_request_headers,
+    without_connection_token,
+)
 from meshmirror.mitm.inspection import Inspection
 from meshmirror.mitm.liveconfig import ConfigError, LiveConfig
 from meshmirror.mitm.options import (
@@ -65,11 +69,16 @@ class Mirror:
         self._summary_task: asyncio.Task[None] | None = None
         self._summary_seen = -1
         # Mirror flows, the outcome log, comparison and replay pacing: a child addon.
-        self.inspection = Inspection(self._writer_has_room)
+        self.inspection = Inspection(self._writer_has_room, self._startup_error)
         self.addons = [self.inspection]
         self.fanout = Fanout(self.inspection, self.endpoints)
-        self.watcher = ConfigWatcher(lambda: self._reload("file change"))
+        self.watcher = ConfigWatcher(lambda: self._reload_in_background("file change"))
         self.live = LiveConfig(self.watcher, self.inspection.set_resources)
+        self._reload_task: asyncio.Task[bool] | None = None
+        # running() was called; before it, errors are logged (mitmproxy exits on them) and any
+        # client connection is refused: nothing is served with a config that did not load.
+        self._running = False
+        self._startup_failed = False
 
     @property
     def writer(self) -> CopyWriter | None:
@@ -89,6 +98,34 @@ class Mirror:
         register_options(loader)
 
     def configure(self, updated: set[str]) -> None:
+        """Apply changed options. A bad value at startup is logged as error lines (no traceback;
+        mitmproxy exits 1 on an error logged during startup); later, e.g. `set mirror_config`
+        in the console, it is raised as OptionsError and the option keeps its last good value."""
+        startup = self._at_startup()
+        try:
+            self._configure(updated, startup)
+        except exceptions.OptionsError as e:
+            if not self._startup_error(e):
+                raise
+
+    def _startup_error(self, e: exceptions.OptionsError) -> bool:
+        """Log a bad option's lines if the proxy is starting (True); False at run time, when
+        the caller raises it to mitmproxy (this addon's and the Inspection child's)."""
+        if not self._at_startup():
+            return False
+        self._startup_failed = True
+        for line in str(e).splitlines():
+            log.error(f"meshmirror: {line}")
+        return True
+
+    def _at_startup(self) -> bool:
+        if self._running:
+            return False
+        # A script reload builds a new addon in a proxy that is already up: that is run time.
+        proxyserver = ctx.master.addons.get("proxyserver")
+        return not getattr(proxyserver, "is_running", False)
+
+    def _configure(self, updated: set[str], startup: bool) -> None:
         opts = ctx.options
         fanout = self.fanout
         if updated & {"keep_host_header", "mirror_config"} and "keep_host_header" in opts:
@@ -119,6 +156,8 @@ class Mirror:
                 fanout.writer = kind(timeout=timeout, max_inflight=params[1])
                 self._writer_params = params
                 self._start_sender()
+                if self.live.listen:
+                    fanout.writer.set_own_addresses(self.live.listen)
         if "mirror_max_body" in updated:
             fanout.max_body = parse_option("mirror_max_body", parse_size)
         if "mirror_summary_interval" in updated:
@@ -148,15 +187,36 @@ class Mirror:
         if updated & {"mirror_config", "mirror_gateway"}:
             self.live.listen = configured_listen_addrs()
             try:
-                self.live.load(list(opts.mirror_config), opts.mirror_gateway or None)
+                self.live.load(
+                    list(opts.mirror_config), opts.mirror_gateway or None, startup=startup
+                )
             except ConfigError as e:
-                raise option_error(str(e)) from e
+                if not startup:
+                    raise option_error(str(e)) from e
+                self._startup_failed = True  # its lines are logged already
             finally:
                 self._serve_live()
 
     def _reload(self, why: str) -> bool:
+        """Reload on this thread (no running loop: tests, scripts)."""
         try:
             return self.live.reload(why)
+        finally:
+            self._serve_live()
+
+    def _reload_in_background(self, why: str) -> asyncio.Task[bool] | None:
+        """Reload with the files read and compiled in a worker thread, the result swapped in on
+        the loop; None while a reload is running already."""
+        if self._reload_task is not None and not self._reload_task.done():
+            return None
+        self._reload_task = asyncio.get_running_loop().create_task(
+            self._reload_off_loop(why), name="meshmirror config reload"
+        )
+        return self._reload_task
+
+    async def _reload_off_loop(self, why: str) -> bool:
+        try:
+            return await self.live.reload_off_loop(why)
         finally:
             self._serve_live()
 
@@ -166,10 +226,20 @@ class Mirror:
             self.fanout.serve(self.live.table)
         self.table = self.live.table
         self.fanout.loop_clusters = self.live.loop_clusters
+        if self.live.listen and self.fanout.writer is not None:
+            # The run-time half of the loop guard: a name may resolve to us after the check.
+            self.fanout.writer.set_own_addresses(self.live.listen)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
+    def client_connected(self, client: connection.Client) -> None:
+        if self._startup_failed:
+            # mitmproxy exits right after startup errors; until then nothing is served with a
+            # config that did not load (not even passed through to the reverse upstream).
+            client.error = "meshmirror: mirror_config did not load"
+
     def running(self) -> None:
+        self._running = True
         # Startup leaves ~100k long-lived objects (mitmproxy, the route table); moving them out of
         # the collector's reach keeps full collections from pausing requests for 50-80 ms (the
         # benchmark's p99 fell from 82 to 13 ms at 100% mirroring). Refcounting still frees them.
@@ -196,6 +266,11 @@ class Mirror:
             self._summary_task.cancel()
             self._summary_task = None
         self.watcher.stop()
+        if self._reload_task is not None:
+            # A reload still loading is dropped (its thread finishes on its own, bounded by the
+            # per-file caps); nothing is swapped in during shutdown.
+            self._reload_task.cancel()
+            self._reload_task = None
         writer = self.fanout.writer
         if writer is None or writer.inflight() == 0:
             if writer is not None:
@@ -310,7 +385,10 @@ class Mirror:
             request_id = new_request_id()
             if flow.live and flow.response is None:
                 # Known to be absent: appending skips the scan a headers[...] = does.
-                req.headers.fields += ((b"x-request-id", request_id.encode()),)
+                fields = req.headers.fields
+                if "connection" in headers.joined:
+                    fields = without_connection_token(fields, b"x-request-id")
+                req.headers.fields = (*fields, (b"x-request-id", request_id.encode()))
         pass_on = _Routed(route, authority, streamed, table.generation, rand, headers, request_id)
         if live and route.fault is not None:
             delay, abort = self.primary.sample_fault(route)
@@ -381,6 +459,7 @@ class Mirror:
                 inflight[name] = fanout.writer.inflight(name)
         snap = fanout.stats.snapshot(inflight)
         snap["generation"] = self.live.generation
+        snap["config"] = self.live.state  # "empty": every request goes to the reverse upstream
         snap["comparison"] = self.inspection.snapshot()
         snap["reloads"] = dict(self.live.reloads)
         circuits = fanout.breaker.snapshot()
@@ -390,10 +469,20 @@ class Mirror:
 
     @command.command("mirror.reload")
     def reload_command(self) -> str:
-        """Load mirror_config again now; a change with errors is rejected and logged."""
-        ok = self._reload("mirror.reload")
-        state = "loaded" if ok else "not loaded (see the event log)"
-        return f"config {state}; generation {self.live.generation}"
+        """Load mirror_config again now; a change with errors is rejected and logged.
+
+        On a running proxy the files are read and compiled off the event loop and the result is
+        logged when it is ready (the command cannot wait for it without stalling the proxy)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            ok = self._reload("mirror.reload")
+            state = "loaded" if ok else "not loaded (see the event log)"
+            return f"config {state}; generation {self.live.generation}"
+        serving = f"generation {self.live.generation} serves"
+        if self._reload_in_background("mirror.reload") is None:
+            return f"a config reload is already running; {serving} until it is done"
+        return f"config reload started; {serving} until it is swapped in (see the event log)"
 
     @command.command("mirror.routes")
     def routes_command(self) -> str:

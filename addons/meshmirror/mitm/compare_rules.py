@@ -13,6 +13,7 @@ VirtualService and the annotation; the addon (inspection.py) turns it into `Opti
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,8 +61,11 @@ def compile_compare_rules(
             raise ValueError(
                 f"{r.source}: VirtualService {r.ref}: {ANNOTATION_IGNORE_JSON}: {e}"
             ) from e
+        # The redacted headers and the Host suffix are the global options' (base), always.
         rules[r.ref] = RuleCompare(
             enabled,
-            CompareSettings(headers, settings.ignore_json, settings.max_body),
+            dataclasses.replace(
+                base.settings, ignore_headers=headers, ignore_json=settings.ignore_json
+            ),
         )
     return rules

@@ -266,7 +266,14 @@ class Fanout:
             outcome, reason = classify(result.status, result.failure)
             counters.bytes_sent += result.bytes_sent
             counters.bytes_received += result.bytes_received
-            ok = None if result.failure == "cancelled" else outcome is Outcome.SENT
+            if result.resent:
+                counters.resent += 1
+            # Neither a cancelled copy nor one never sent says anything about the mirror's health.
+            ok = (
+                None
+                if result.failure == "cancelled" or outcome is Outcome.SKIPPED
+                else (outcome is Outcome.SENT)
+            )
             transition = self.breaker.record(policy.cluster.name, ok)
             if transition is not None:
                 level = logging.WARNING if transition.new == "open" else logging.INFO
@@ -276,7 +283,8 @@ class Fanout:
                 counters.sent += 1
                 counters.statuses[result.status] += 1
                 counters.latency_sum += result.latency
-                if self.verbosity == "each":
+                # A re-send is worth a line wherever failures are: the mirror saw it twice.
+                if self.verbosity == "each" or (result.resent and self.verbosity != "summary"):
                     log.info(
                         format_outcome(
                             outcome=Outcome.SENT,
@@ -289,8 +297,12 @@ class Fanout:
                             bytes_sent=result.bytes_sent,
                             bytes_received=result.bytes_received,
                             generation=generation,
+                            resent=result.resent,
                         )
                     )
+            elif outcome is Outcome.SKIPPED:
+                counters.skipped[reason or "other"] += 1
+                self._report(outcome, route, policy, ep, shadow_authority, reason, generation)
             else:
                 failure = reason or "other"
                 counters.failed[failure] += 1
@@ -305,6 +317,7 @@ class Fanout:
                             reason=f"{failure} ({result.detail})" if result.detail else failure,
                             latency=result.latency,
                             generation=generation,
+                            resent=result.resent,
                         )
                     )
             if probe is not None:

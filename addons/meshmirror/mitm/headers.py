@@ -54,3 +54,21 @@ def scan_request_headers(fields: Iterable[tuple[bytes, bytes]]) -> RequestHeader
         elif name == _MARKER:
             marker = True
     return RequestHeaders(joined, host, marker, upgrade, request_id, host_fields)
+
+
+Fields = tuple[tuple[bytes, bytes], ...]
+
+
+def without_connection_token(fields: Fields, token: bytes) -> Fields:
+    """`fields` with `token` (lower case) taken out of every Connection field, and a Connection
+    field left empty by that dropped: a header the proxy adds itself must not be named
+    hop-by-hop by the client, or the next hop would remove it."""
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in fields:
+        if name.lower() == b"connection":
+            kept = [t for t in value.split(b",") if t.strip().lower() != token]
+            if not any(t.strip() for t in kept):
+                continue
+            value = b",".join(kept).strip()
+        out.append((name, value))
+    return tuple(out)

@@ -29,10 +29,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from mitmproxy import ctx, http
+from mitmproxy import ctx, exceptions, http
 
 from meshmirror.config.resources import LoadedResource
 from meshmirror.mesh.clusters import Endpoint
+from meshmirror.mirror.shadow import DEFAULT_SUFFIX, parse_redactions
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest
 from meshmirror.mitm.compare_rules import (
     RuleCompare,
@@ -51,7 +52,12 @@ from meshmirror.mitm.probe_records import (
 from meshmirror.mitm.probes import Pending, Primary, Probe
 from meshmirror.mitm.replay import ReplayPacer, parse_replay_rate
 from meshmirror.mitm.units import parse_size
-from meshmirror.outcomes.compare import CompareSettings, Comparison, compare_responses
+from meshmirror.outcomes.compare import (
+    CompareSettings,
+    Comparison,
+    compare_responses,
+    secret_values,
+)
 from meshmirror.outcomes.counters import Outcome
 from meshmirror.outcomes.log import OutcomeLog
 from meshmirror.routing.table import MirrorPolicy, Route
@@ -63,8 +69,25 @@ _PRIMARY_WAIT = 60.0  # seconds a finished copy waits for the primary before it 
 _FLOW_CAPTURE = 64 * 1024  # shadow body bytes kept for a mirror flow when not comparing
 
 
+def _redactions(opts: Any) -> dict[bytes, bytes | None]:
+    """The redacted headers, for the comparison; a bad value is Mirror's to report, once."""
+    if "mirror_redact_headers" not in opts:
+        return {}
+    try:
+        return parse_redactions(opts.mirror_redact_headers)
+    except ValueError:
+        return {}
+
+
 class Inspection:
-    def __init__(self, writer_room: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        writer_room: Callable[[], bool] | None = None,
+        startup_error: Callable[[exceptions.OptionsError], bool] | None = None,
+    ) -> None:
+        # Mirror's: logs a bad option at startup (True) instead of letting it become a
+        # traceback; at run time (False) the OptionsError is raised to mitmproxy.
+        self.startup_error = startup_error or (lambda e: False)
         self.flows = MirrorFlows()
         self.log_file: OutcomeLog | None = None
         self.compare_default = RuleCompare(False, CompareSettings.build())
@@ -86,19 +109,35 @@ class Inspection:
             )
 
     def configure(self, updated: set[str]) -> None:
+        try:
+            self._configure(updated)
+        except exceptions.OptionsError as e:
+            if not self.startup_error(e):
+                raise
+
+    def _configure(self, updated: set[str]) -> None:
         opts = ctx.options
         if updated & {
             "mirror_compare",
             "mirror_compare_ignore_headers",
             "mirror_compare_ignore_json",
             "mirror_compare_max_body",
+            # Options of Mirror's: what the proxy changes on each copy is not a difference,
+            # and the values of redacted headers never appear in a comparison.
+            "mirror_redact_headers",
+            "mirror_host_suffix",
         }:
             try:
                 self.capture_max = parse_size(opts.mirror_compare_max_body)
+                redact = _redactions(opts)
                 settings = CompareSettings.build(
                     opts.mirror_compare_ignore_headers,
                     opts.mirror_compare_ignore_json,
                     self.capture_max,
+                    redact_headers=(name.decode() for name in redact),
+                    host_suffix=(
+                        opts.mirror_host_suffix if "mirror_host_suffix" in opts else DEFAULT_SUFFIX
+                    ),
                 )
             except ValueError as e:
                 raise option_error(f"mirror_compare: {e}") from e
@@ -312,8 +351,18 @@ class Inspection:
             and primary is not None
             and primary.side is not None
         ):
+            settings = probe.compare.settings
             comparison = compare_responses(
-                primary.side, shadow_side(result), probe.compare.settings
+                primary.side,
+                shadow_side(result),
+                settings,
+                secrets=secret_values(
+                    (
+                        (n.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
+                        for n, v in pending.flow.request.headers.fields
+                    ),
+                    settings,
+                ),
             )
             key = (probe.route.label, probe.cluster)
             counts = self.counts.setdefault(key, Counter())

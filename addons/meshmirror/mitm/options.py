@@ -105,8 +105,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "mirror_verbosity",
         str,
         "errors",
-        "Event log: each (one line per mirror outcome), errors (failures, drops and skips, "
-        "plus a periodic summary) or summary (the periodic summary only).",
+        "Event log: each (one line per mirror outcome), errors (failures, drops, skips and "
+        "re-sent copies, plus a periodic summary) or summary (the periodic summary only).",
         choices=VERBOSITIES,
     ),
     OptionSpec(
@@ -173,7 +173,10 @@ def parse_option(name: str, parse: Callable[[Any], T]) -> T:
     try:
         return parse(value)
     except ValueError as e:
-        raise option_error(f"{name}: {e} (got {value!r})") from e
+        text = str(e)
+        if not text.startswith(f"{name}:"):  # some parsers name the option themselves
+            text = f"{name}: {text}"
+        raise option_error(f"{text} (got {value!r})") from e
 
 
 def configured_listen_addrs() -> list[tuple[str, int]] | None:

@@ -3,8 +3,10 @@
 - `fingerprint` summarises the files behind `mirror_config` (mtime and size of every file, and
   of every `*.yaml`/`*.yml` in a directory, so added and removed files count as changes).
 - `ConfigWatcher` polls the fingerprint every `interval` seconds on the event loop and calls
-  back when it changed; the addon then loads the whole set with `pipeline.load_config_set`
-  and swaps the table in only when it has no error (a bad change keeps the last good table).
+  back when it changed; the callback starts a reload (the addon loads the whole set with
+  `pipeline.load_config_set` in a worker thread and swaps the table in, on the loop, only when it
+  has no error) and returns it, and the watcher waits for it before it polls again, so reloads
+  never overlap. Only the stat() calls of a poll run on the loop.
 
 Pure except for `ConfigWatcher`, which owns one asyncio task (strongly referenced; `stop()`
 cancels it). It is started from the addon's sync `running()` and stopped from its sync `done()`,
@@ -14,9 +16,10 @@ so mitmproxy's script hot reload keeps working.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from meshmirror.config.loader import YAML_SUFFIXES
 
@@ -50,13 +53,14 @@ def fingerprint(paths: Sequence[str]) -> Fingerprint:
 
 
 class ConfigWatcher:
-    """Polls `fingerprint(paths)`; calls `on_change()` (sync) when it differs from the last one.
+    """Polls `fingerprint(paths)`; calls `on_change()` when it differs from the last one, and
+    awaits what it returns when that is awaitable (a reload in progress).
 
     `rebase()` takes a new baseline (call it just before loading the files, so that a write
     during the load is seen by the next poll). `interval` 0 disables polling.
     """
 
-    def __init__(self, on_change: Callable[[], object]) -> None:
+    def __init__(self, on_change: Callable[[], Awaitable[object] | object]) -> None:
         self._on_change = on_change
         self.paths: tuple[str, ...] = ()
         self.interval = 2.0
@@ -71,11 +75,15 @@ class ConfigWatcher:
         """Compare with the baseline (without taking a new one)."""
         return fingerprint(self.paths) != self._last
 
-    def check(self) -> bool:
-        """One poll: True (and `on_change` called) when the files changed."""
+    async def check(self) -> bool:
+        """One poll: True (and `on_change` called and awaited) when the files changed."""
         if not self.paths or not self.changed():
             return False
-        self._on_change()
+        pending = self._on_change()
+        if inspect.isawaitable(pending):
+            # Shielded: turning polling off (mirror_reload_interval=0) must not cancel a reload
+            # half way; it ends with its own outcome (the addon's done() drops it on exit).
+            await asyncio.shield(pending)
         return True
 
     @property
@@ -96,6 +104,6 @@ class ConfigWatcher:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                self.check()
+                await self.check()
             except Exception:  # a watcher that dies silently would stop all future reloads
                 log.exception("meshmirror: config reload failed unexpectedly")

@@ -9,16 +9,50 @@ most often:
   may be secrets;
 - the body: when both sides parse as JSON, a structural diff whose fields are JSON pointers
   (`body:/user/id`), minus ignored pointers (`*` matches any one key or index); otherwise a text
-  diff (`body`) with the first differing line as the example. Bodies beyond `max_body` are
+  diff (`body`) with the first differing lines as the example. Bodies beyond `max_body` are
   compared by length and hash only.
+
+Contract: secrets. *Sensitive* headers are Authorization, Proxy-Authorization,
+Cookie, Set-Cookie and every header named in `redact_headers` (mirror_redact_headers). No
+result of `compare_responses` (field names, examples, note) contains:
+- the value under a JSON key that names a sensitive header (case-insensitively, at any depth),
+  whether the difference is at that key or above it (an example printing a whole object prints
+  such values as "[redacted]");
+- in a text diff, a changed line that contains a sensitive header's name followed by `:` or `=`
+  (`Authorization: ...`, `cookie=...`, `"Cookie": ...`) or one of the `secrets`: such a line is
+  shown as `-[redacted]` / `+[redacted]`;
+- anywhere, a secret: one of the `secrets` given (`secret_values`: the request's sensitive
+  header values, their credentials after the scheme, each cookie's value), or a string found in
+  either body under a sensitive JSON key or on a sensitive `Name: value` text line. Secrets of
+  at least 4 characters are replaced by "[redacted]" before examples are cut to length, so no
+  prefix of one is left either.
+
+Contract: the proxy's own changes to the copy (mirror/shadow.py) are not differences. Echo
+services answer with the request headers they got, so the copy's answer shows what the proxy
+changed. A difference is disregarded when it is at a header of that name (JSON: the last key of
+the pointer, case-insensitively, at any depth; text: a changed `Name: value` or `Name=value`
+line, paired by name with the other side's changed line of that name) and is exactly what the
+proxy's change explains (`primary` / `shadow` are the two sides' values, absent or present):
+- X-Forwarded-For: any difference (the proxy appends the client address; the value is per hop);
+- Host: the shadow's is the primary's with `host_suffix` inserted before any `:port`
+  (case-insensitively; nothing is disregarded when `host_suffix` is empty);
+- a header of `redact_headers`: present on the primary, and absent (strip) or `[redacted]`
+  (mask) on the shadow;
+- X-Meshmirror-Shadow (the loop-guard marker) and X-Request-Id (added to a recorded request's
+  copy): absent on the primary, present on the shadow.
+A JSON value is compared as text when it is a string or a list of strings (joined with ", ");
+other values are never explained. Any other difference at those names still counts (with its
+example redacted when the header is sensitive).
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +80,18 @@ DEFAULT_IGNORE_HEADERS: tuple[str, ...] = (
     "x-meshmirror-*",
 )
 
+# Headers whose values are secrets whether or not mirror_redact_headers names them.
+SENSITIVE_HEADERS: frozenset[str] = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie"}
+)
+REDACTED = "[redacted]"  # what a masked header carries on the copy, and what examples show
+# As mirror/shadow.py's DEFAULT_SUFFIX and MARKER_HEADER (outcomes/ does not import mirror/).
+DEFAULT_HOST_SUFFIX = "-shadow"
+_MARKER = "x-meshmirror-shadow"
+# Headers the proxy changes on every copy, whatever the options (see `_Rules.explained`).
+_PROXY_CHANGED = frozenset({"host", "x-forwarded-for", _MARKER, "x-request-id"})
+_MIN_SECRET = 4  # shorter strings are not searched for (they would blank every example)
+
 _MAX_FIELDS = 50  # differing fields kept per comparison (the count is always exact)
 _EXAMPLE_CHARS = 160
 
@@ -66,6 +112,9 @@ class CompareSettings:
     ignore_headers: tuple[str, ...] = DEFAULT_IGNORE_HEADERS
     ignore_json: tuple[str, ...] = ()
     max_body: int = 256 * 1024
+    # Lower-case names of the headers the copy has stripped or masked (mirror_redact_headers).
+    redact_headers: tuple[str, ...] = ()
+    host_suffix: str = DEFAULT_HOST_SUFFIX  # mirror_host_suffix: the copy's Host suffix
 
     @classmethod
     def build(
@@ -73,12 +122,19 @@ class CompareSettings:
         extra_headers: Iterable[str] = (),
         ignore_json: Iterable[str] = (),
         max_body: int = 256 * 1024,
+        redact_headers: Iterable[str] = (),
+        host_suffix: str = DEFAULT_HOST_SUFFIX,
     ) -> CompareSettings:
         extra = tuple(h.strip().lower() for h in extra_headers if h.strip())
         pointers = tuple(p.strip() for p in ignore_json if p.strip())
         for p in pointers:
             parse_pointer(p)  # raises ValueError for a malformed pointer
-        return cls(DEFAULT_IGNORE_HEADERS + extra, pointers, max_body)
+        redact = tuple(dict.fromkeys(h.strip().lower() for h in redact_headers if h.strip()))
+        return cls(DEFAULT_IGNORE_HEADERS + extra, pointers, max_body, redact, host_suffix)
+
+    def sensitive_headers(self) -> frozenset[str]:
+        """The lower-case names whose values never appear in a result."""
+        return SENSITIVE_HEADERS | frozenset(self.redact_headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +173,31 @@ def parse_pointer(pointer: str) -> tuple[str, ...]:
     return tuple(t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/"))
 
 
+def secret_values(headers: Iterable[tuple[str, str]], settings: CompareSettings) -> tuple[str, ...]:
+    """The strings of a request's sensitive headers that must never appear in a result: each
+    whole value, the credentials after an Authorization scheme (`Bearer <token>`), each cookie
+    (`name=value`) and its value. For `compare_responses(..., secrets=)`."""
+    sensitive = settings.sensitive_headers()
+    found: set[str] = set()
+    for name, value in headers:
+        lname = name.strip().lower()
+        if lname in sensitive:
+            found.update(_fragments(lname, value))
+    return tuple(sorted(s for s in found if len(s) >= _MIN_SECRET))
+
+
+def _fragments(name: str, value: str) -> Iterable[str]:
+    """A sensitive header's value and the secrets inside it (`name` in lower case)."""
+    v = value.strip()
+    yield v
+    if name in ("authorization", "proxy-authorization"):
+        yield v.partition(" ")[2].strip()
+    if name in ("cookie", "set-cookie"):
+        for part in v.split(";"):
+            yield part.strip()
+            yield part.partition("=")[2].strip().strip('"')
+
+
 def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
@@ -139,11 +220,122 @@ def _clip(text: str) -> str:
     return text if len(text) <= _EXAMPLE_CHARS else text[: _EXAMPLE_CHARS - 3] + "..."
 
 
-def _json_text(value: Any) -> str:
-    return _clip(json.dumps(value, sort_keys=True, ensure_ascii=False))
+_ABSENT: Any = object()  # a JSON key or a text header line that one side does not have
 
 
-def compare_responses(primary: Side, shadow: Side, settings: CompareSettings) -> Comparison:
+@functools.lru_cache(maxsize=64)
+def _sensitive_line(names: tuple[str, ...]) -> re.Pattern[str]:
+    """A line that shows a sensitive header: its name, an optional quote, then `:` or `=`."""
+    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.compile(rf"(?:{alternatives})[\"']?\s*[:=]", re.IGNORECASE)
+
+
+# `Name: value` or `Name=value` (a token as RFC 9110 defines field names), for text echoes.
+_HEADER_LINE = re.compile(r"\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*[:=]\s*(.*?)\s*")
+
+
+class _Rules:
+    """What one comparison needs beyond the two sides: ignores, sensitive names, secrets."""
+
+    __slots__ = ("ignore", "redact", "secrets", "sensitive", "sensitive_line", "special", "suffix")
+
+    def __init__(self, settings: CompareSettings, secrets: Iterable[str]) -> None:
+        self.ignore = [parse_pointer(p) for p in settings.ignore_json]
+        self.sensitive = settings.sensitive_headers()
+        self.redact = frozenset(settings.redact_headers)
+        self.suffix = settings.host_suffix
+        self.special = self.sensitive | self.redact | _PROXY_CHANGED
+        self.sensitive_line = _sensitive_line(tuple(sorted(self.sensitive)))
+        self.secrets: list[str] = []
+        self.add_secrets(secrets)
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        forms = set(self.secrets)
+        for s in secrets:
+            if len(s) >= _MIN_SECRET:
+                forms.add(s)
+                forms.add(json.dumps(s, ensure_ascii=False)[1:-1])  # as a JSON example shows it
+        # Longest first: a whole value goes before the token inside it.
+        self.secrets = sorted(forms, key=len, reverse=True)
+
+    def sensitive_strings(self, value: Any, under: str = "") -> Iterable[str]:
+        """The strings of a JSON value under a sensitive key (at any depth), with the secrets
+        inside them; `under` is the name of the sensitive key above `value`, if any."""
+        if isinstance(value, str):
+            if under:
+                yield from _fragments(under, value)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                lk = str(k).lower()
+                yield from self.sensitive_strings(v, under or (lk if lk in self.sensitive else ""))
+        elif isinstance(value, list):
+            for v in value:
+                yield from self.sensitive_strings(v, under)
+
+    def scrub(self, text: str) -> str:
+        for s in self.secrets:
+            if s in text:
+                text = text.replace(s, REDACTED)
+        return text
+
+    def json_text(self, value: Any) -> str:
+        """The value as an example shows it, values under sensitive keys replaced (unclipped)."""
+        return json.dumps(self._redact_keys(value), sort_keys=True, ensure_ascii=False)
+
+    def _redact_keys(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: REDACTED if str(k).lower() in self.sensitive else self._redact_keys(v)
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [self._redact_keys(v) for v in value]
+        return value
+
+    def explained(self, name: str, primary: Any, shadow: Any) -> bool:
+        """True when the proxy's own change to header `name` (lower case) on the copy explains
+        why the primary's value differs from the shadow's (either may be _ABSENT)."""
+        if name == "x-forwarded-for":
+            return True
+        a, b = _as_text(primary), _as_text(shadow)
+        if name == "host":
+            return (
+                bool(self.suffix)
+                and a is not None
+                and b is not None
+                and b.lower() == _with_suffix(a, self.suffix).lower()
+            )
+        if name in self.redact:
+            return primary is not _ABSENT and (shadow is _ABSENT or b == REDACTED)
+        if name in (_MARKER, "x-request-id"):
+            return primary is _ABSENT and shadow is not _ABSENT
+        return False
+
+
+def _as_text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return ", ".join(value)
+    return None
+
+
+def _with_suffix(host: str, suffix: str) -> str:
+    """As mirror/shadow.py's shadow_host: `suffix` after the host part, before any `:port`."""
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] + suffix + host[end + 1 :] if end != -1 else host + suffix
+    name, colon, port = host.rpartition(":")
+    if colon and port.isdigit() and name and ":" not in name:
+        return f"{name}{suffix}:{port}"
+    return host + suffix
+
+
+def compare_responses(
+    primary: Side, shadow: Side, settings: CompareSettings, secrets: Iterable[str] = ()
+) -> Comparison:
+    """Compare the two sides. `secrets` (see `secret_values`) never appear in the result."""
+    rules = _Rules(settings, secrets)
     fields: list[str] = []
     examples: dict[str, str] = {}
     notes: list[str] = []
@@ -153,14 +345,14 @@ def compare_responses(primary: Side, shadow: Side, settings: CompareSettings) ->
         examples["status"] = f"{primary.status} != {shadow.status}"
 
     _compare_headers(primary, shadow, settings, fields, examples)
-    _compare_bodies(primary, shadow, settings, fields, examples, notes)
+    _compare_bodies(primary, shadow, settings, rules, fields, examples, notes)
 
     differing = len(fields)
-    kept = tuple(fields[:_MAX_FIELDS])
+    kept = fields[:_MAX_FIELDS]
     return Comparison(
         match=not fields,
-        fields=kept,
-        examples={k: v for k, v in examples.items() if k in kept},
+        fields=tuple(rules.scrub(f) for f in kept),
+        examples={rules.scrub(k): _clip(rules.scrub(examples[k])) for k in kept if k in examples},
         differing=differing,
         note="; ".join(notes),
     )
@@ -202,6 +394,7 @@ def _compare_bodies(
     primary: Side,
     shadow: Side,
     settings: CompareSettings,
+    rules: _Rules,
     fields: list[str],
     examples: dict[str, str],
     notes: list[str],
@@ -236,9 +429,16 @@ def _compare_bodies(
         return
     ja, jb = _try_json(pa), _try_json(pb)
     if ja is not _NOT_JSON and jb is not _NOT_JSON:
-        patterns = [parse_pointer(p) for p in settings.ignore_json]
         diffs: list[tuple[str, str]] = []
-        _json_diff(ja, jb, (), patterns, diffs)
+        try:
+            rules.add_secrets([*rules.sensitive_strings(ja), *rules.sensitive_strings(jb)])
+            _json_diff(ja, jb, (), rules, diffs)
+        except RecursionError:
+            # Nested deeper than the walk can go (a hostile body): a plain difference, with
+            # no example, rather than an exception in the copy's callback.
+            fields.append("body")
+            examples["body"] = "JSON nested too deep to compare"
+            return
         for pointer, text in diffs:
             key = f"body:{pointer or '/'}"
             fields.append(key)
@@ -248,8 +448,10 @@ def _compare_bodies(
         fields.append("body")
         examples["body"] = "JSON in " + ("primary" if ja is not _NOT_JSON else "shadow") + " only"
         return
-    fields.append("body")
-    examples["body"] = _text_example(pa, pb)
+    example = _text_diff(pa, pb, rules)
+    if example is not None:
+        fields.append("body")
+        examples["body"] = example
 
 
 _NOT_JSON = object()
@@ -261,7 +463,7 @@ def _try_json(data: bytes) -> Any:
         return _NOT_JSON
     try:
         return json.loads(stripped)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return _NOT_JSON
 
 
@@ -269,9 +471,10 @@ def _json_diff(
     a: Any,
     b: Any,
     path: tuple[str, ...],
-    ignore: Sequence[tuple[str, ...]],
+    rules: _Rules,
     out: list[tuple[str, str]],
 ) -> None:
+    ignore = rules.ignore
     if _ignored(path, ignore) or len(out) >= _MAX_FIELDS:
         return
     pointer = "".join("/" + _escape(t) for t in path)
@@ -281,12 +484,15 @@ def _json_diff(
             if _ignored(sub, ignore):
                 continue
             sub_pointer = pointer + "/" + _escape(str(key))
-            if key not in b:
-                out.append((sub_pointer, f"only in primary: {_json_text(a[key])}"))
+            lkey = str(key).lower()
+            if lkey in rules.special:
+                _header_key_diff(a.get(key, _ABSENT), b.get(key, _ABSENT), sub, lkey, rules, out)
+            elif key not in b:
+                out.append((sub_pointer, f"only in primary: {rules.json_text(a[key])}"))
             elif key not in a:
-                out.append((sub_pointer, f"only in shadow: {_json_text(b[key])}"))
+                out.append((sub_pointer, f"only in shadow: {rules.json_text(b[key])}"))
             else:
-                _json_diff(a[key], b[key], sub, ignore, out)
+                _json_diff(a[key], b[key], sub, rules, out)
         return
     if isinstance(a, list) and isinstance(b, list):
         for i in range(max(len(a), len(b))):
@@ -295,23 +501,86 @@ def _json_diff(
                 continue
             sub_pointer = f"{pointer}/{i}"
             if i >= len(b):
-                out.append((sub_pointer, f"only in primary: {_json_text(a[i])}"))
+                out.append((sub_pointer, f"only in primary: {rules.json_text(a[i])}"))
             elif i >= len(a):
-                out.append((sub_pointer, f"only in shadow: {_json_text(b[i])}"))
+                out.append((sub_pointer, f"only in shadow: {rules.json_text(b[i])}"))
             else:
-                _json_diff(a[i], b[i], sub, ignore, out)
+                _json_diff(a[i], b[i], sub, rules, out)
         return
     # bool is an int in Python: 1 == True must still be a difference in JSON.
     if a != b or type(a) is not type(b):
-        out.append((pointer, f"{_json_text(a)} != {_json_text(b)}"))
+        out.append((pointer, f"{rules.json_text(a)} != {rules.json_text(b)}"))
 
 
-def _text_example(a: bytes, b: bytes) -> str:
-    """The first removed and added lines, e.g. `-version: 1 | +version: 2`."""
+def _header_key_diff(
+    a: Any, b: Any, path: tuple[str, ...], name: str, rules: _Rules, out: list[tuple[str, str]]
+) -> None:
+    """The values under a key that names a header the proxy changes or that is sensitive."""
+    below: list[tuple[str, str]] = []
+    if a is not _ABSENT and b is not _ABSENT:
+        _json_diff(a, b, path, rules, below)
+        if not below:
+            return
+    if rules.explained(name, a, b):
+        return
+    pointer = "".join("/" + _escape(t) for t in path)
+    if name in rules.sensitive:
+        # One field for the whole value, whatever its shape: nothing of it is shown.
+        shown = json.dumps(REDACTED)
+        if b is _ABSENT:
+            out.append((pointer, f"only in primary: {shown}"))
+        elif a is _ABSENT:
+            out.append((pointer, f"only in shadow: {shown}"))
+        else:
+            out.append((pointer, f"{shown} != {shown}"))
+    elif b is _ABSENT:
+        out.append((pointer, f"only in primary: {rules.json_text(a)}"))
+    elif a is _ABSENT:
+        out.append((pointer, f"only in shadow: {rules.json_text(b)}"))
+    else:
+        out.extend(below)
+
+
+def _text_diff(a: bytes, b: bytes, rules: _Rules) -> str | None:
+    """None when the changed lines are all explained by the proxy's changes (module contract);
+    otherwise the example: the first removed and added lines, e.g. `-version: 1 | +version: 2`,
+    each shown as [redacted] when it shows a sensitive header or a secret."""
     ta = a.decode("utf-8", "replace").splitlines()
     tb = b.decode("utf-8", "replace").splitlines()
     lines = list(difflib.unified_diff(ta, tb, n=0, lineterm=""))[2:]  # skip the ---/+++ header
     changed = [x for x in lines if x[:1] in ("-", "+")]
-    if changed:
-        return _clip(" | ".join(changed[:2]))
-    return f"{len(a)} bytes != {len(b)} bytes"
+    if not changed:
+        return f"{len(a)} bytes != {len(b)} bytes"
+    # The header lines among the changed ones, per side and lower-case name.
+    values: dict[str, dict[str, list[str]]] = {"-": {}, "+": {}}
+    parsed: list[str | None] = []
+    for line in changed:
+        m = _HEADER_LINE.fullmatch(line[1:])
+        name = m.group(1).lower() if m else None
+        if m and name in rules.special:
+            values[line[0]].setdefault(name, []).append(m.group(2))
+            parsed.append(name)
+        else:
+            parsed.append(None)
+    # The values on sensitive header lines of either body, changed or not, are secrets too.
+    found: list[str] = []
+    for line in (*ta, *tb):
+        if rules.sensitive_line.search(line):
+            m = _HEADER_LINE.fullmatch(line)
+            if m and m.group(1).lower() in rules.sensitive:
+                found.extend(_fragments(m.group(1).lower(), m.group(2)))
+    rules.add_secrets(found)
+    unexplained: list[str] = []
+    for line, name in zip(changed, parsed, strict=True):
+        if name is not None:
+            va, vb = values["-"].get(name, _ABSENT), values["+"].get(name, _ABSENT)
+            if rules.explained(name, va, vb):
+                continue
+        unexplained.append(line)
+    if not unexplained:
+        return None
+    shown = [
+        x[0] + REDACTED if rules.sensitive_line.search(x) or rules.scrub(x) != x else x
+        for x in unexplained[:2]
+    ]
+    return " | ".join(shown)

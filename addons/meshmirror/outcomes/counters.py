@@ -29,9 +29,12 @@ class Outcome(enum.Enum):
 def classify(status: int | None, failure: str | None) -> tuple[Outcome, str | None]:
     """A finished copy's outcome and reason, decided here once for every reader (counters,
     breaker, event log, outcome log, inspection): any answer is `sent`, whatever its status;
-    no answer is `failed` with the writer's failure class."""
+    no answer is `failed` with the writer's failure class, except a copy the writer would not
+    send because its connection reached the proxy itself: `skipped: loop`."""
     if status is not None:
         return Outcome.SENT, None
+    if failure == "loop":
+        return Outcome.SKIPPED, "loop"
     return Outcome.FAILED, failure or "other"
 
 
@@ -46,6 +49,9 @@ class ClusterCounters:
     latency_sum: float = 0.0
     bytes_sent: int = 0
     bytes_received: int = 0
+    # Copies sent a second time after a stale keep-alive (idempotent methods only); each is
+    # still one copy with one outcome.
+    resent: int = 0
 
     @property
     def finished(self) -> int:
@@ -69,6 +75,7 @@ class ClusterCounters:
             "mean_latency_ms": round(self.latency_sum / answered * 1000, 3) if answered else None,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
+            "resent": self.resent,
         }
 
 
@@ -97,6 +104,7 @@ class MirrorStats:
             t.latency_sum += c.latency_sum
             t.bytes_sent += c.bytes_sent
             t.bytes_received += c.bytes_received
+            t.resent += c.resent
         return t
 
     def snapshot(self, inflight: dict[str, int] | None = None) -> dict[str, Any]:
@@ -115,6 +123,8 @@ class MirrorStats:
         parts = []
         for name, c in sorted(self.clusters.items()):
             text = f"{name}: sampled={c.sampled} sent={c.sent}"
+            if c.resent:
+                text += f" resent={c.resent}"
             for label, counter in (
                 ("failed", c.failed),
                 ("dropped", c.dropped),
@@ -146,6 +156,7 @@ def format_outcome(
     bytes_sent: int = 0,
     bytes_received: int = 0,
     generation: int = 0,
+    resent: bool = False,
 ) -> str:
     """One event-log line per mirror outcome. Never includes header values (they may be secrets).
 
@@ -166,6 +177,8 @@ def format_outcome(
         text += f" latency={latency * 1000:.1f}ms"
     if bytes_sent or bytes_received:
         text += f" bytes={bytes_sent}/{bytes_received}"
+    if resent:
+        text += " resent=1"
     text += f" gen={generation}"
     return text
 

@@ -1,0 +1,431 @@
+"""Hostile mirrors against a real mitmdump: a mirror that answers early and stops reading, floods
+interim responses, drops a keep-alive connection under a copy, or sends bytes nobody asked for.
+Whatever it does, the client's answer is the primary's, nothing leaks, a copy is delivered at
+most once, and every counted status belongs to a copy.
+
+Each mirror is a raw-socket server written for its misbehaviour (tests/support/servers.py's
+FaultServer runs it per connection).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import meshconfig as mc
+from tests.support import servers as srv
+from tests.support.mitmdump import Proxy
+from tests.support.processes import wait_for
+from tests.support.procfs import fds_and_rss, process_tree
+
+CLUSTER = "outbound|80||shadow.local"
+HOSTS = {"Host": "app.example.com"}
+BASE = ("mirror_summary_interval=0", "mirror_breaker_failures=0")
+
+
+def _read_request(conn: socket.socket, data: bytes) -> tuple[bytes, bytes] | None:
+    """One whole request (head, Content-Length body) from conn, after `data` already read;
+    returns (head, what follows it) or None when the peer closed first."""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    need = int(m.group(1)) if m else 0
+    while len(rest) < need:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        rest += chunk
+    return head, rest[need:]
+
+
+class Primary:
+    """A keep-alive HTTP/1.1 primary that reads each request whole and answers `200 primary`."""
+
+    def __init__(self) -> None:
+        self.server = srv.FaultServer(self._serve)
+        self.port = self.server.port
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(30)
+        data = b""
+        for _ in range(10_000):
+            got = _read_request(conn, data)
+            if got is None:
+                return
+            data = got[1]
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nprimary")
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def primary() -> Iterator[Primary]:
+    p = Primary()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def start(tmp_path: Path, primary: Primary, proxies: Callable[..., Proxy]) -> Callable[..., Proxy]:
+    """A proxy routing app.example.com to `primary` and mirroring every request to a mirror
+    on `port`; extra `--set` options may be given (`mirror_verbosity=each` unless one says
+    otherwise: mitmproxy drops every value of an option set twice)."""
+
+    def run(port: int, *options: str) -> Proxy:
+        se = mc.service_entry("shadow", "shadow.local", port)
+        cfg = mc.mirror_config(tmp_path / "c.yaml", primary.port, {"shadow.local": se})
+        if not any(o.startswith("mirror_verbosity=") for o in options):
+            options = (*options, "mirror_verbosity=each")
+        return proxies(f"http://127.0.0.1:{primary.port}", [cfg], *BASE, *options)
+
+    return run
+
+
+def request(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body or None, headers=HOSTS)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def outcomes(proxy: Proxy) -> list[str]:
+    return proxy.log_lines("mirror sent") + proxy.log_lines("mirror failed")
+
+
+def sender_pid(proxy: Proxy) -> int:
+    """The sender process's pid (it starts once the proxy runs, just after it listens)."""
+
+    def children() -> list[int] | None:
+        found = [p for p in process_tree(proxy.proc.pid) if p != proxy.proc.pid]
+        return found or None
+
+    found = wait_for(children, timeout=10, what="the sender process")
+    assert len(found) == 1, found
+    return found[0]
+
+
+# --- 1: a mirror that answers early and then neither reads nor closes -------------------------
+
+
+class EarlyAnswer:
+    """Answers `200, Content-Length: 0` as soon as it has a request head, then stops reading
+    (the request body piles up in the kernel buffers) and keeps the connection open."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.server = srv.FaultServer(self._serve)
+        self.port = self.server.port
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.release.wait(60)
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.close()
+
+
+@pytest.mark.parametrize("sender", ["process", "loop"])
+def test_a_mirror_that_answers_early_and_stops_reading_leaks_nothing(
+    sender: str, start: Callable[..., Proxy]
+) -> None:
+    mirror = EarlyAnswer()
+    try:
+        proxy = start(mirror.port, "mirror_timeout=2s", f"mirror_sender={sender}")
+        pid = proxy.proc.pid if sender == "loop" else sender_pid(proxy)
+        n, size = 24, 4_000_000
+        body = b"p" * size
+
+        def burst(first: int) -> None:
+            for i in range(first, first + n):
+                assert request(proxy.port, "POST", f"/upload/{i}", body) == (200, b"primary")
+            wait_for(lambda: len(outcomes(proxy)) >= first + n, timeout=60)
+
+        # The first burst sets the allocator's high-water mark (mitmproxy 11 keeps about 45 MiB
+        # after 4 MB bodies whether or not a mirror misbehaves); a leak grows with every burst.
+        burst(0)
+        time.sleep(3.0)  # mirror_timeout + 1 s
+        fds0, rss0 = fds_and_rss(pid)
+        burst(n)
+        # Within mirror_timeout + 1 s of the last outcome, every copy's socket is gone and
+        # its unsent bytes with it.
+        deadline = time.monotonic() + 3.0
+        while True:
+            fds1, rss1 = fds_and_rss(pid)
+            if (fds1 - fds0 <= 3 and rss1 - rss0 < 32 * 1024) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert fds1 - fds0 <= 3, (fds0, fds1)
+        assert rss1 - rss0 < 32 * 1024, (rss0, rss1)  # KiB; the leak kept ~80 MiB per burst
+    finally:
+        mirror.close()
+
+
+# --- 2: interim responses count -------------------------------------------------------------
+
+
+def continue_flood(conn: socket.socket) -> None:
+    """`100 Continue` as fast as the socket takes it for 2.5 s, then a 200."""
+    _read_request(conn, b"")
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n" * 2000
+    end = time.monotonic() + 2.5
+    try:
+        while time.monotonic() < end:
+            conn.sendall(interim)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        time.sleep(0.5)
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("sender", ["process", "loop"])
+def test_a_flood_of_interim_responses_fails_the_copy_as_protocol(
+    sender: str, start: Callable[..., Proxy]
+) -> None:
+    mirror = srv.FaultServer(continue_flood)
+    try:
+        proxy = start(mirror.port, "mirror_timeout=10s", f"mirror_sender={sender}")
+        t0 = time.monotonic()
+        assert request(proxy.port, "GET", "/x") == (200, b"primary")
+        wait_for(lambda: len(outcomes(proxy)) >= 1, timeout=15)
+        elapsed = time.monotonic() - t0
+        (line,) = outcomes(proxy)
+        assert "mirror failed: protocol" in line, line
+        assert "interim" in line, line
+        # Given up long before the flood ends, not after reading it all.
+        assert elapsed < 2.0, elapsed
+    finally:
+        mirror.close()
+
+
+def test_a_few_interim_responses_before_the_answer_are_fine(start: Callable[..., Proxy]) -> None:
+    def three_continues(conn: socket.socket) -> None:
+        _read_request(conn, b"")
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 2 + b"HTTP/1.1 103 Early Hints\r\n\r\n")
+        conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        time.sleep(0.5)
+
+    mirror = srv.FaultServer(three_continues)
+    try:
+        proxy = start(mirror.port)
+        assert request(proxy.port, "GET", "/x") == (200, b"primary")
+        wait_for(lambda: len(outcomes(proxy)) >= 1, timeout=15)
+        (line,) = outcomes(proxy)
+        assert "mirror sent 201" in line, line
+    finally:
+        mirror.close()
+
+
+# --- 5: a copy is delivered at most once ----------------------------------------------------
+
+
+class DropsSecond:
+    """Answers the first request on each connection; reads the second whole, records it, and
+    closes the connection without a byte of answer (a stale keep-alive, as the client sees it)."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+        self._lock = threading.Lock()
+        self.server = srv.FaultServer(self._serve)
+        self.port = self.server.port
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(30)
+        data = b""
+        for n in range(2):
+            got = _read_request(conn, data)
+            if got is None:
+                return
+            head, data = got
+            with self._lock:
+                self.seen.append(head.split(b"\r\n", 1)[0])
+            if n == 0:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    def requests(self, line: bytes) -> int:
+        with self._lock:
+            return sum(1 for s in self.seen if s == line)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.mark.parametrize("sender", ["process", "loop"])
+def test_a_non_idempotent_copy_on_a_stale_connection_is_not_sent_again(
+    sender: str, start: Callable[..., Proxy]
+) -> None:
+    mirror = DropsSecond()
+    try:
+        proxy = start(mirror.port, f"mirror_sender={sender}")
+        assert request(proxy.port, "GET", "/warm") == (200, b"primary")
+        wait_for(lambda: len(outcomes(proxy)) >= 1, timeout=10)
+        assert request(proxy.port, "POST", "/pay", b'{"charge": 1}') == (200, b"primary")
+        wait_for(lambda: len(outcomes(proxy)) >= 2, timeout=10)
+        time.sleep(0.3)  # a re-send would arrive by now
+        assert mirror.requests(b"POST /pay HTTP/1.1") == 1, mirror.seen
+        line = outcomes(proxy)[1]
+        assert "mirror failed: reset" in line, line
+        proxy.stop()
+        counters = mc.last_summary(proxy.lines)[CLUSTER]
+        assert counters["sampled"] == 2 and counters["sent"] == 1, counters
+        assert counters["failed"] == {"reset": 1}, counters
+        assert "resent" not in counters, counters
+    finally:
+        mirror.close()
+
+
+@pytest.mark.parametrize("sender", ["process", "loop"])
+def test_an_idempotent_copy_on_a_stale_connection_is_resent_once_and_counted(
+    sender: str, start: Callable[..., Proxy]
+) -> None:
+    mirror = DropsSecond()
+    try:
+        proxy = start(mirror.port, f"mirror_sender={sender}")
+        assert request(proxy.port, "GET", "/warm") == (200, b"primary")
+        wait_for(lambda: len(outcomes(proxy)) >= 1, timeout=10)
+        assert request(proxy.port, "PUT", "/item/7", b"v") == (200, b"primary")
+        wait_for(lambda: len(outcomes(proxy)) >= 2, timeout=10)
+        assert mirror.requests(b"PUT /item/7 HTTP/1.1") == 2, mirror.seen
+        line = outcomes(proxy)[1]
+        assert "mirror sent 200" in line and "resent" in line, line
+        proxy.stop()
+        counters = mc.last_summary(proxy.lines)[CLUSTER]
+        assert counters["sampled"] == 2 and counters["sent"] == 2, counters
+        assert counters["resent"] == 1, counters
+    finally:
+        mirror.close()
+
+
+# --- 11: late bytes are not credited to the next copy ---------------------------------------
+
+
+def double_answer(conn: socket.socket) -> None:
+    """Answers each request with 200, then, 50 ms later, an unsolicited `599` on the same
+    keep-alive connection."""
+    conn.settimeout(30)
+    data = b""
+    for _ in range(100):
+        got = _read_request(conn, data)
+        if got is None:
+            return
+        data = got[1]
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        time.sleep(0.05)
+        conn.sendall(b"HTTP/1.1 599 Nobody Asked\r\nContent-Length: 0\r\n\r\n")
+
+
+def trailing_body(conn: socket.socket) -> None:
+    """Answers each request with `204`, then 50 ms later sends body bytes after it."""
+    conn.settimeout(30)
+    data = b""
+    for _ in range(100):
+        got = _read_request(conn, data)
+        if got is None:
+            return
+        data = got[1]
+        conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+        time.sleep(0.05)
+        conn.sendall(b"HTTP/1.1 599 smuggled\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize("sender", ["process", "loop"])
+@pytest.mark.parametrize(("fault", "expected"), [(double_answer, "200"), (trailing_body, "204")])
+def test_bytes_on_an_idle_connection_are_credited_to_no_copy(
+    sender: str,
+    fault: Callable[[socket.socket], None],
+    expected: str,
+    start: Callable[..., Proxy],
+) -> None:
+    mirror = srv.FaultServer(fault)
+    try:
+        proxy = start(mirror.port, f"mirror_sender={sender}")
+        n = 8
+        for i in range(n):
+            assert request(proxy.port, "GET", f"/r/{i}") == (200, b"primary")
+            time.sleep(0.15)  # the late bytes arrive while the connection is idle
+        wait_for(lambda: len(outcomes(proxy)) >= n, timeout=10)
+        proxy.stop()
+        counters = mc.last_summary(proxy.lines)[CLUSTER]
+        assert counters["sampled"] == n and counters["sent"] == n, counters
+        answered = [re.search(r"mirror sent (\d+)", line) for line in outcomes(proxy)]
+        assert {m.group(1) for m in answered if m} == {expected}, outcomes(proxy)
+        # Every late answer closed its connection: each copy needed a new one.
+        assert mirror.accepted == n, mirror.accepted
+    finally:
+        mirror.close()
+
+
+# --- 13: a stopped sender is noticed -------------------------------------------------------
+
+
+def test_a_stopped_sender_process_is_timed_out_warned_about_and_replaced(
+    start: Callable[..., Proxy],
+) -> None:
+    mirror = Primary()  # a healthy mirror: only the sender process misbehaves
+    proxy = start(mirror.port, "mirror_timeout=1s", "mirror_verbosity=errors")
+    stopped = 0
+    try:
+        for i in range(3):
+            assert request(proxy.port, "GET", f"/before/{i}") == (200, b"primary")
+        stopped = sender_pid(proxy)
+        os.kill(stopped, signal.SIGSTOP)
+        t0 = time.monotonic()
+        sent_while_stopped = 0
+        replaced_after = None
+        while time.monotonic() - t0 < 12:
+            t = time.monotonic()
+            assert request(proxy.port, "GET", f"/during/{sent_while_stopped}") == (200, b"primary")
+            # The primary never waits for the stopped sender.
+            assert time.monotonic() - t < 1.0
+            sent_while_stopped += 1
+            children = [p for p in process_tree(proxy.proc.pid) if p != proxy.proc.pid]
+            if children and children != [stopped]:
+                replaced_after = time.monotonic() - t0
+                break
+            time.sleep(0.1)
+        assert replaced_after is not None, proxy.output[-3000:]
+        # Warned once, then replaced: limit 2 s (1 s timeout + 1 s margin) to notice, as
+        # long again to give up on it.
+        assert len(proxy.log_lines("has not answered")) == 1, proxy.output[-3000:]
+        assert 3.0 < replaced_after < 8.0, replaced_after
+        late = proxy.log_lines("no result from the mirror sender process")
+        assert late and all("mirror failed: timeout" in line for line in late), late
+        assert not proxy.log_lines("dropped: overflow")
+        for i in range(3):
+            assert request(proxy.port, "GET", f"/after/{i}") == (200, b"primary")
+        wait_for(lambda: not any(p == stopped for p in process_tree(proxy.proc.pid)), 5)
+        proxy.stop()
+        counters = mc.last_summary(proxy.lines)[CLUSTER]
+        assert counters["sampled"] == 3 + sent_while_stopped + 3, counters
+        assert mc.accounted(counters) == counters["sampled"], counters
+        assert counters["sent"] >= 6, counters  # before and after, at least
+    finally:
+        if stopped:
+            with contextlib.suppress(OSError):
+                os.kill(stopped, signal.SIGCONT)
+        mirror.close()

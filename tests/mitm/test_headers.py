@@ -1,0 +1,41 @@
+"""The one-pass header scan and the Connection-token helper (mitm/headers.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshmirror.mitm.headers import scan_request_headers, without_connection_token
+
+
+def test_scan_joins_repeats_and_counts_hosts() -> None:
+    h = scan_request_headers(
+        [
+            (b"Host", b"a"),
+            (b"X-Request-Id", b"r1"),
+            (b"x-request-id", b"r2"),
+            (b"host", b"b"),
+            (b"X-Meshmirror-Shadow", b"1"),
+        ]
+    )
+    assert h.joined["x-request-id"] == "r1,r2"
+    assert h.request_id == "r1"
+    assert (h.host, h.host_fields, h.marker, h.upgrade) == ("a, b", 2, True, False)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ([(b"Connection", b"x-request-id")], []),
+        ([(b"Connection", b"close, X-Request-Id ,x-b")], [(b"Connection", b"close,x-b")]),
+        (
+            [(b"a", b"1"), (b"connection", b"keep-alive"), (b"connection", b" x-request-id ")],
+            [(b"a", b"1"), (b"connection", b"keep-alive")],
+        ),
+        ([(b"x-request-id-like", b"x-request-id")], [(b"x-request-id-like", b"x-request-id")]),
+        ([(b"Connection", b"x-request-idx")], [(b"Connection", b"x-request-idx")]),
+    ],
+)
+def test_without_connection_token(
+    fields: list[tuple[bytes, bytes]], expected: list[tuple[bytes, bytes]]
+) -> None:
+    assert without_connection_token(tuple(fields), b"x-request-id") == tuple(expected)
