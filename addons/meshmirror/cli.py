@@ -1,4 +1,5 @@
-"""`meshmirror validate | routes | explain`: check configs and see the table the proxy will use.
+"""`meshmirror validate | routes | explain | report | run | addon-path`: check configs, see the
+table the proxy will use, summarise its outcomes, and run it.
 
 Exit codes: 0 fine, 1 configuration errors (or, for explain, a request that matches nothing is
 still 0), 2 usage errors or unreadable paths.
@@ -23,6 +24,8 @@ from meshmirror.routing.explain import explain_request
 from meshmirror.routing.request_view import RequestView
 from meshmirror.routing.sampling import describe_fraction
 from meshmirror.routing.table import RouteTable
+from meshmirror.run import DEFAULT_LISTEN, RunError, addon_path
+from meshmirror.run import run as run_proxy
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -31,14 +34,21 @@ EXIT_USAGE = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `meshmirror run ... -- ARGS`: ARGS go to mitmdump untouched.
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
         return int(e.code or 0)
+    args.extra = extra
     try:
         result: int = args.func(args, sys.stdout)
         return result
-    except PathError as e:
+    except (PathError, RunError) as e:
         print(f"meshmirror: {e}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
@@ -48,7 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="meshmirror",
-        description="Check Istio mirroring configs and show the route table meshmirror will use.",
+        description="Istio-style traffic mirroring on one machine. Run the proxy with "
+        '`meshmirror run --primary URL --mirror URL` (or `mitmdump -s "$(meshmirror '
+        'addon-path)" --mode reverse:URL --set mirror_config=DIR`); check configs and see the '
+        "route table with validate, routes and explain; summarise outcomes with report.",
     )
     p.add_argument("--version", action="version", version=f"meshmirror {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -105,7 +118,84 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("log", metavar="OUTCOMES.jsonl")
     rp.add_argument("--html", default=None, metavar="OUT.html", help="also write an HTML page")
     rp.set_defaults(func=cmd_report)
+
+    run = sub.add_parser(
+        "run",
+        help="run the mirroring proxy: mitmdump with the addon, from URLs or from YAML",
+        description="Run mitmdump (mitmweb with --web) in reverse mode to the primary with the "
+        "addon. With --mirror, the Istio YAML for it (ServiceEntries, a Gateway and a "
+        "VirtualService) is written first: `meshmirror run --primary http://127.0.0.1:8080 "
+        "--mirror http://127.0.0.1:9090@50`. With -f, existing YAML is served: `meshmirror run "
+        "-f configs/ --primary http://127.0.0.1:8080`. Arguments after `--` go to mitmdump. "
+        "Ctrl-C stops the proxy after it drained its copies.",
+    )
+    run.add_argument("--primary", required=True, metavar="URL", help="where requests are served")
+    run.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="URL[@PERCENT]",
+        help="a mirror and the share of requests copied to it (default 100); repeatable",
+    )
+    run.add_argument(
+        "-f",
+        "--config",
+        action="append",
+        default=[],
+        metavar="CONFIG",
+        dest="configs",
+        help="serve this YAML file or directory instead of --mirror; repeatable",
+    )
+    run.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        dest="hosts",
+        help="mirror only requests for this Host (default: any); repeatable",
+    )
+    run.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help="where the proxy listens (default: %(default)s)",
+    )
+    run.add_argument("--web", action="store_true", help="run mitmweb instead of mitmdump")
+    run.add_argument(
+        "--write-config",
+        default=None,
+        metavar="DIR",
+        help="write the generated YAML to DIR and keep it (default: a temporary directory)",
+    )
+    run.set_defaults(func=cmd_run)
+
+    ap = sub.add_parser(
+        "addon-path",
+        help="print the path of the addon script for `mitmdump -s`",
+        description='For an installed package: `mitmdump -s "$(meshmirror addon-path)" '
+        "--mode reverse:http://PRIMARY --set mirror_config=DIR`.",
+    )
+    ap.set_defaults(func=cmd_addon_path)
     return p
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    return run_proxy(
+        primary=args.primary,
+        mirrors=args.mirror,
+        configs=args.configs,
+        hosts=args.hosts,
+        listen=args.listen,
+        web=args.web,
+        write_config=args.write_config,
+        extra=args.extra,
+        out=out,
+    )
+
+
+def cmd_addon_path(args: argparse.Namespace, out: TextIO) -> int:
+    print(addon_path(), file=out)
+    return EXIT_OK
 
 
 # --- validate -----------------------------------------------------------------------------------

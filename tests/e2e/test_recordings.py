@@ -78,5 +78,5 @@ def test_nr_recording_mirrors_every_request_before_exit(
     assert sorted(r.path for r in got) == sorted(f"/rec/{i}" for i in range(n))
     assert all(r.headers["Host"] == "app.example.com-shadow" for r in got)
     assert {r.get_data() for r in got} == {f"body-{i}".encode() for i in range(n)}
-    assert "sampled=8 sent=8" in proc.stdout
+    assert "matched=8 sampled=8 (100%, configured 100%) sent=8" in proc.stdout
     assert time.monotonic() - t0 < 60

@@ -148,6 +148,16 @@ def test_zero_percent_rule_and_unmatched_host_are_not_mirrored(config: Path) -> 
         m.request(f)
         assert (f.request.host, f.request.port) == ("127.0.0.1", 8080)  # untouched
         assert w.sent == []
+        # Neither was considered for a copy, each for its reason: a 0% mirror compiles to no
+        # mirror policy at all (as in Envoy's route), and no virtual host has the other Host.
+        assert m.stats.requests_skipped == {"no_mirror_policy": 1, "no_virtual_host": 1}
+        assert "outbound|80||shadow.local" not in m.stats.clusters
+        m.request(make_flow("/mirrored"))
+        c = m.stats.cluster("outbound|80||shadow.local")
+        assert (c.matched, c.sampled, c.share()) == (1, 1, (100.0, 100.0))
+        snapshot = json.loads(m.stats_command())
+        assert snapshot["requests_not_mirrored"]["no_virtual_host"] == 1
+        assert snapshot["clusters"]["outbound|80||shadow.local"]["matched"] == 1
 
 
 @pytest.mark.parametrize(

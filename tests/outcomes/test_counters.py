@@ -93,3 +93,22 @@ def test_resent_copies_are_counted_and_summarised() -> None:
     assert stats.snapshot()["clusters"]["outbound|80||shadow"]["resent"] == 1
     assert stats.snapshot()["total"]["resent"] == 1
     assert "sent=2 resent=1" in stats.summary_line()
+
+
+def test_the_share_sampled_is_shown_beside_the_configured_one() -> None:
+    stats = MirrorStats()
+    c = stats.cluster("outbound|80||shadow")
+    c.matched, c.expected, c.sampled, c.sent = 400, 200.0, 191, 191
+    other = stats.cluster("outbound|80||other")
+    other.matched, other.expected, other.sampled = 100, 10.0, 9
+    assert "outbound|80||shadow: matched=400 sampled=191 (47.8%, configured 50%) sent=191" in (
+        stats.summary_line()
+    )
+    snap = stats.snapshot()
+    assert snap["clusters"]["outbound|80||shadow"]["sampled_percent"] == 47.75
+    assert snap["clusters"]["outbound|80||shadow"]["configured_percent"] == 50.0
+    total = snap["total"]
+    assert (total["matched"], total["sampled"]) == (500, 200)
+    assert total["configured_percent"] == 42.0  # (200 + 10) / 500
+    assert stats.cluster("outbound|80||never").share() is None
+    assert stats.snapshot()["clusters"]["outbound|80||never"]["sampled_percent"] is None

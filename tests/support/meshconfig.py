@@ -91,8 +91,10 @@ def parse_summary(text: str) -> dict[str, dict[str, Any]]:
         name, _, fields = part.partition(": ")
         counters: dict[str, Any] = {"failed": {}, "dropped": {}, "skipped": {}}
         for f in fields.split():
-            key, _, value = f.partition("=")
-            if key in ("sampled", "sent", "resent"):
+            key, eq, value = f.partition("=")
+            if not eq:
+                continue  # `(47.8%, configured 50%)` after sampled= is for people
+            if key in ("matched", "sampled", "sent", "resent"):
                 counters[key] = int(value)
             else:
                 counters[key] = {

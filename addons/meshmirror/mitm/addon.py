@@ -37,6 +37,7 @@ from meshmirror.mitm.inspection import Inspection
 from meshmirror.mitm.liveconfig import ConfigError, LiveConfig
 from meshmirror.mitm.options import (
     configured_listen_addrs,
+    mode_warning,
     option_error,
     parse_option,
     register_options,
@@ -72,6 +73,7 @@ class Mirror:
         self.inspection = Inspection(self._writer_has_room, self._startup_error)
         self.addons = [self.inspection]
         self.fanout = Fanout(self.inspection, self.endpoints)
+        self.inspection.rule_matches = self.fanout.stats.rule_matches
         self.watcher = ConfigWatcher(lambda: self._reload_in_background("file change"))
         self.live = LiveConfig(self.watcher, self.inspection.set_resources)
         self._reload_task: asyncio.Task[bool] | None = None
@@ -246,6 +248,8 @@ class Mirror:
         gc.collect()
         gc.freeze()
         self._start_sender()
+        if (warning := mode_warning()) is not None and self.live.table is not None:
+            log.warning(warning)
         if self._summary_task is None and self.summary_interval > 0:
             self._summary_task = asyncio.get_running_loop().create_task(self._summaries())
         self.watcher.start(asyncio.get_running_loop())
@@ -368,14 +372,24 @@ class Mirror:
         )
         found = match_request(table, view)
         if found is None:
+            # Why it is not mirrored, for mirror.stats (`requests_not_mirrored`): no virtual
+            # host has this Host, or one has and none of its routes matches.
+            unmatched = self.fanout.stats.requests_skipped
+            if table.select_virtual_host(view.authority) is None:
+                unmatched["no_virtual_host"] += 1
+            else:
+                unmatched["no_route_matched"] += 1
             return None
         route = found.route
         live = flow.live and flow.response is None and flow.error is None
         if route.action != "route":
             # Envoy answers redirect / direct_response itself: nothing goes upstream or to a mirror.
+            self.fanout.stats.requests_skipped["local_reply"] += 1
             if live:
                 primary.answer_locally(flow, route, view.scheme)
             return None
+        if not route.mirrors:
+            self.fanout.stats.requests_skipped["no_mirror_policy"] += 1
         request_id = headers.request_id
         # Sampling keys on the client's id (mirror_sampling=request-id), never on one made here.
         rand = self.sampler.value_for(None if request_id is None else request_id.split(",", 1)[0])

@@ -157,11 +157,17 @@ class Fanout:
         checked = False
         shadow_authority = ""
         mreq: MirrorRequest | None = None
+        stats = self.stats
         for policy in route.mirrors:
+            cluster = policy.cluster
+            counters = stats.cluster(cluster.name)
+            counters.matched += 1
+            if policy.denominator > 0:
+                counters.expected += min(1.0, policy.numerator / policy.denominator)
+            stats.rule_matches[route.label, cluster.name] += 1
             if not should_mirror(policy, rand):
                 continue
-            cluster = policy.cluster
-            self.stats.cluster(cluster.name).sampled += 1
+            counters.sampled += 1
             if not checked:
                 # Once per request, whatever the number of mirror policies.
                 checked = True

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
@@ -88,6 +88,8 @@ class Inspection:
         # Mirror's: logs a bad option at startup (True) instead of letting it become a
         # traceback; at run time (False) the OptionsError is raised to mitmproxy.
         self.startup_error = startup_error or (lambda e: False)
+        # Requests matched per (rule, mirror cluster): the fan-out's counter (Mirror shares it).
+        self.rule_matches: Mapping[tuple[str, str], int] = {}
         self.flows = MirrorFlows()
         self.log_file: OutcomeLog | None = None
         self.compare_default = RuleCompare(False, CompareSettings.build())
@@ -379,7 +381,9 @@ class Inspection:
             self.counts.setdefault(key, Counter())["not_compared"] += 1
 
         if self.log_file is not None:
-            self.log_file.write(outcome_record(probe, primary, comparison))
+            record = outcome_record(probe, primary, comparison)
+            record["matched"] = self.rule_matches.get((probe.route.label, probe.cluster))
+            self.log_file.write(record)
 
         text = outcome_text(probe, result)
         if comparison is not None:

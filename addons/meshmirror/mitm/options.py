@@ -197,3 +197,22 @@ def configured_listen_addrs() -> list[tuple[str, int]] | None:
             return None
         out.append((mode.listen_host(opts.listen_host), port))
     return out
+
+
+def mode_warning() -> str | None:
+    """What to tell a user whose mitmproxy is not a reverse proxy (None when it is one, or when
+    it only replays a recording): clients that talk to it as to the service get 502s, and
+    destinations without endpoints have no upstream to go to."""
+    opts = ctx.options
+    if "mode" not in opts or getattr(opts, "rfile", None):
+        return None
+    modes = list(opts.mode)
+    if any(spec.startswith("reverse:") for spec in modes):
+        return None
+    shown = ", ".join(modes) or "regular"
+    return (
+        f"meshmirror: mitmproxy runs in {shown} mode, not as a reverse proxy: a client that "
+        "sends its requests to the proxy as to the service gets 502, and a destination without "
+        "ServiceEntry endpoints has no upstream; to put meshmirror in front of a service, start "
+        "it with --mode reverse:http://PRIMARY (or use `meshmirror run --primary URL ...`)"
+    )

@@ -40,6 +40,11 @@ def classify(status: int | None, failure: str | None) -> tuple[Outcome, str | No
 
 @dataclass
 class ClusterCounters:
+    # Requests a rule with this mirror matched (sampled or not), and the share they should
+    # have been sampled at, summed (so `expected / matched` is the configured share, weighted
+    # over the rules when several with different percentages mirror to the cluster).
+    matched: int = 0
+    expected: float = 0.0
     sampled: int = 0
     sent: int = 0
     failed: Counter[str] = field(default_factory=Counter)
@@ -62,10 +67,20 @@ class ClusterCounters:
             + sum(self.skipped.values())
         )
 
+    def share(self) -> tuple[float, float] | None:
+        """(sampled share, configured share) of the matched requests, in percent."""
+        if not self.matched:
+            return None
+        return self.sampled / self.matched * 100, self.expected / self.matched * 100
+
     def to_dict(self, inflight: int = 0) -> dict[str, Any]:
         answered = self.sent
+        share = self.share()
         return {
+            "matched": self.matched,
             "sampled": self.sampled,
+            "sampled_percent": round(share[0], 3) if share else None,
+            "configured_percent": round(share[1], 4) if share else None,
             "sent": self.sent,
             "failed": dict(self.failed),
             "dropped": dict(self.dropped),
@@ -84,7 +99,12 @@ class MirrorStats:
 
     def __init__(self) -> None:
         self.clusters: dict[str, ClusterCounters] = {}
+        # Requests no copy was considered for, by reason: no_virtual_host, no_route_matched,
+        # local_reply (redirect, direct response), no_mirror_policy (the route mirrors nothing).
         self.requests_skipped: Counter[str] = Counter()
+        # (rule label, mirror cluster) -> requests that rule matched: the outcome log's records
+        # carry it so that a report can show the share sampled per rule and mirror.
+        self.rule_matches: Counter[tuple[str, str]] = Counter()
 
     def cluster(self, name: str) -> ClusterCounters:
         c = self.clusters.get(name)
@@ -95,6 +115,8 @@ class MirrorStats:
     def totals(self) -> ClusterCounters:
         t = ClusterCounters()
         for c in self.clusters.values():
+            t.matched += c.matched
+            t.expected += c.expected
             t.sampled += c.sampled
             t.sent += c.sent
             t.failed.update(c.failed)
@@ -122,7 +144,11 @@ class MirrorStats:
             return "mirror summary: nothing sampled yet"
         parts = []
         for name, c in sorted(self.clusters.items()):
-            text = f"{name}: sampled={c.sampled} sent={c.sent}"
+            text = f"{name}: matched={c.matched} sampled={c.sampled}"
+            share = c.share()
+            if share is not None:
+                text += f" ({share[0]:.3g}%, configured {share[1]:.4g}%)"
+            text += f" sent={c.sent}"
             if c.resent:
                 text += f" resent={c.resent}"
             for label, counter in (

@@ -21,6 +21,8 @@ Fields (null when unknown):
     comparison      null when not compared, else {"match": bool, "fields": [...], ...}
     generation      config generation the decision was made with
     replay          true for flows loaded from a recording (-r)
+    matched         requests this rule matched for this mirror so far, sampled or not (so a
+                    report shows the share sampled)
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ FIELDS = (
     "comparison",
     "generation",
     "replay",
+    "matched",
 )
 
 

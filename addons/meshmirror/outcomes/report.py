@@ -30,6 +30,7 @@ def percentile(values: Sequence[float], p: float) -> float | None:
 class GroupStats:
     rule: str
     cluster: str
+    matched: int = 0  # the highest `matched` of the group's records: requests the rule matched
     sampled: int = 0
     sent: int = 0
     failed: Counter[str] = field(default_factory=Counter)
@@ -51,8 +52,16 @@ class GroupStats:
         values = self.primary_latency if which == "primary" else self.shadow_latency
         return {f"p{p}": percentile(values, p) for p in (50, 95, 99)}
 
+    @property
+    def sampled_share(self) -> float | None:
+        """Sampled copies over matched requests (up to the last record), when records say."""
+        return self.sampled / self.matched if self.matched else None
+
     def add(self, rec: dict[str, Any]) -> None:
         self.sampled += 1
+        matched = rec.get("matched")
+        if isinstance(matched, int) and not isinstance(matched, bool) and matched > self.matched:
+            self.matched = matched
         outcome = rec.get("outcome")
         reason = str(rec.get("reason") or "other")
         if outcome == "sent":
@@ -84,7 +93,9 @@ class GroupStats:
         return {
             "rule": self.rule,
             "cluster": self.cluster,
+            "matched": self.matched or None,
             "sampled": self.sampled,
+            "sampled_share": self.sampled_share,
             "sent": self.sent,
             "failed": dict(self.failed),
             "dropped": dict(self.dropped),
@@ -135,6 +146,9 @@ def render_text(groups: Sequence[GroupStats], out: TextIO, source: str = "") -> 
         return
     for g in groups:
         out.write(f"\n{g.rule} -> {g.cluster}\n")
+        share = g.sampled_share
+        if share is not None:
+            out.write(f"  matched {g.matched}  sampled {share * 100:.3g}%\n")
         out.write(
             f"  sampled {g.sampled}  sent {g.sent}  failed {_fmt_counter(g.failed)}  "
             f"dropped {_fmt_counter(g.dropped)}  skipped {_fmt_counter(g.skipped)}\n"

@@ -1,0 +1,266 @@
+"""`meshmirror run`: mirror in one line, as `gor --input-raw :8080 --output-http URL` does.
+
+    meshmirror run --primary http://127.0.0.1:8080 --mirror http://127.0.0.1:9090@50
+
+writes the Istio YAML one would `kubectl apply` for that (a ServiceEntry per backend, a Gateway
+and a VirtualService with its mirrors), then runs mitmdump (mitmweb with `--web`) in reverse
+mode to the primary with the addon and that config, listening on 127.0.0.1. With `-f CONFIG...`
+it runs existing YAML the same way. The config is written to a temporary directory that is
+removed at exit, unless `--write-config DIR` keeps it. Ctrl-C stops the proxy cleanly (it drains
+the copies in flight); the exit code is mitmdump's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit
+
+import meshmirror
+
+GATEWAY_NAME = "meshmirror-run"
+CONFIG_FILE = "meshmirror-run.yaml"
+DEFAULT_LISTEN = "127.0.0.1:8000"
+_STOP_WAIT = 15.0  # seconds mitmdump gets to drain its copies after Ctrl-C
+
+
+class RunError(ValueError):
+    """A bad `meshmirror run` argument; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """A primary or mirror given as a URL: where the ServiceEntry's endpoint points."""
+
+    scheme: str  # http | https
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+
+def parse_backend(text: str, what: str) -> Backend:
+    """`http://host:port` (the port defaults to the scheme's); anything else is a RunError."""
+    parts = urlsplit(text if "://" in text else f"http://{text}")
+    if parts.scheme not in ("http", "https"):
+        raise RunError(f"{what} {text!r}: the scheme must be http or https")
+    if not parts.hostname:
+        raise RunError(f"{what} {text!r}: no host (expected e.g. http://127.0.0.1:8080)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise RunError(f"{what} {text!r}: give scheme, host and port only, no path")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as e:
+        raise RunError(f"{what} {text!r}: {e}") from None
+    return Backend(parts.scheme, parts.hostname, port)
+
+
+def parse_mirror(text: str) -> tuple[Backend, float | None]:
+    """`URL` (every request) or `URL@PERCENT` (`@50`, `@12.5%`): a mirror and its share."""
+    url, at, share = text.rpartition("@") if "@" in text.split("://", 1)[-1] else (text, "", "")
+    if not at:
+        return parse_backend(text, "--mirror"), None
+    value = share.strip().removesuffix("%")
+    try:
+        percent = float(value)
+    except ValueError:
+        raise RunError(f"--mirror {text!r}: {share!r} is not a percentage") from None
+    if not 0 <= percent <= 100:
+        raise RunError(f"--mirror {text!r}: the percentage must be within 0-100")
+    return parse_backend(url, "--mirror"), percent
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise RunError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _service_entry(name: str, host: str, backend: Backend) -> str:
+    protocol = "HTTPS" if backend.scheme == "https" else "HTTP"
+    pname = protocol.lower()
+    resolution = "STATIC" if backend.is_ip else "DNS"
+    return f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: {name}
+spec:
+  hosts: [{host}]
+  location: MESH_EXTERNAL
+  ports:
+  - {{number: 80, name: {pname}, protocol: {protocol}}}
+  resolution: {resolution}
+  endpoints:
+  - address: "{backend.host}"
+    ports: {{{pname}: {backend.port}}}
+"""
+
+
+def mesh_yaml(
+    primary: Backend, mirrors: Sequence[tuple[Backend, float | None]], hosts: Sequence[str]
+) -> str:
+    """The config `meshmirror run` serves: what one would `kubectl apply` for the same setup."""
+    host_list = ", ".join(f'"{h}"' for h in hosts)
+    docs = [_service_entry("primary", "primary.meshmirror.local", primary)]
+    mirror_lines = []
+    for i, (backend, percent) in enumerate(mirrors, 1):
+        name = f"mirror-{i}"
+        docs.append(_service_entry(name, f"{name}.meshmirror.local", backend))
+        line = f"    - destination: {{host: {name}.meshmirror.local}}"
+        if percent is not None:
+            line += f"\n      percentage: {{value: {percent:g}}}"
+        mirror_lines.append(line)
+    docs.append(
+        f"""apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: {GATEWAY_NAME}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [{host_list}]
+"""
+    )
+    mirrors_block = ("\n    mirrors:\n" + "\n".join(mirror_lines)) if mirror_lines else ""
+    docs.append(
+        f"""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: {GATEWAY_NAME}
+spec:
+  hosts: [{host_list}]
+  gateways: [{GATEWAY_NAME}]
+  http:
+  - route:
+    - destination: {{host: primary.meshmirror.local}}{mirrors_block}
+"""
+    )
+    header = "# Written by `meshmirror run`: the same files run on a mesh with kubectl apply.\n"
+    return header + "---\n".join(docs)
+
+
+def addon_path() -> Path:
+    """The addon bundle's script inside the installed package (mitm/script.py)."""
+    return Path(meshmirror.__file__).resolve().parent / "mitm" / "script.py"
+
+
+def proxy_command(
+    *,
+    web: bool,
+    primary: Backend,
+    listen: tuple[str, int],
+    configs: Sequence[str],
+    extra: Sequence[str],
+) -> list[str]:
+    tool = "mitmweb" if web else "mitmdump"
+    beside = Path(sys.executable).with_name(tool)
+    exe = str(beside) if beside.exists() else (shutil.which(tool) or tool)
+    cmd = [
+        exe,
+        "--mode",
+        f"reverse:{primary.url}",
+        "--listen-host",
+        listen[0],
+        "-p",
+        str(listen[1]),
+        "-s",
+        str(addon_path()),
+    ]
+    for c in configs:
+        cmd += ["--set", f"mirror_config={c}"]
+    return cmd + list(extra)
+
+
+def run(
+    *,
+    primary: str,
+    mirrors: Sequence[str],
+    configs: Sequence[str],
+    hosts: Sequence[str],
+    listen: str,
+    web: bool,
+    write_config: str | None,
+    extra: Sequence[str],
+    out: TextIO,
+) -> int:
+    """Write the config (unless `configs` are given), run the proxy until it exits; its code."""
+    target = parse_backend(primary, "--primary")
+    where = parse_listen(listen)
+    if configs and mirrors:
+        raise RunError("give either --mirror URL... or -f CONFIG..., not both")
+    if not configs and not mirrors:
+        raise RunError("nothing to mirror to: give --mirror URL[@PERCENT] or -f CONFIG...")
+    temp: str | None = None
+    if not configs:
+        parsed = [parse_mirror(m) for m in mirrors]
+        directory = write_config or tempfile.mkdtemp(prefix="meshmirror-run-")
+        if write_config is None:
+            temp = directory
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, CONFIG_FILE)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(mesh_yaml(target, parsed, hosts or ["*"]))
+        configs = [path]
+        kept = "kept" if temp is None else "removed at exit; --write-config DIR keeps it"
+        print(f"meshmirror run: config written to {path} ({kept})", file=out)
+    cmd = proxy_command(web=web, primary=target, listen=where, configs=configs, extra=extra)
+    print("meshmirror run: " + " ".join(_quote(c) for c in cmd), file=out, flush=True)
+    try:
+        return _supervise(cmd)
+    finally:
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _supervise(cmd: list[str]) -> int:
+    """Run the proxy in the foreground; Ctrl-C (which the terminal sends it too) or a SIGTERM to
+    us lets it drain and exit, and its exit code is ours."""
+    proc = subprocess.Popen(cmd)
+
+    def forward(signum: int, _frame: object) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                # The terminal sent SIGINT to mitmdump as well; tell it once more in case we
+                # were signalled alone, then give it time to drain its copies.
+                forward(signal.SIGINT, None)
+                try:
+                    return proc.wait(_STOP_WAIT)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    return proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _quote(arg: str) -> str:
+    plain = arg and all(c.isalnum() or c in "-_./:=@%+," for c in arg)
+    return arg if plain else "'" + arg.replace("'", "'\\''") + "'"

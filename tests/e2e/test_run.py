@@ -1,0 +1,374 @@
+"""`meshmirror run` and the installed package, end to end: real processes, real servers.
+
+- `meshmirror run --primary URL --mirror URL[@PERCENT]` writes the Istio YAML, runs mitmdump with
+  the addon, mirrors, and stops cleanly on Ctrl-C (SIGINT), removing its temporary config.
+- `-f CONFIG` serves existing YAML; `--write-config DIR` keeps what it wrote; bad arguments are
+  a one-line error and exit 2.
+- A wheel built from this checkout and installed (not editable) outside it works with
+  `mitmdump -s "$(meshmirror addon-path)"` from another directory.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import meshconfig as mc
+from tests.support.mitmdump import ADDON, LISTEN_RE, ROOT, read_lines
+from tests.support.processes import spawn, stop, wait_for
+from tests.support.servers import FaultServer
+
+BIN = Path(sys.executable).parent
+MESHMIRROR = BIN / "meshmirror"
+
+
+class Recorder:
+    """A keep-alive HTTP/1.1 server that records each request's Host and answers `200 <name>`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name.encode()
+        self.hosts: list[str] = []
+        self._lock = threading.Lock()
+        self.server = FaultServer(self._serve)
+        self.port = self.server.port
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        data = b""
+        for _ in range(1000):
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            m = re.search(rb"(?im)^host:\s*(\S+)", head)
+            with self._lock:
+                self.hosts.append(m.group(1).decode() if m else "")
+            body = self.name
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def backends() -> Iterator[tuple[Recorder, Recorder]]:
+    primary, mirror = Recorder("primary"), Recorder("mirror")
+    yield primary, mirror
+    primary.close()
+    mirror.close()
+
+
+class Running:
+    """A `meshmirror run` process and its output lines."""
+
+    def __init__(self, *args: str, cwd: Path | None = None) -> None:
+        self.lines: list[str] = []
+        self.proc = spawn(
+            [str(MESHMIRROR), "run", "--listen", "127.0.0.1:0", *args],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        self.reader = read_lines(self.proc, self.lines)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def port(self) -> int:
+        def found() -> int | None:
+            m = LISTEN_RE.search(self.output)
+            if m is None and self.proc.poll() is not None:
+                raise AssertionError(f"meshmirror run exited:\n{self.output}")
+            return int(m.group(1)) if m else None
+
+        return wait_for(found, timeout=30, what="the proxy to listen")
+
+    def interrupt(self) -> int:
+        """Ctrl-C as a terminal sends it to the process group: here to `meshmirror run` alone
+        (it runs in its own session), which must pass it on and wait for mitmdump."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            code = self.proc.wait(20)
+        finally:
+            stop(self.proc)
+            self.reader.join(5)
+        return code
+
+
+def get(port: int, host: str = "app.example.com") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/hello", headers={"Host": host})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_one_line_mirrors_and_stops_cleanly_on_ctrl_c(
+    backends: tuple[Recorder, Recorder],
+) -> None:
+    primary, mirror = backends
+    run = Running(
+        "--primary", primary.url, "--mirror", mirror.url, "--", "--set", "mirror_verbosity=each"
+    )
+    try:
+        port = run.port()
+        for _ in range(3):
+            assert get(port) == (200, b"primary")
+        wait_for(lambda: len(mirror.hosts) >= 3, timeout=10, what="the copies")
+        assert mirror.hosts == ["app.example.com-shadow"] * 3
+        assert primary.hosts == ["app.example.com"] * 3
+        m = re.search(r"config written to (\S+) \(removed at exit", run.output)
+        assert m, run.output
+        config = Path(m.group(1))
+        assert config.exists()
+    finally:
+        code = run.interrupt()
+    assert code == 0, run.output[-3000:]
+    assert not config.parent.exists()  # the temporary config went with the proxy
+    assert "mirror sent 200" in run.output
+    assert "mirror summary:" in run.output  # it drained and summarised: a clean stop
+    assert "not as a reverse proxy" not in run.output
+
+
+def test_the_share_mirrored_is_shown_beside_the_configured_one(
+    backends: tuple[Recorder, Recorder], tmp_path: Path
+) -> None:
+    primary, mirror = backends
+    log = tmp_path / "outcomes.jsonl"
+    run = Running(
+        "--primary",
+        primary.url,
+        "--mirror",
+        f"{mirror.url}@50",
+        "--",
+        "--set",
+        f"mirror_log={log}",
+        "--set",
+        "mirror_seed=20261126",
+    )
+    n = 200
+    try:
+        port = run.port()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for _ in range(n):
+            conn.request("GET", "/s", headers={"Host": "app.example.com"})
+            assert conn.getresponse().read() == b"primary"
+        conn.close()
+        wait_for(lambda: len(log.read_text().splitlines()) == len(mirror.hosts), timeout=10)
+    finally:
+        assert run.interrupt() == 0, run.output[-3000:]
+    counters = mc.last_summary(run.lines)["outbound|80||mirror-1.meshmirror.local"]
+    assert counters["matched"] == n
+    sampled = counters["sampled"]
+    assert abs(sampled - n / 2) <= 3 * (n * 0.25) ** 0.5, sampled  # 3 sigma
+    assert f"matched={n} sampled={sampled} ({sampled / n * 100:.3g}%, configured 50%)" in (
+        run.output
+    )
+    report = subprocess.run(
+        [str(MESHMIRROR), "report", str(log)], capture_output=True, text=True, timeout=60
+    )
+    assert report.returncode == 0, report.stderr
+    # The last record knows how many requests the rule had matched by then.
+    m = re.search(r"matched (\d+)  sampled ([\d.]+)%", report.stdout)
+    assert m, report.stdout
+    assert n - 20 <= int(m.group(1)) <= n
+    assert float(m.group(2)) == pytest.approx(sampled / int(m.group(1)) * 100, rel=0.01)
+
+
+def test_outside_reverse_mode_the_addon_says_how_to_fix_it(tmp_path: Path) -> None:
+    cfg = mc.mirror_config(tmp_path / "c.yaml", 9, {})
+    lines: list[str] = []
+    proc = spawn(
+        [str(BIN / "mitmdump"), "--listen-host", "127.0.0.1", "-p", "0", "-s", str(ADDON)]
+        + ["--set", f"mirror_config={cfg}"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    reader = read_lines(proc, lines)
+    try:
+        line = wait_for(
+            lambda: next((x for x in list(lines) if "not as a reverse proxy" in x), None),
+            timeout=30,
+            what="the mode warning",
+        )
+        assert "--mode reverse:http://PRIMARY" in line and "regular mode" in line, line
+    finally:
+        stop(proc)
+        reader.join(5)
+
+
+def test_a_percentage_and_write_config_keep_the_yaml_one_would_apply(
+    backends: tuple[Recorder, Recorder], tmp_path: Path
+) -> None:
+    primary, mirror = backends
+    out = tmp_path / "mesh"
+    run = Running(
+        "--primary",
+        primary.url,
+        "--mirror",
+        f"{mirror.url}@0",
+        "--host",
+        "app.example.com",
+        "--write-config",
+        str(out),
+    )
+    try:
+        port = run.port()
+        for _ in range(5):
+            assert get(port) == (200, b"primary")
+    finally:
+        assert run.interrupt() == 0, run.output[-3000:]
+    assert mirror.hosts == []  # 0%: nothing sampled
+    (written,) = out.glob("*.yaml")
+    text = written.read_text()
+    assert "percentage: {value: 0}" in text and '"app.example.com"' in text
+    check = subprocess.run(
+        [str(MESHMIRROR), "validate", str(written)], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "1 VirtualService" in check.stdout
+
+
+def test_f_serves_existing_yaml(backends: tuple[Recorder, Recorder], tmp_path: Path) -> None:
+    primary, mirror = backends
+    cfg = mc.mirror_config(
+        tmp_path / "c.yaml",
+        primary.port,
+        {"shadow.local": mc.service_entry("shadow", "shadow.local", mirror.port)},
+    )
+    run = Running("-f", str(cfg), "--primary", primary.url)
+    try:
+        port = run.port()
+        assert get(port) == (200, b"primary")
+        wait_for(lambda: mirror.hosts, timeout=10, what="the copy")
+        assert mirror.hosts == ["app.example.com-shadow"]
+    finally:
+        assert run.interrupt() == 0, run.output[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--primary", "http://127.0.0.1:1"], "nothing to mirror to"),
+        (["--primary", "ftp://x", "--mirror", "http://127.0.0.1:2"], "http or https"),
+        (["--primary", "http://127.0.0.1:1", "--mirror", "http://127.0.0.1:2@abc"], "percentage"),
+        (["--primary", "http://127.0.0.1:1", "--mirror", "http://h:2/path"], "no path"),
+        (["--primary", "http://127.0.0.1:1", "--mirror", "x", "--listen", "nope"], "HOST:PORT"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(args: list[str], message: str) -> None:
+    done = subprocess.run(
+        [str(MESHMIRROR), "run", *args], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done
+    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+# --- the installed package ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """meshmirror built as a wheel from a copy of this checkout (so the checkout stays clean)
+    and installed, not editable, into a directory of its own; its dependencies come from this
+    test environment."""
+    work = tmp_path_factory.mktemp("pkg")
+    src = work / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(
+        ROOT / "addons" / "meshmirror",
+        src / "addons" / "meshmirror",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    wheels = work / "wheels"
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = wheels.glob("meshmirror-*.whl")
+    target = work / "site"
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, timeout=300
+    )
+    return target
+
+
+def test_installed_package_runs_with_mitmdump_s_addon_path(
+    installed: Path, backends: tuple[Recorder, Recorder], tmp_path: Path
+) -> None:
+    primary, mirror = backends
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(installed), PYTHONUNBUFFERED="1")
+    path = subprocess.run(
+        [sys.executable, "-m", "meshmirror", "addon-path"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    assert Path(path).is_file() and Path(path).is_relative_to(installed), path
+    cfg = mc.mirror_config(
+        tmp_path / "c.yaml",
+        primary.port,
+        {"shadow.local": mc.service_entry("shadow", "shadow.local", mirror.port)},
+    )
+    lines: list[str] = []
+    proc = spawn(
+        [
+            str(BIN / "mitmdump"),
+            "--mode",
+            f"reverse:{primary.url}",
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-s",
+            path,
+            "--set",
+            f"mirror_config={cfg}",
+            "--set",
+            "mirror_verbosity=each",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=elsewhere,
+        env=env,
+    )
+    reader = read_lines(proc, lines)
+    try:
+        m = wait_for(lambda: LISTEN_RE.search("".join(lines)), timeout=30, what="mitmdump")
+        assert get(int(m.group(1))) == (200, b"primary")
+        wait_for(lambda: mirror.hosts, timeout=10, what="the copy")
+        assert mirror.hosts == ["app.example.com-shadow"]
+        # The proxy loaded the installed package's script, and through it the package.
+        assert f"Loading script {path}" in "".join(lines)
+    finally:
+        stop(proc)
+        reader.join(5)
+    assert "mirror sent 200" in "".join(lines)
