@@ -31,7 +31,12 @@ def test_every_shipped_config_validates_clean() -> None:
     # every directory under configs/ that holds YAML is its own set, and each is OK
     expected = {p.parent for p in CONFIGS.rglob("*.yaml")}
     assert len(sets) == len(expected) >= 5
-    assert "warning:" not in r.stdout
+    # The seed's cluster B is the shadow side: its routes mirror nothing, and validate says so.
+    warnings = [line for line in r.stdout.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: no route mirrors anything (no VirtualService here has mirror, mirrors or a "
+        "non-zero mirrorPercentage): requests are proxied and none is copied"
+    ]
     assert "INVALID" not in r.stdout
 
 
@@ -67,6 +72,22 @@ def test_explain_names_rule_primary_and_shadow_host() -> None:
         "primary: outbound|8000|v1|httpbin.default.svc.cluster.local -> 127.0.0.1:28080" in r.stdout
     )
     assert "copy carries Host: httpbin-shadow:8000" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "request_args",
+    [
+        ("--request", "GET http://httpbin/headers"),
+        ("--request", "http://httpbin/headers"),  # a bare URL is a GET, as curl takes it
+        ("--request", "GET /headers", "-H", "Host: httpbin"),
+    ],
+    ids=["method-and-url", "bare-url", "path-and-host-header"],
+)
+def test_explain_takes_a_request_the_ways_curl_does(request_args: tuple[str, ...]) -> None:
+    r = run("explain", str(SEED_A), *request_args)
+    assert r.returncode == 0, r.stderr
+    assert "request: GET http://httpbin/headers" in r.stdout
+    assert "copy carries Host: httpbin-shadow" in r.stdout
 
 
 def test_explain_unmatched_path_says_why() -> None:
@@ -119,10 +140,11 @@ spec:
     [
         (("validate", "/nonexistent/path.yaml"), 2),
         (("routes",), 2),
-        (("explain", str(SEED_A), "--request", "nonsense"), 2),
+        (("explain", str(SEED_A), "--request", "GET /path-without-a-host"), 2),
+        (("explain", str(SEED_A), "--request", "G=T http://httpbin/"), 2),
         (("bogus",), 2),
     ],
-    ids=["missing-path", "no-paths", "bad-request", "unknown-command"],
+    ids=["missing-path", "no-paths", "path-without-host", "bad-method", "unknown-command"],
 )
 def test_usage_errors_exit_2(args: tuple[str, ...], code: int) -> None:
     r = run(*args)
@@ -137,3 +159,141 @@ def test_broken_yaml_is_a_located_error_not_a_traceback(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert f"{bad}:" in r.stdout and "YAML syntax error" in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
+
+
+# --- mistakes caught as kubectl and istioctl catch them -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("api_version", "kind", "message"),
+    [
+        (
+            "networking.istio.io/v1",
+            "Virtualservice",
+            "kind: no kind 'Virtualservice' in networking.istio.io; did you mean VirtualService?",
+        ),
+        (
+            "networking.istio.io/v1beta1",
+            "VirtualSrvice",
+            "did you mean VirtualService?",
+        ),
+        (
+            "networking.k8s.io/v1",
+            "VirtualService",
+            "apiVersion: VirtualService is not a kind of networking.k8s.io; did you mean "
+            "apiVersion networking.istio.io/v1?",
+        ),
+        ("gateway.networking.k8s.io/v1", "HttpRoute", "did you mean HTTPRoute?"),
+        ("v1", "service", "no kind 'service' in the core API group (apiVersion v1)"),
+        ("networking.istio.io/v1", "Frobnicator", "no kind 'Frobnicator' in networking.istio.io"),
+    ],
+)
+def test_a_kind_the_api_server_would_refuse_is_an_error(
+    tmp_path: Path, api_version: str, kind: str, message: str
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"apiVersion: {api_version}\nkind: {kind}\nmetadata: {{name: x}}\nspec: {{}}\n")
+    r = run("validate", str(cfg))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert message in r.stdout and f"{cfg}:" in r.stdout, r.stdout
+    assert "INVALID: 1 error(s)" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("api_version", "kind"),
+    [("networking.istio.io/v1", "Sidecar"), ("apps/v1", "Deployment"), ("v1", "ConfigMap")],
+)
+def test_a_real_kind_meshmirror_does_not_read_is_skipped(
+    tmp_path: Path, api_version: str, kind: str
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"apiVersion: {api_version}\nkind: {kind}\nmetadata: {{name: x}}\n")
+    r = run("validate", str(cfg))
+    assert r.returncode == 0, r.stdout
+    assert f"info: {cfg}:1: doc 1: skipped {kind}" in r.stdout
+    # As istioctl analyze --failure-threshold Info: an info finding fails the check.
+    strict = run("validate", "--failure-threshold", "info", str(cfg))
+    assert strict.returncode == 1 and "FAILED: 1 finding(s) at or above Info" in strict.stdout
+
+
+MIRROR_WITHOUT_SERVICE_ENTRY = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: app}
+spec:
+  hosts: [app.local]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: 8080}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: app}
+spec:
+  hosts: [app.local]
+  http:
+  - route: [{destination: {host: app.local}}]
+    mirror: {host: shadow.nowhere}
+"""
+
+
+def test_a_mirror_host_nothing_defines_fails_validate_as_istioctl_analyze_does(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(MIRROR_WITHOUT_SERVICE_ENTRY)
+    r = run("validate", str(cfg))
+    assert r.returncode == 1, r.stdout
+    (line,) = [x for x in r.stdout.splitlines() if "IST0101" in x]
+    # An Error, as istioctl rates IST0101: no `warning:` prefix.
+    assert line.startswith(f"{cfg}:") and 'Referenced mirror host not found: "shadow.nowhere"' in (
+        line
+    )
+    assert "FAILED: 1 finding(s) at or above Error" in r.stdout
+    assert "the proxy would serve it" in r.stdout
+    assert run("validate", "--failure-threshold", "Warning", str(cfg)).returncode == 1
+    # -q still shows errors, IST0101 among them.
+    assert "IST0101" in run("validate", "-q", str(cfg)).stdout
+
+
+# --- report refuses what is not an outcome log --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ('{\n  "log": {"version": "1.2", "entries": []}\n}\n', "no line is an outcome record"),
+        ('{"foo": 1}\n', "none of its 1 JSON line(s) is an outcome record"),
+        ("", "no line is an outcome record"),
+    ],
+    ids=["har", "other-json-lines", "empty"],
+)
+def test_report_refuses_a_file_that_is_not_an_outcome_log(
+    tmp_path: Path, content: str, why: str
+) -> None:
+    log = tmp_path / "rec.har"
+    log.write_text(content)
+    r = run("report", str(log))
+    assert r.returncode == 2, r.stdout
+    assert f"{log}: not a meshmirror outcome log ({why}" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_report_names_the_request_by_method_and_path_without_a_request_id(tmp_path: Path) -> None:
+    record = {
+        "rule": "default/app[0]",
+        "cluster": "outbound|80||shadow.local",
+        "outcome": "sent",
+        "flow": "a4f1c2de-0000-4000-8000-000000000000",
+        "method": "GET",
+        "path": "/users/7",
+        "shadow_status": 200,
+        "comparison": {"match": False, "fields": ["status"], "examples": {"status": "200 != 500"}},
+    }
+    log = tmp_path / "outcomes.jsonl"
+    log.write_text(json.dumps(record) + "\n" + json.dumps({"foo": 1}) + "\n")
+    r = run("report", str(log))
+    assert r.returncode == 0, r.stderr
+    assert "[GET /users/7]" in r.stdout and "a4f1c2de" not in r.stdout
+    assert "1 line(s) are not outcome records and were left out" in r.stderr
+    assert "1 sampled copies" in r.stdout

@@ -75,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("paths", nargs="+", metavar="PATH")
     v.add_argument("--gateway", default=None, help="the Gateway the proxy acts as (ns/name)")
     v.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    v.add_argument(
+        "--failure-threshold",
+        type=str.capitalize,
+        choices=("Info", "Warning", "Error"),
+        default="Error",
+        help="exit 1 when a finding is at this level or above, analysis findings rated as "
+        "istioctl analyze rates them (IST0101 is an Error) (default: %(default)s)",
+    )
     v.set_defaults(func=cmd_validate)
 
     r = sub.add_parser(
@@ -95,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
         "--request",
         required=True,
         metavar="'METHOD URL'",
-        help="e.g. 'GET http://httpbin:8000/headers?x=1'",
+        help="e.g. 'GET http://httpbin:8000/headers?x=1', a bare URL (GET), or 'GET /headers' "
+        "with -H 'Host: httpbin'",
     )
     e.add_argument(
         "-H", "--header", action="append", default=[], metavar="'NAME: VALUE'", dest="headers"
@@ -213,15 +222,28 @@ def _config_sets(paths: Sequence[str]) -> list[list[str]]:
 
 def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     sets = _config_sets(args.paths)
+    threshold = Severity(args.failure_threshold.lower())
     failed = 0
     for paths in sets:
         cs = load_config_set(paths, gateway=args.gateway)
-        _print_diagnostics(cs, out, quiet=args.quiet)
+        for d in cs.diagnostics:
+            # Analysis findings at istioctl's level: IST0101 reads as an error here.
+            if not args.quiet or d.level is Severity.ERROR:
+                print(d.format(d.level), file=out)
         name = ", ".join(paths)
+        at_threshold = [d for d in cs.diagnostics if d.level.rank >= threshold.rank]
         if cs.errors:
             failed += 1
             print(
                 f"{name}: INVALID: {len(cs.errors)} error(s), {len(cs.warnings)} warning(s)",
+                file=out,
+            )
+        elif at_threshold:
+            failed += 1
+            print(
+                f"{name}: FAILED: {len(at_threshold)} finding(s) at or above "
+                f"{args.failure_threshold} (--failure-threshold); the proxy would serve it, "
+                "logging them as warnings",
                 file=out,
             )
         elif not args.quiet:
@@ -297,19 +319,29 @@ def _endpoints_text(cluster: object) -> str:
 # --- explain ------------------------------------------------------------------------------------
 
 
+def _explained_request(text: str, headers: Sequence[tuple[str, str]]) -> tuple[str, str, str, str]:
+    """(method, scheme, authority, path) from `GET http://host/path`, a bare URL (GET), or
+    `GET /path` with the Host from -H, as curl takes them. Raises ValueError with the reason."""
+    first, _, rest = text.strip().partition(" ")
+    method, target = (first, rest.strip()) if rest.strip() else ("GET", first)
+    if target.startswith("/"):
+        host = next((v for n, v in headers if n.lower() == "host"), "")
+        if not host:
+            raise ValueError("a path alone needs the Host: add -H 'Host: NAME' or give a URL")
+        scheme, authority = "http", host
+        path, _, query = target.partition("?")
+    else:
+        parts = urlsplit(target if "://" in target else f"http://{target}")
+        if not parts.netloc:
+            raise ValueError("expected 'GET http://host[:port]/path', a URL, or 'GET /path'")
+        scheme, authority, path, query = parts.scheme, parts.netloc, parts.path, parts.query
+    if not method.isalpha():
+        raise ValueError(f"{method!r} is not an HTTP method")
+    path = path or "/"
+    return method.upper(), scheme, authority, path + (f"?{query}" if query else "")
+
+
 def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
-    try:
-        method, url = args.request.split(None, 1)
-        parts = urlsplit(url.strip())
-        if not parts.scheme or not parts.netloc:
-            raise ValueError
-    except ValueError:
-        print(
-            f"meshmirror: --request must look like 'GET http://host[:port]/path' "
-            f"(got {args.request!r})",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
     headers: list[tuple[str, str]] = []
     for h in args.headers:
         name, sep, value = h.partition(":")
@@ -317,6 +349,11 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
             print(f"meshmirror: -H must look like 'name: value' (got {h!r})", file=sys.stderr)
             return EXIT_USAGE
         headers.append((name.strip(), value.strip()))
+    try:
+        method, scheme, authority, path = _explained_request(args.request, headers)
+    except ValueError as e:
+        print(f"meshmirror: --request {args.request!r}: {e}", file=sys.stderr)
+        return EXIT_USAGE
     body_size = 0
     if args.body_file:
         try:
@@ -328,19 +365,17 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     if cs is None or cs.table is None:
         return EXIT_INVALID
     table = cs.table
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
+    others = [(n, v) for n, v in headers if n.lower() != "host"]
     view = RequestView.build(
-        method=method.upper(),
-        scheme=parts.scheme,
-        authority=parts.netloc,
+        method=method,
+        scheme=scheme,
+        authority=authority,
         path=path,
-        header_items=[("host", parts.netloc), *headers],
+        header_items=[("host", authority), *others],
         port=table.listener_port,
     )
     ex = explain_request(table, view)
-    print(f"request: {method.upper()} {parts.scheme}://{parts.netloc}{path}", file=out)
+    print(f"request: {method} {scheme}://{authority}{path}", file=out)
     print(f"acting as: {table.gateway or 'mesh'}", file=out)
     for line in ex.lines():
         print(line, file=out)
@@ -367,7 +402,7 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
         print(f"primary: {wc.cluster.name}{share} -> {_endpoints_text(wc.cluster)}", file=out)
     if not route.mirrors:
         print("mirrors: none", file=out)
-    shadow_authority = shadow.shadow_host(parts.netloc, args.host_suffix)
+    shadow_authority = shadow.shadow_host(authority, args.host_suffix)
     for m in route.mirrors:
         print(
             f"mirror: {m.cluster.name} {describe_fraction(m)} -> {_endpoints_text(m.cluster)}; "
@@ -384,14 +419,35 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     from meshmirror.outcomes.log import read_records
-    from meshmirror.outcomes.report import build_report, render_html, render_text
+    from meshmirror.outcomes.report import (
+        build_report,
+        is_outcome_record,
+        render_html,
+        render_text,
+    )
 
     try:
         records = read_records(args.log)
-    except OSError as e:
-        print(f"meshmirror: {args.log}: {e.strerror or e}", file=sys.stderr)
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "not a text file"
+        print(f"meshmirror: {args.log}: {reason}", file=sys.stderr)
         return EXIT_USAGE
-    groups = build_report(records)
+    kept = [r for r in records if is_outcome_record(r)]
+    if not kept:
+        what = f"none of its {len(records)} JSON line(s) is" if records else "no line is"
+        print(
+            f"meshmirror: {args.log}: not a meshmirror outcome log ({what} an outcome record; "
+            "`--set mirror_log=PATH` writes one)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if len(kept) < len(records):
+        print(
+            f"meshmirror: {args.log}: {len(records) - len(kept)} line(s) are not outcome "
+            "records and were left out",
+            file=sys.stderr,
+        )
+    groups = build_report(kept)
     render_text(groups, out, args.log)
     if args.html:
         with open(args.html, "w", encoding="utf-8") as f:

@@ -22,6 +22,21 @@ class Severity(enum.Enum):
     WARNING = "warning"
     INFO = "info"
 
+    @property
+    def rank(self) -> int:
+        """info < warning < error, for thresholds."""
+        return _RANK[self]
+
+
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
+
+#: istioctl analyze's level for the analysis codes meshmirror reports (its messages.yaml):
+#: `meshmirror validate` rates findings by these; the proxy serves with them as warnings.
+ANALYZER_LEVELS: dict[str, Severity] = {
+    "IST0101": Severity.ERROR,  # ReferencedResourceNotFound
+    "IST0112": Severity.ERROR,  # VirtualServiceDestinationPortSelectorRequired
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Source:
@@ -37,6 +52,9 @@ _NO_VALUE = object()
 
 @dataclass(frozen=True)
 class Diagnostic:
+    """One located message. `severity` is how meshmirror acts on it (an error stops a load; the
+    proxy starts with warnings); `level` is how `istioctl analyze` rates it, for validate."""
+
     severity: Severity
     message: str
     source: Source | None = None
@@ -53,10 +71,18 @@ class Diagnostic:
         return self.severity is Severity.ERROR
 
     @property
+    def level(self) -> Severity:
+        """The analyzer's level for an analysis code (IST0101 is an Error to istioctl, though
+        the proxy serves with it), else the severity."""
+        return ANALYZER_LEVELS.get(self.code or "", self.severity)
+
+    @property
     def has_value(self) -> bool:
         return self.value is not _NO_VALUE
 
-    def format(self) -> str:
+    def format(self, severity: Severity | None = None) -> str:
+        """`file:line: doc N (Kind ns/name): path: message (got value)`, prefixed with the
+        severity (or `severity`, e.g. the analyzer's level) unless it is an error."""
         parts: list[str] = []
         if self.source is not None:
             line = self.line if self.line is not None else self.source.line
@@ -74,7 +100,8 @@ class Diagnostic:
         if self.has_value:
             text += f" (got {format_value(self.value)})"
         parts.append(text)
-        prefix = "" if self.severity is Severity.ERROR else f"{self.severity.value}: "
+        shown = severity or self.severity
+        prefix = "" if shown is Severity.ERROR else f"{shown.value}: "
         return prefix + ": ".join(parts)
 
     def __str__(self) -> str:

@@ -8,6 +8,7 @@ line each. Pure: no files, no YAML parsing; nothing here raises for bad input.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +41,89 @@ _ISTIO_KINDS: dict[tuple[str, str], tuple[type[Resource], tuple[str, ...]]] = {
 #: (group, kind) -> (model, accepted versions), the core group being "": Istio and Kubernetes
 #: kinds plus the Gateway API.
 KINDS = {**_ISTIO_KINDS, **GATEWAY_API_KINDS}
+
+#: Every kind of the API groups meshmirror reads, read or not: a kind outside these lists is a
+#: typo the API server would refuse ("no matches for kind"), not a kind to skip.
+GROUP_KINDS: dict[str, frozenset[str]] = {
+    ISTIO_NETWORKING: frozenset(
+        {
+            "VirtualService",
+            "DestinationRule",
+            "ServiceEntry",
+            "WorkloadEntry",
+            "WorkloadGroup",
+            "Gateway",
+            "Sidecar",
+            "EnvoyFilter",
+            "ProxyConfig",
+        }
+    ),
+    "gateway.networking.k8s.io": frozenset(
+        {
+            "Gateway",
+            "GatewayClass",
+            "HTTPRoute",
+            "GRPCRoute",
+            "TCPRoute",
+            "TLSRoute",
+            "UDPRoute",
+            "ReferenceGrant",
+            "BackendTLSPolicy",
+            "ListenerSet",
+        }
+    ),
+    "": frozenset(
+        {
+            "Service",
+            "Endpoints",
+            "Pod",
+            "Namespace",
+            "ConfigMap",
+            "Secret",
+            "ServiceAccount",
+            "PersistentVolume",
+            "PersistentVolumeClaim",
+            "Node",
+            "Event",
+            "LimitRange",
+            "ResourceQuota",
+            "ReplicationController",
+            "PodTemplate",
+            "Binding",
+            "ComponentStatus",
+            "List",
+        }
+    ),
+}
+
+
+def _kind_mistake(group: str, kind: str) -> str | None:
+    """Why (group, kind) cannot be what the author meant, as kubectl would refuse it; None for
+    a kind of a group meshmirror does not read, or one it knows but does not use."""
+    known = GROUP_KINDS.get(group)
+    if known is not None and kind not in known:
+        where = group or "the core API group (apiVersion v1)"
+        text = f"no kind {kind!r} in {where}"
+        guess = _closest(kind, known)
+        return text + (f"; did you mean {guess}?" if guess else "")
+    if known is None:
+        homes = sorted(g for (g, k) in KINDS if k == kind)
+        if homes:
+            versions = KINDS[(homes[0], kind)][1]
+            api = f"{homes[0]}/{versions[-1]}" if homes[0] else versions[-1]
+            return (
+                f"{kind} is not a kind of {group or 'the core API group'}; "
+                f"did you mean apiVersion {api}?"
+            )
+    return None
+
+
+def _closest(kind: str, known: frozenset[str]) -> str | None:
+    for k in sorted(known):
+        if k.lower() == kind.lower():
+            return k
+    found = difflib.get_close_matches(kind, sorted(known), n=1, cutoff=0.75)
+    return found[0] if found else None
 
 
 def load_document(
@@ -82,6 +166,12 @@ def load_document(
         return
     group, _, version = api_version.rpartition("/")
     entry = KINDS.get((group, kind))
+    if entry is None and (mistake := _kind_mistake(group, kind)) is not None:
+        if group in GROUP_KINDS:
+            err(("kind",), mistake, kind)
+        else:
+            err(("apiVersion",), mistake, api_version)
+        return
     if entry is None:
         name = (
             data.get("metadata", {}).get("name") if isinstance(data.get("metadata"), dict) else None

@@ -29,9 +29,13 @@ def outcome_record(
     pending = probe.pending
     result = probe.result
     outcome = probe.outcome.value if probe.outcome else "failed"
+    request = pending.flow.request
     return {
         "request_id": pending.request_id,
         "flow": pending.flow.id,
+        "method": request.method,
+        # Without the query: it may carry tokens, and records never carry secrets.
+        "path": request.path.partition("?")[0][:_MAX_PATH],
         "rule": probe.route.label,
         "cluster": probe.cluster,
         "endpoint": probe.endpoint,
@@ -48,6 +52,9 @@ def outcome_record(
         "generation": probe.generation,
         "replay": pending.replay,
     }
+
+
+_MAX_PATH = 512
 
 
 def _ms(seconds: float | None) -> float | None:

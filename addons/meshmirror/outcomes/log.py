@@ -9,6 +9,7 @@ Fields (null when unknown):
     time            ISO 8601 UTC time the record was written
     request_id      the x-request-id shared by primary and copy
     flow            the original mitmproxy flow id
+    method, path    the request's method and path, without the query (it may carry tokens)
     rule            route label, e.g. default/httpbin[0]
     cluster         mirror cluster (Envoy name), e.g. outbound|80||httpbin.mirror.cluster-b
     endpoint        address:port the copy went to
@@ -36,6 +37,8 @@ FIELDS = (
     "time",
     "request_id",
     "flow",
+    "method",
+    "path",
     "rule",
     "cluster",
     "endpoint",

@@ -86,7 +86,7 @@ class GroupStats:
                 for name in comparison.get("fields") or ():
                     self.fields[name] += 1
                     if name not in self.examples:
-                        where = str(rec.get("request_id") or rec.get("flow") or "")
+                        where = str(rec.get("request_id") or _request_line(rec))
                         self.examples[name] = (where, str(examples.get(name, "")))
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,9 +112,28 @@ class GroupStats:
         }
 
 
+def _request_line(rec: dict[str, Any]) -> str:
+    """`GET /path` when the record has no request id (older records: the flow id)."""
+    if rec.get("method") and rec.get("path"):
+        return f"{rec['method']} {rec['path']}"
+    return str(rec.get("flow") or "")
+
+
+OUTCOMES = frozenset({"sent", "failed", "dropped", "skipped"})
+
+
+def is_outcome_record(rec: dict[str, Any]) -> bool:
+    """A line `mirror_log` wrote: an outcome of its four, a rule and a mirror cluster."""
+    return rec.get("outcome") in OUTCOMES and bool(rec.get("rule")) and bool(rec.get("cluster"))
+
+
 def build_report(records: Iterable[dict[str, Any]]) -> list[GroupStats]:
+    """Groups per (rule, mirror cluster) of the records that are outcome records (others are
+    left out: `is_outcome_record`)."""
     groups: dict[tuple[str, str], GroupStats] = {}
     for rec in records:
+        if not is_outcome_record(rec):
+            continue
         key = (str(rec.get("rule") or "-"), str(rec.get("cluster") or "-"))
         g = groups.get(key)
         if g is None:

@@ -39,6 +39,20 @@ def analyze(
         used = {vh.virtual_service for vh in table.virtual_hosts}
     gateways = {r.ref for r in resources if isinstance(r.obj, (Gateway, GatewayAPIGateway))}
     out: list[Diagnostic] = []
+    # Routes that mirror nothing: a config written to mirror that would copy nothing (a set
+    # with no route at all, such as the shadow side's own Services, is another matter).
+    if (
+        table is not None
+        and table.virtual_hosts
+        and not any(route.mirrors for vh in table.virtual_hosts for route in vh.routes)
+    ):
+        out.append(
+            Diagnostic(
+                Severity.WARNING,
+                "no route mirrors anything (no VirtualService here has mirror, mirrors or a "
+                "non-zero mirrorPercentage): requests are proxied and none is copied",
+            )
+        )
     for r in resources:
         if not isinstance(r.obj, VirtualService):
             continue
