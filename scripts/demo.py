@@ -17,6 +17,7 @@ import contextlib
 import errno
 import http.client
 import json
+import math
 import re
 import shutil
 import signal
@@ -441,6 +442,15 @@ def start_httpbin(
     return child, actual, access_log
 
 
+def expected_range(n: int, percent: float | None) -> tuple[int, int] | None:
+    """The copies n requests give at `percent` within 3 sigma (binomial), as (low, high)."""
+    if percent is None:
+        return None
+    p = min(1.0, max(0.0, percent / 100))
+    mean, sigma = n * p, math.sqrt(n * p * (1 - p))
+    return max(0, math.floor(mean - 3 * sigma)), min(n, math.ceil(mean + 3 * sigma))
+
+
 def send_requests(proxy_port: int, n: int, timeout: float) -> list[tuple[int, bytes]]:
     results: list[tuple[int, bytes]] = []
     conn = http.client.HTTPConnection(LOOPBACK, proxy_port, timeout=timeout)
@@ -512,6 +522,8 @@ def run(args: argparse.Namespace, children: Children, workdir: Path) -> int:
         "--set",
         "mirror_verbosity=each",
     ]
+    if args.seed is not None:
+        argv += ["--set", f"mirror_seed={args.seed}"]
     if args.web:
         if args.web_port is None and not port_is_free(ports.web):
             # mitmweb binds a port of its own; which one is read from /proc once it listens.
@@ -562,7 +574,10 @@ def run(args: argparse.Namespace, children: Children, workdir: Path) -> int:
     hosts_a = sorted({e.host for e in served_a})
     hosts_b = sorted({e.host for e in mirrored})
     share = 100.0 * len(mirrored) / n
+    expected = expected_range(n, percent)
     expect = f"the seed mirrors {percent:g}%" if percent is not None else "no mirror configured"
+    if expected is not None:
+        expect += f"; expected {expected[0]}-{expected[1]} of {n} within 3 sigma"
     print("\nproof (from the access logs, the stand-in for the seed's `kubectl logs`):")
     print(
         f"proof: cluster A (httpbin v1 on {LOOPBACK}:{ports.a}) served {len(served_a)}/{n} "
@@ -582,6 +597,11 @@ def run(args: argparse.Namespace, children: Children, workdir: Path) -> int:
         problems.append(f"cluster A served {len(served_a)}/{n} ({ok_responses} responses 200)")
     if not mirrored:
         problems.append("no mirrored copy reached cluster B")
+    elif expected is not None and not expected[0] <= len(mirrored) <= expected[1]:
+        problems.append(
+            f"{len(mirrored)} of {n} mirrored, outside {expected[0]}-{expected[1]} (3 sigma of "
+            f"{percent:g}%)"
+        )
     if hosts_b and hosts_b != [SHADOW_HOST]:
         problems.append(f"cluster B saw Host {hosts_b}, expected only {SHADOW_HOST!r}")
 
@@ -668,7 +688,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help=f"the proxy (default {DEFAULT_PROXY_PORT}, a free one if busy; 0 = any)",
     )
     parser.add_argument(
-        "--requests", type=int, default=10, metavar="N", help="requests to send (default 10)"
+        "--requests", type=int, default=100, metavar="N", help="requests to send (default 100)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the addon's mirror_seed, for a reproducible sample (default: none, a new draw)",
     )
     parser.add_argument(
         "--once", action="store_true", help="exit after the proof: 0 if it holds, 1 if not"

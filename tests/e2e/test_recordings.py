@@ -80,3 +80,66 @@ def test_nr_recording_mirrors_every_request_before_exit(
     assert {r.get_data() for r in got} == {f"body-{i}".encode() for i in range(n)}
     assert "matched=8 sampled=8 (100%, configured 100%) sent=8" in proc.stdout
     assert time.monotonic() - t0 < 60
+
+
+def _replay(rec: Path, cfg: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    cmd = [str(MITMDUMP), "-nr", str(rec), "-s", str(ADDON), "--set", f"mirror_config={cfg}"]
+    for o in ("flow_detail=0", "mirror_seed=20261126", *options):
+        cmd += ["--set", o]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def test_replay_sample_all_mirrors_every_recorded_request_whatever_the_percentage(
+    tmp_path: Path, mirror_server: HTTPServer
+) -> None:
+    mirror_server.expect_request(re.compile(".*")).respond_with_data("m")
+    n = 20
+    rec = tmp_path / "session.mitm"
+    write_recording(rec, n)
+    cfg = write_config(
+        tmp_path,
+        service_entry("shadow", "shadow.local", mirror_server.port),
+        virtual_service(
+            "  - route:\n    - destination: {host: primary.local}\n"
+            "    mirror: {host: shadow.local}\n    mirrorPercentage: {value: 50}\n"
+        ),
+    )
+    sampled = _replay(rec, cfg)
+    assert sampled.returncode == 0, sampled.stdout + sampled.stderr
+    first = len(requests_of(mirror_server))
+    assert 0 < first < n  # the rule's 50%, as live traffic
+    everything = _replay(rec, cfg, "mirror_replay_sample=all")
+    assert everything.returncode == 0, everything.stdout + everything.stderr
+    assert len(requests_of(mirror_server)) - first == n
+    assert f"matched={n} sampled={n} (100%, configured 50%)" in everything.stdout
+
+
+def test_a_recording_without_the_clients_host_is_warned_about(
+    tmp_path: Path, mirror_server: HTTPServer
+) -> None:
+    mirror_server.expect_request(re.compile(".*")).respond_with_data("m")
+    rec = tmp_path / "rewritten.mitm"
+    with rec.open("wb") as fh:
+        writer = io.FlowWriter(fh)
+        for i in range(3):
+            # What reverse mode records without keep_host_header: the upstream's address.
+            req = tutils.treq(
+                host="127.0.0.1",
+                port=18080,
+                path=f"/r/{i}",
+                headers=[(b"host", b"127.0.0.1:18080")],
+            )
+            writer.add(tflow.tflow(req=req, resp=True))
+    cfg = write_config(
+        tmp_path,
+        service_entry("shadow", "shadow.local", mirror_server.port),
+        virtual_service(
+            "  - route:\n    - destination: {host: primary.local}\n"
+            "    mirror: {host: shadow.local}\n"
+        ),
+    )
+    done = _replay(rec, cfg)
+    assert done.returncode == 0, done.stdout + done.stderr
+    warnings = [line for line in done.stdout.splitlines() if "without keep_host_header" in line]
+    assert len(warnings) == 1, done.stdout
+    assert "Host 127.0.0.1:18080" in warnings[0]

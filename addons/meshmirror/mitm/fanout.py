@@ -158,6 +158,8 @@ class Fanout:
         shadow_authority = ""
         mreq: MirrorRequest | None = None
         stats = self.stats
+        # mirror_replay_sample=all: a recorded request goes to every mirror its rule names.
+        every = not flow.live and self.inspection.replay_all
         for policy in route.mirrors:
             cluster = policy.cluster
             counters = stats.cluster(cluster.name)
@@ -165,7 +167,7 @@ class Fanout:
             if policy.denominator > 0:
                 counters.expected += min(1.0, policy.numerator / policy.denominator)
             stats.rule_matches[route.label, cluster.name] += 1
-            if not should_mirror(policy, rand):
+            if not (every or should_mirror(policy, rand)):
                 continue
             counters.sampled += 1
             if not checked:

@@ -88,6 +88,8 @@ class Inspection:
         # Mirror's: logs a bad option at startup (True) instead of letting it become a
         # traceback; at run time (False) the OptionsError is raised to mitmproxy.
         self.startup_error = startup_error or (lambda e: False)
+        self.replay_all = False  # mirror_replay_sample=all: recorded requests skip sampling
+        self._host_warned = False
         # Requests matched per (rule, mirror cluster): the fan-out's counter (Mirror shares it).
         self.rule_matches: Mapping[tuple[str, str], int] = {}
         self.flows = MirrorFlows()
@@ -159,6 +161,8 @@ class Inspection:
                     self.log_file = OutcomeLog(opts.mirror_log)
                 except OSError as e:
                     raise option_error(f"mirror_log: {e}") from e
+        if "mirror_replay_sample" in updated:
+            self.replay_all = opts.mirror_replay_sample == "all"
         if "mirror_replay_rate" in updated:
             try:
                 rate = parse_replay_rate(opts.mirror_replay_rate)
@@ -232,9 +236,28 @@ class Inspection:
 
         Called from Mirror.requestheaders rather than being a hook of its own: an async hook
         would cost every live request a coroutine, and live requests are never paced."""
-        if flow.live or flow.metadata.get(MIRROR_FLOW_MARK) or self.pacer is None:
+        if flow.live or flow.metadata.get(MIRROR_FLOW_MARK):
+            return None
+        if not self._host_warned:
+            self._warn_rewritten_host(flow)
+        if self.pacer is None:
             return None
         return self.pacer.wait(flow.request.timestamp_start, self.writer_room)
+
+    def _warn_rewritten_host(self, flow: http.HTTPFlow) -> None:
+        """Once per run: a recording made in reverse mode without keep_host_header holds the
+        upstream's address as every Host, so rules for the client's Host cannot match it."""
+        req = flow.request
+        host = (req.host_header or "").lower()
+        upstream = req.host.lower()
+        if host in (upstream, f"{upstream}:{req.port}", f"[{upstream}]:{req.port}"):
+            self._host_warned = True
+            log.warning(
+                f"meshmirror: recorded requests carry Host {req.host_header}, the upstream's "
+                "own address: the recording was probably made in reverse mode without "
+                "keep_host_header (meshmirror turns it on), so rules for the client's Host do "
+                "not match and copies get that address plus the suffix"
+            )
 
     # --- the primary ------------------------------------------------------------------------------
 

@@ -80,4 +80,13 @@ INSPECTION_OPTIONS: tuple[OptionSpec, ...] = (
         "x0.5 to follow the recording's own timing scaled. Empty: as fast as the mirror "
         "writer has room.",
     ),
+    OptionSpec(
+        "mirror_replay_sample",
+        str,
+        "percentages",
+        "Which requests read from a recording (-r) are mirrored: percentages (each rule's "
+        "mirrorPercentage, as live traffic) or all (every recorded request a rule matches, "
+        "for an offline comparison).",
+        choices=("percentages", "all"),
+    ),
 )
