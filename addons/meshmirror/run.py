@@ -190,6 +190,10 @@ def proxy_command(
     ]
     for c in configs:
         cmd += ["--set", f"mirror_config={c}"]
+    if not web and not any(a.startswith("flow_detail") for a in extra):
+        # The addon's lines, not a dump of every flow (mitmproxy drops every value of an option
+        # set twice, so a user's own flow_detail after `--` replaces this one instead).
+        cmd += ["--set", "flow_detail=0"]
     return cmd + list(extra)
 
 

@@ -99,7 +99,7 @@ spec:
 
 
 # Loaded after addons/mirror.py: on shutdown (after the addon's own `done` has drained its copies,
-# hooks run in order and awaitables are awaited) it writes the `mirror.stats` command's JSON.
+# hooks run in order and awaitables are awaited) it writes the `mirror.stats.json` command's JSON.
 STATS_SCRIPT = """\
 import json
 import os
@@ -111,7 +111,7 @@ class BenchStats:
     def done(self):
         path = os.environ["MESHMIRROR_BENCH_STATS"]
         try:
-            text = ctx.master.commands.call("mirror.stats")
+            text = ctx.master.commands.call("mirror.stats.json")
         except Exception as e:
             text = json.dumps({"error": repr(e)})
         with open(path, "w") as f:

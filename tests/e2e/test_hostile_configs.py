@@ -46,7 +46,7 @@ from mitmproxy import ctx
 class WriteStats:
     def done(self):
         with open(os.environ["MESHMIRROR_TEST_STATS"], "w") as f:
-            f.write(ctx.master.commands.call("mirror.stats"))
+            f.write(ctx.master.commands.call("mirror.stats.json"))
 
 
 addons = [WriteStats()]

@@ -256,13 +256,30 @@ def test_mirror_flows_in_mitmweb(
         assert client.request("GET", path, headers={"X-Request-Id": path})[0] == 200
     client.close()
 
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
     def get_flows() -> list[dict[str, Any]]:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{web_port}/flows",
-            headers={"Authorization": f"Bearer {token}"} if token else {},
-        )
+        req = urllib.request.Request(f"http://127.0.0.1:{web_port}/flows", headers=auth)
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())  # type: ignore[no-any-return]
+
+    def command(name: str) -> Any:
+        """What mitmweb's command bar does: POST /commands/NAME, then show the `value`. The POST
+        must echo its XSRF cookie in a header, as the browser's page does (tornado compares the
+        two; any token of ours serves, under the cookie names of mitmproxy 12 and 11)."""
+        xsrf = "meshmirrortest0123456789abcdef"
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{web_port}/commands/{name}",
+            data=json.dumps({"arguments": []}).encode(),
+            headers={
+                **auth,
+                "Content-Type": "application/json",
+                "Cookie": f"_mitmproxy_xsrf={xsrf}; _xsrf={xsrf}",
+                "X-XSRFToken": xsrf,
+            },
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())["value"]
 
     def settled() -> list[dict[str, Any]] | None:
         flows = get_flows()
@@ -288,6 +305,19 @@ def test_mirror_flows_in_mitmweb(
     assert by_path["/same/2"]["comment"].endswith(", match")
     assert "sent 200" in originals["/same/1"]["comment"]
     assert "mismatch: body:/v" in originals["/diff/1"]["comment"]
+    # An original is marked in the list and names its copy's flow (the one still in view).
+    assert all(o["marked"] == "\U0001f500" for o in originals.values())
+    for g in ghosts:
+        assert any(f"(mirror flow {g['id']})" in o["comment"] for o in originals.values())
+
+    # The command bar shows JSON.stringify(value): the stats table's rows, no escaped newlines.
+    stats = command("mirror.stats")
+    shown = json.dumps(stats, separators=(",", ":"))
+    assert shown.startswith('[["mirror cluster","matched","sampled"'), shown
+    assert "\\n" not in shown
+    (row,) = [r for r in stats if r[0] == "outbound|80||shadow.local"]
+    assert row[1:3] == ["3", "3"], stats
+    assert json.loads(command("mirror.stats.json"))["total"]["sampled"] == 3
 
 
 # --- recordings: -nr replay with comparison, pacing, completion and mirror_record ----------------

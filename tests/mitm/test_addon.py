@@ -282,10 +282,23 @@ def test_commands_report_stats_and_routes(config: Path) -> None:
         tctx.configure(m, mirror_config=[str(config)])
         m.writer = RecordingWriter()  # type: ignore[assignment]
         m.request(make_flow())
-        stats = tctx.master.commands.call("mirror.stats")
+        stats = tctx.master.commands.call("mirror.stats.json")
         assert '"sampled": 1' in stats
-        routes = tctx.master.commands.call("mirror.routes")
+        routes = tctx.master.commands.call("mirror.routes.json")
         assert "outbound|80||shadow.local" in routes
+        # The table forms: rows of cells, one line each in the console's grid and in mitmweb.
+        table = tctx.master.commands.call("mirror.stats")
+        assert table[0][:4] == ["mirror cluster", "matched", "sampled", "share (configured)"]
+        (row,) = [r for r in table if r[0] == "outbound|80||shadow.local"]
+        assert row[1:5] == ["1", "1", "100% (100%)", "0"]
+        assert all(len(r) == len(table[0]) for r in table)
+        assert all("\n" not in cell for r in table for cell in r)
+        assert ["config", "generation 1 (loaded); reloads 0 loaded, 0 rejected"] == (
+            [r for r in table if r[0] == "config"][0][:2]
+        )
+        route_rows = tctx.master.commands.call("mirror.routes")
+        assert route_rows[0] == ["virtual host", "route", "match", "destinations", "mirrors"]
+        assert any("outbound|80||shadow.local 100%" in r[4] for r in route_rows[1:]), route_rows
 
 
 def test_reload_command_rejects_a_bad_change_and_loads_a_good_one(config: Path) -> None:
@@ -387,7 +400,7 @@ def test_a_config_that_routes_nothing_is_served_with_a_warning(
     m = Mirror()
     with taddons.context(Proxyserver(), m) as tctx:
         tctx.configure(m, mirror_config=[str(cfg)], mirror_reload_interval="0")
-        assert json.loads(tctx.master.commands.call("mirror.stats"))["config"] == "loaded"
+        assert json.loads(tctx.master.commands.call("mirror.stats.json"))["config"] == "loaded"
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
         (cfg / "vs.yaml").unlink()
         assert tctx.master.commands.call("mirror.reload") == "config loaded; generation 2"
@@ -399,7 +412,7 @@ def test_a_config_that_routes_nothing_is_served_with_a_warning(
             "VirtualService default/app): every request now goes to the reverse upstream and "
             "none is mirrored"
         )
-        stats = json.loads(tctx.master.commands.call("mirror.stats"))
+        stats = json.loads(tctx.master.commands.call("mirror.stats.json"))
         assert (stats["config"], stats["generation"]) == ("empty", 2)
         assert m.table is not None and m.table.virtual_hosts == ()
 

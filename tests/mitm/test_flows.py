@@ -195,3 +195,34 @@ async def test_primary_that_never_answers_is_swept() -> None:
         insp.sweep(float("inf"))
         assert not insp._pending
         assert insp.snapshot() == {"default/app[0] outbound|80||shadow.local": {"not_compared": 1}}
+
+
+async def test_the_original_is_marked_and_names_its_mirror_flows() -> None:
+    view = View()
+    insp = Inspection()
+    with taddons.context(view, insp) as tctx:
+        tctx.configure(insp, mirror_flows="view")
+        f = primary_flow()
+        view.add([f])
+        probe = insp.probe(f, route(), POLICY, EPT, EP, REQ, 1, "rid-1")
+        assert probe is not None
+        insp.response(f)
+        settle(probe, OK)
+        (copy,) = [x for x in view if x.metadata.get(MIRROR_FLOW_MARK)]
+        assert f.marked == ":twisted_rightwards_arrows:"
+        assert f"(mirror flow {copy.id})" in f.comment
+        assert f"mirror of flow {f.id}" in copy.comment
+        # Both carry the request id: `~hq "x-request-id: rid-1"` lists the pair.
+        assert [x.id for x in view if x.request.headers.get("x-request-id") == "rid-1"] == [
+            f.id,
+            copy.id,
+        ]
+        # A mark the user set is kept.
+        g = primary_flow()
+        g.marked = ":star:"
+        view.add([g])
+        probe = insp.probe(g, route(), POLICY, EPT, EP, REQ, 1, "rid-1")
+        assert probe is not None
+        insp.response(g)
+        settle(probe, OK)
+        assert g.marked == ":star:"

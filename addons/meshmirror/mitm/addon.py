@@ -16,9 +16,9 @@ import json
 import logging
 import time
 from collections.abc import Awaitable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from mitmproxy import command, connection, ctx, exceptions, http
+from mitmproxy import command, connection, ctx, exceptions, http, types
 
 from meshmirror.mesh.clusters import Cluster
 from meshmirror.mirror.breaker import CircuitBreaker
@@ -42,6 +42,7 @@ from meshmirror.mitm.options import (
     parse_option,
     register_options,
 )
+from meshmirror.mitm.stats_table import stats_rows
 from meshmirror.mitm.units import parse_duration, parse_size
 from meshmirror.mitm.watch import ConfigWatcher
 from meshmirror.outcomes.counters import MirrorStats
@@ -464,6 +465,12 @@ class Mirror:
     # --- commands -------------------------------------------------------------------------------
 
     @command.command("mirror.stats")
+    def stats_table_command(self) -> types.Data:
+        """Mirror counters per cluster, as a table: matched, sampled and the share, outcomes."""
+        # types.Data is mitmproxy's name for rows of cells; a list of lists is one.
+        return cast(types.Data, stats_rows(json.loads(self.stats_command())))
+
+    @command.command("mirror.stats.json")
     def stats_command(self) -> str:
         """Mirror counters per cluster as JSON: sampled, sent, failed/dropped/skipped by reason."""
         fanout = self.fanout
@@ -499,6 +506,18 @@ class Mirror:
         return f"config reload started; {serving} until it is swapped in (see the event log)"
 
     @command.command("mirror.routes")
+    def routes_table_command(self) -> types.Data:
+        """The compiled route table, a row per route: match, destinations, mirrors."""
+        if self.table is None:
+            return cast(types.Data, [["no route table (mirror_config is empty)"]])
+        head = ["virtual host", "route", "match", "destinations", "mirrors"]
+        rows = [head] + [
+            [row.virtual_host, row.route, row.match, row.destinations, row.mirrors or "-"]
+            for row in self.table.describe_rows()
+        ]
+        return cast(types.Data, rows)
+
+    @command.command("mirror.routes.json")
     def routes_command(self) -> str:
         """The compiled route table in the shape of Envoy's route-configuration dump (JSON)."""
         if self.table is None:

@@ -4,7 +4,9 @@ and `mirror_record`.
 A mirror flow holds the request exactly as sent to the mirror (shadow Host, X-Forwarded-For,
 marker header) and the shadow's response as captured by the writer (or the error). It is marked
 `:ghost:` (mitmweb shows a ghost), has `is_replay="request"` (so `~replayq` shows or `!~replayq`
-hides mirror flows) and a comment naming the original flow and the outcome.
+hides mirror flows) and a comment naming the original flow and the outcome. The original is marked
+`:twisted_rightwards_arrows:` (unless already marked) and its comment names each mirror flow's id;
+both carry the same X-Request-Id, so `~hq "x-request-id: ID"` lists an original with its copies.
 
 How they are published (`mirror_flows`):
 - `view`:  added to the view directly (mitmweb / console); about 0.2 ms per flow, no addon hooks;
@@ -32,6 +34,8 @@ log = logging.getLogger("meshmirror.flows")
 MIRROR_FLOW_MARK = "meshmirror.copy"
 ORIGINAL_KEY = "meshmirror.original"
 GHOST = ":ghost:"
+# The mark of an original flow whose copies are shown (mitmweb draws the emoji in the list).
+ORIGINAL_MARK = ":twisted_rightwards_arrows:"
 FLOW_MODES = ("auto", "off", "view", "hooks")
 _MAX_HOOK_TASKS = 256  # mirror flows being pushed through the hooks at once; more are shown only
 

@@ -39,7 +39,12 @@ from meshmirror.mitm.compare_rules import (
     RuleCompare,
     compile_compare_rules,
 )
-from meshmirror.mitm.flows import MIRROR_FLOW_MARK, MirrorFlows, build_mirror_flow
+from meshmirror.mitm.flows import (
+    MIRROR_FLOW_MARK,
+    ORIGINAL_MARK,
+    MirrorFlows,
+    build_mirror_flow,
+)
 from meshmirror.mitm.inspection_options import INSPECTION_OPTIONS
 from meshmirror.mitm.options import option_error
 from meshmirror.mitm.probe_records import (
@@ -411,21 +416,28 @@ class Inspection:
         text = outcome_text(probe, result)
         if comparison is not None:
             text += f", {comparison.short()}"
-        pending.lines.append(f"mirror {probe.cluster}: {text}")
         flow = pending.flow
+        mf = None
+        if self.flows.wanted and probe.request is not None and probe.target is not None:
+            mf = build_mirror_flow(
+                original_id=flow.id,
+                request=probe.request,
+                endpoint=probe.target,
+                result=result,
+                started=probe.started,
+                comment=f"mirror of flow {flow.id} ({probe.route.label}): {text}"
+                + comparison_detail(comparison),
+            )
+        # The original names each copy's flow, and is marked in the flow list (unless the user
+        # marked it already): pairing them needs no Comment tab.
+        line = f"mirror {probe.cluster}: {text}"
+        pending.lines.append(line + (f" (mirror flow {mf.id})" if mf is not None else ""))
         flow.comment = "\n".join(pending.lines)
         if self.flows.wanted:
+            if not flow.marked:
+                flow.marked = ORIGINAL_MARK
             self.flows.update(flow)
-            if probe.request is not None and probe.target is not None:
-                mf = build_mirror_flow(
-                    original_id=flow.id,
-                    request=probe.request,
-                    endpoint=probe.target,
-                    result=result,
-                    started=probe.started,
-                    comment=f"mirror of flow {flow.id} ({probe.route.label}): {text}"
-                    + comparison_detail(comparison),
-                )
+            if mf is not None:
                 self.flows.publish(mf)
 
     def snapshot(self) -> dict[str, dict[str, int]]:
