@@ -297,3 +297,94 @@ def test_report_names_the_request_by_method_and_path_without_a_request_id(tmp_pa
     assert "[GET /users/7]" in r.stdout and "a4f1c2de" not in r.stdout
     assert "1 line(s) are not outcome records and were left out" in r.stderr
     assert "1 sampled copies" in r.stdout
+
+
+def test_routes_show_istios_default_retry_policy_and_say_it_is_not_applied() -> None:
+    table = run("routes", str(SEED_A))
+    assert table.returncode == 0, table.stderr
+    assert (
+        "      retries: not applied by meshmirror (mirror_default_retries=off); Istio would apply "
+        "its mesh default: 2 retries on connect-failure,refused-stream,unavailable,cancelled,"
+        "retriable-status-codes\n"
+    ) in table.stdout
+    dump = json.loads(run("routes", str(SEED_A), "--format", "json").stdout)
+    route = dump["virtual_hosts"][0]["routes"][0]
+    assert route["route"]["retry_policy"]["num_retries"] == 2
+    assert route["meshmirror"] == {
+        "retry_policy": "Istio's mesh default retry policy; not applied by meshmirror "
+        "(mirror_default_retries=off)"
+    }
+    applied = run("routes", str(SEED_A), "--format", "json", "--default-retries", "istio")
+    route = json.loads(applied.stdout)["virtual_hosts"][0]["routes"][0]
+    assert "meshmirror" not in route and route["route"]["retry_policy"]["num_retries"] == 2
+    words = run("routes", str(SEED_A), "--default-retries", "istio").stdout
+    assert (
+        "retries: Istio's mesh default, applied (mirror_default_retries=istio): 2 retries" in words
+    )
+
+
+CORS_AND_PREFIX_REDIRECT = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: app}
+spec:
+  hosts: [app.local]
+  http:
+  - match: [{uri: {prefix: /old/}}]
+    redirect: {prefixRewrite: /new/}
+  - route: [{destination: {host: app.local}}]
+    corsPolicy: {allowOrigins: [{exact: "https://a.example"}], allowMethods: [GET, PUT]}
+"""
+
+
+def test_explain_answers_a_preflight_and_a_prefix_redirect(tmp_path: Path) -> None:
+    cfg = tmp_path / "vs.yaml"
+    cfg.write_text(CORS_AND_PREFIX_REDIRECT)
+    r = run(
+        "explain",
+        str(cfg),
+        "--request",
+        "OPTIONS http://app.local/api",
+        "-H",
+        "Origin: https://a.example",
+        "-H",
+        "Access-Control-Request-Method: PUT",
+    )
+    assert r.returncode == 0, r.stderr
+    assert (
+        "cors: a preflight, answered 200 by the proxy (never routed, never mirrored); headers "
+        "access-control-allow-origin: https://a.example, access-control-allow-methods: GET,PUT"
+    ) in r.stdout
+    assert "action: cors preflight (answered by the proxy" in r.stdout
+    assert "primary:" not in r.stdout
+    redirect = run("explain", str(cfg), "--request", "GET http://app.local/old/x?q=1")
+    assert "redirect: 301, Location: http://app.local/new/x?q=1" in redirect.stdout
+    table = run("routes", str(cfg))
+    assert "      redirect 301 to (scheme)://(host), prefix /old/ -> /new/\n" in table.stdout
+    assert "      cors: origins exact https://a.example; methods GET,PUT;" in table.stdout
+    dump = json.loads(run("routes", str(cfg), "--format", "json").stdout)
+    first, second = dump["virtual_hosts"][0]["routes"]
+    assert first["redirect"] == {"prefix_rewrite": "/new/"}
+    assert "envoy.filters.http.cors" in second["typed_per_filter_config"]
+
+
+def test_kinds_istio_validates_and_meshmirror_does_not_read_are_skipped(tmp_path: Path) -> None:
+    kinds = [
+        ("security.istio.io/v1", "AuthorizationPolicy"),
+        ("security.istio.io/v1", "PeerAuthentication"),
+        ("security.istio.io/v1", "RequestAuthentication"),
+        ("telemetry.istio.io/v1", "Telemetry"),
+        ("networking.istio.io/v1alpha3", "EnvoyFilter"),
+        ("networking.istio.io/v1", "Sidecar"),
+        ("networking.istio.io/v1", "WorkloadGroup"),
+        ("networking.istio.io/v1beta1", "ProxyConfig"),
+        ("extensions.istio.io/v1alpha1", "WasmPlugin"),
+    ]
+    cfg = tmp_path / "kinds.yaml"
+    cfg.write_text(
+        "---\n".join(f"apiVersion: {a}\nkind: {k}\nmetadata: {{name: x}}\n" for a, k in kinds)
+    )
+    r = run("validate", str(cfg))
+    assert r.returncode == 0, r.stdout
+    for doc, (api, kind) in enumerate(kinds, start=1):
+        assert f"doc {doc}: skipped {kind} ({api}) x: not a kind meshmirror uses" in r.stdout

@@ -20,7 +20,7 @@ from meshmirror.config.loader import PathError, discover_config_sets
 from meshmirror.diagnostics import Severity
 from meshmirror.mirror import shadow
 from meshmirror.pipeline import ConfigSet, load_config_set
-from meshmirror.routing.explain import explain_request
+from meshmirror.routing.explain import explain_request, policy_lines, route_policy_lines
 from meshmirror.routing.request_view import RequestView
 from meshmirror.routing.sampling import describe_fraction
 from meshmirror.routing.table import RouteTable
@@ -92,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("paths", nargs="+", metavar="PATH")
     r.add_argument("--gateway", default=None, help="the Gateway the proxy acts as (ns/name)")
     r.add_argument("--format", choices=("table", "json"), default="table")
+    _default_retries_argument(r)
     r.set_defaults(func=cmd_routes)
 
     e = sub.add_parser(
@@ -116,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
         default=shadow.DEFAULT_SUFFIX,
         help="as the addon's mirror_host_suffix option (default: %(default)s)",
     )
+    _default_retries_argument(e)
     e.set_defaults(func=cmd_explain)
 
     rp = sub.add_parser(
@@ -207,6 +209,16 @@ def cmd_addon_path(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _default_retries_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--default-retries",
+        choices=("off", "istio"),
+        default="off",
+        help="as the addon's mirror_default_retries option: whether routes without retries get "
+        "Istio's mesh default retry policy (default: %(default)s)",
+    )
+
+
 # --- validate -----------------------------------------------------------------------------------
 
 
@@ -282,15 +294,16 @@ def cmd_routes(args: argparse.Namespace, out: TextIO) -> int:
     cs = _load_or_report(args, out)
     if cs is None or cs.table is None:
         return EXIT_INVALID
+    default_retries = args.default_retries == "istio"
     if args.format == "json":
-        json.dump(cs.table.to_envoy(), out, indent=2)
+        json.dump(cs.table.to_envoy(default_retries=default_retries), out, indent=2)
         out.write("\n")
     else:
-        print_table(cs.table, out)
+        print_table(cs.table, out, default_retries=default_retries)
     return EXIT_OK
 
 
-def print_table(table: RouteTable, out: TextIO) -> None:
+def print_table(table: RouteTable, out: TextIO, *, default_retries: bool = False) -> None:
     print(f"acting as: {table.gateway or 'mesh'}   listener port: {table.listener_port}", file=out)
     for vh in table.virtual_hosts:
         print(f"\nvirtual host {vh.name}   domains: {', '.join(vh.domains)}", file=out)
@@ -306,6 +319,8 @@ def print_table(table: RouteTable, out: TextIO) -> None:
                 where = _endpoints_text(m.cluster)
                 frac = describe_fraction(m)
                 print(f"      mirror {m.cluster.name} {frac}  [{where}]", file=out)
+            for line in route_policy_lines(route, default_retries=default_retries):
+                print(f"      {line}", file=out)
 
 
 def _endpoints_text(cluster: object) -> str:
@@ -391,6 +406,17 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
         f"matched: {route.label} (VirtualService {route.virtual_service}, rule {route.rule_index})",
         file=out,
     )
+    lines, preflight = policy_lines(
+        route, view, path, default_retries=args.default_retries == "istio"
+    )
+    for line in lines:
+        print(line, file=out)
+    if preflight:
+        print(
+            "action: cors preflight (answered by the proxy; never forwarded, never mirrored)",
+            file=out,
+        )
+        return EXIT_OK
     if route.action != "route":
         print(
             f"action: {route.action} (answered by the proxy; never forwarded, never mirrored)",

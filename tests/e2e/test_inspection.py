@@ -257,6 +257,7 @@ def test_mirror_flows_in_mitmweb(
     client.close()
 
     auth = {"Authorization": f"Bearer {token}"} if token else {}
+
     def get_flows() -> list[dict[str, Any]]:
         req = urllib.request.Request(f"http://127.0.0.1:{web_port}/flows", headers=auth)
         with urllib.request.urlopen(req, timeout=10) as resp:

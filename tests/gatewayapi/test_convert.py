@@ -789,3 +789,36 @@ def test_examples_validate_clean() -> None:
     assert cs.errors == [], [d.format() for d in cs.errors]
     table = table_of(cs)
     assert any(r.mirrors for vh in table.virtual_hosts for r in vh.routes)
+
+
+def test_redirect_replace_prefix_match_becomes_prefix_rewrite(tmp_path: Path) -> None:
+    # Istio's conversion golden case `redirect-prefix-replace` (pilot/pkg/config/kube/gateway/
+    # testdata/http.yaml): ReplacePrefixMatch -> redirect.prefixRewrite (Istio >= 1.31).
+    rules = """
+  - matches: [{path: {type: PathPrefix, value: /original}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect:
+        port: 8080
+        statusCode: 302
+        scheme: https
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement}
+"""
+    cs = load(tmp_path, GATEWAY, BACKENDS, route(rules, name="redirect-prefix-replace"))
+    (converted,) = convert_gateway_api(cs.resources)[0]
+    assert isinstance(converted, ConvertedResource) and isinstance(converted.obj, VirtualService)
+    [http] = [r for r in converted.obj.spec.http or [] if r is not None]
+    assert http.redirect is not None
+    assert (http.redirect.prefix_rewrite, http.redirect.uri) == ("/replacement", None)
+    assert (http.redirect.port, http.redirect.redirect_code, http.redirect.scheme) == (
+        8080,
+        302,
+        "https",
+    )
+    # PathPrefix is element-wise (path_separated_prefix): its prefix is what is swapped.
+    found = get(table_of(cs), "/original/a?q=1")
+    assert found is not None and found.redirect_policy is not None
+    assert (
+        found.redirect_policy.location("http", "app.example.com", "/original/a?q=1")
+        == "https://app.example.com:8080/replacement/a?q=1"
+    )

@@ -463,3 +463,69 @@ async def test_done_stops_the_sender_process(config: Path) -> None:
         assert m.done() is None  # nothing in flight: nothing to wait for
         assert writer.pid is None
         assert gone(pid)
+
+
+CORS_CONFIG = CONFIG.replace(
+    "  - route: [{destination: {host: primary.local}}]\n    mirror: {host: shadow.local}\n",
+    "  - route: [{destination: {host: primary.local}}]\n    mirror: {host: shadow.local}\n"
+    "    corsPolicy: {allowOrigins: [{exact: 'https://a.example'}], allowMethods: [GET]}\n",
+)
+
+
+def test_a_cors_preflight_is_answered_and_never_mirrored(tmp_path: Path) -> None:
+    path = tmp_path / "cors.yaml"
+    path.write_text(CORS_CONFIG)
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_config=[str(path)])
+        w = RecordingWriter()
+        m.writer = w  # type: ignore[assignment]
+        f = make_flow()
+        f.request.method = "OPTIONS"
+        f.request.headers["origin"] = "https://a.example"
+        f.request.headers["access-control-request-method"] = "GET"
+        assert m.request(f) is None
+        assert f.response is not None and f.response.status_code == 200
+        assert f.response.headers["access-control-allow-origin"] == "https://a.example"
+        assert (f.request.host, f.request.port) == ("127.0.0.1", 8080)  # never routed
+        assert w.sent == []
+        assert m.stats.snapshot({})["requests_not_mirrored"] == {"local_reply": 1}
+        # The actual request is routed, mirrored, and its response gets the CORS headers.
+        g = make_flow()
+        g.request.headers["origin"] = "https://a.example"
+        m.request(g)
+        assert len(w.sent) == 1 and (g.request.host, g.request.port) == ("127.0.0.2", 8081)
+        g.response = tutils.tresp()
+        m.responseheaders(g)
+        assert g.response.headers["access-control-allow-origin"] == "https://a.example"
+
+
+def test_default_retries_option(config: Path) -> None:
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_config=[str(config)])
+        m.writer = RecordingWriter()  # type: ignore[assignment]
+        assert tctx.options.mirror_default_retries == "off"
+        assert "not applied by meshmirror" in tctx.master.commands.call("mirror.routes.json")
+        assert m.request(make_flow()) is None  # mitmproxy forwards the primary itself
+        tctx.configure(m, mirror_default_retries="istio")
+        assert m.primary.default_retries is True
+        assert "not applied by meshmirror" not in tctx.master.commands.call("mirror.routes.json")
+        f = make_flow()
+        pending = m.request(f)
+        # The primary is now the addon's own exchange (Istio's default: 2 retries).
+        assert pending is not None
+        pending.close()  # type: ignore[attr-defined]
+
+
+def test_default_retries_rejects_other_values_at_startup(
+    config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_default_retries="always")
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert errors == [
+            "meshmirror: mirror_default_retries: must be one of off, istio (got 'always')"
+        ]
+        assert m.primary.default_retries is False

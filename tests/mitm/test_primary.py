@@ -26,8 +26,15 @@ from meshmirror.mitm.primary import (
     RESET_BODY,
     TIMEOUT_BODY,
     Primary,
+    answer_locally,
+    apply_cors,
+    apply_rewrites,
+    finalize_response,
+    local_reply,
 )
+from meshmirror.policy.fault import FaultAbort
 from meshmirror.policy.upstream import UpstreamPolicy
+from meshmirror.routing.table import Route
 from tests.mirror import test_writer
 from tests.mirror.test_writer import (
     DEADLINE,
@@ -38,6 +45,7 @@ from tests.mirror.test_writer import (
     serve,
     serve_once_then_close,
 )
+from tests.routing.test_compile import all_routes, compile_ok, vs
 from tests.support.ports import refused_port
 
 # The writer tests' fixtures: a self-signed CA for localhost and 127.0.0.1, and a server using it.
@@ -342,3 +350,154 @@ async def test_unreadable_ca_file_raises_out_of_the_exchange(tmp_path: Path) -> 
     cluster = tls_cluster(TlsOrigination(ca_file=str(tmp_path / "missing.pem")))
     with pytest.raises(TLSConfigError, match="ca_file"):
         await Primary().exchange(flow_to(9, scheme="https"), TIMEOUT, cluster)
+
+
+# --- local replies to gRPC requests, the CORS filter, the retry policy chosen -------------------
+
+
+def grpc_request(http2: bool = True) -> http.Request:
+    req = http.Request.make(
+        "POST",
+        "http://app/pkg.Svc/Call",
+        b"\x00\x00\x00\x00\x00",
+        {"content-type": "application/grpc"},
+    )
+    req.http_version = "HTTP/2.0" if http2 else "HTTP/1.1"
+    return req
+
+
+@pytest.mark.parametrize("http2", [True, False], ids=["http2", "http1"])
+def test_local_reply_to_grpc_is_trailers_only(http2: bool) -> None:
+    resp = local_reply(503, b"fault filter abort", request=grpc_request(http2))
+    assert resp.status_code == 200 and resp.raw_content == b""
+    assert resp.trailers is None  # the status rides in the headers: "trailers-only"
+    assert (resp.headers["grpc-status"], resp.headers["grpc-message"]) == (
+        "14",
+        "fault filter abort",
+    )
+    assert resp.headers["content-type"] == "application/grpc"
+    # HTTP/1.1 needs the length to end the response; an HTTP/2 HEADERS frame ends the stream.
+    assert resp.headers.get("content-length") == (None if http2 else "0")
+
+
+def test_local_reply_to_a_plain_request_is_text() -> None:
+    req = http.Request.make("GET", "http://app/", b"", {"content-type": "application/grpc-web"})
+    resp = local_reply(503, b"fault filter abort", request=req)
+    assert (resp.status_code, resp.raw_content) == (503, b"fault filter abort")
+    assert resp.headers["content-type"] == "text/plain" and "grpc-status" not in resp.headers
+
+
+@pytest.mark.parametrize(
+    ("abort", "content_type", "expected"),
+    [
+        (FaultAbort(200, 5), "application/grpc", (200, {"grpc-status": "5"}, b"")),
+        (FaultAbort(503), "application/grpc+proto", (200, {"grpc-status": "14"}, b"")),
+        # Envoy answers a grpcStatus abort of a request that is not gRPC with a plain 200.
+        (FaultAbort(200, 5), "text/plain", (200, {}, b"fault filter abort")),
+    ],
+    ids=["grpc-status-abort", "http-abort-of-grpc-request", "grpc-abort-of-plain-request"],
+)
+def test_abort(
+    abort: FaultAbort, content_type: str, expected: tuple[int, dict[str, str], bytes]
+) -> None:
+    f = tflow.tflow(
+        req=http.Request.make("POST", "http://app/x", b"", {"content-type": content_type})
+    )
+    Primary.abort(f, abort)
+    assert f.response is not None
+    status, headers, body = expected
+    assert (f.response.status_code, f.response.raw_content) == (status, body)
+    for name, value in headers.items():
+        assert f.response.headers[name] == value
+
+
+def routed(spec_http: str) -> Route:
+    table, _ = compile_ok(vs(spec_http))
+    return all_routes(table)[0]
+
+
+CORS_ROUTE = """  - route: [{destination: {host: a}}]
+    headers: {response: {set: {access-control-allow-origin: "*", x-rule: "1"}}}
+    corsPolicy:
+      allowOrigins: [{exact: "https://a.example"}]
+      allowMethods: [GET, POST]
+      exposeHeaders: [x-total]
+"""
+
+
+def cors_flow(method: str, **headers: str) -> http.HTTPFlow:
+    req = http.Request.make(method, "http://app.example.com/p", b"", headers)
+    return tflow.tflow(req=req)
+
+
+def test_preflight_is_answered_and_nothing_else_happens() -> None:
+    route = routed(CORS_ROUTE)
+    f = cors_flow("OPTIONS", origin="https://a.example")
+    f.request.headers["access-control-request-method"] = "POST"
+    assert apply_cors(f, route.cors) is True
+    assert f.response is not None and f.response.status_code == 200
+    assert f.response.headers["access-control-allow-origin"] == "https://a.example"
+    assert f.response.headers["access-control-allow-methods"] == "GET,POST"
+    assert f.response.headers["access-control-expose-headers"] == "x-total"
+
+
+def test_a_recorded_preflight_is_not_answered_but_still_not_routed() -> None:
+    route = routed(CORS_ROUTE)
+    f = cors_flow("OPTIONS", origin="https://a.example")
+    f.request.headers["access-control-request-method"] = "GET"
+    f.live = False
+    assert apply_cors(f, route.cors) is True and f.response is None
+
+
+def test_actual_request_gets_cors_headers_after_the_rules_own() -> None:
+    route = routed(CORS_ROUTE)
+    f = cors_flow("GET", origin="https://a.example")
+    assert apply_cors(f, route.cors) is False
+    # The route's response ops are stashed after the CORS filter decided (apply_rewrites).
+    apply_rewrites(f, route, None, "app.example.com")
+    f.response = http.Response.make(200, b"ok", {"access-control-allow-origin": "upstream"})
+    finalize_response(f)
+    headers = f.response.headers
+    # Envoy's CORS filter sets (overwrites) after the router's response header operations.
+    assert headers.get_all("access-control-allow-origin") == ["https://a.example"]
+    assert (headers["x-rule"], headers["access-control-expose-headers"]) == ("1", "x-total")
+
+
+def test_disallowed_origin_leaves_the_response_alone() -> None:
+    route = routed(CORS_ROUTE)
+    f = cors_flow("GET", origin="https://evil.example")
+    assert apply_cors(f, route.cors) is False
+    f.response = http.Response.make(200, b"ok", {"access-control-allow-origin": "upstream"})
+    finalize_response(f)
+    assert f.response.headers["access-control-allow-origin"] == "upstream"
+
+
+def test_redirect_answer_gets_cors_headers_and_a_preflight_to_it_is_answered_first() -> None:
+    route = routed(
+        "  - redirect: {uri: /new}\n    corsPolicy: {allowOrigins: [{prefix: 'https://'}]}\n"
+    )
+    f = cors_flow("GET", origin="https://a.example")
+    assert answer_locally(f, route, "http")
+    finalize_response(f)
+    assert f.response is not None and f.response.status_code == 301
+    assert f.response.headers["access-control-allow-origin"] == "https://a.example"
+    pre = cors_flow("OPTIONS", origin="https://a.example")
+    pre.request.headers["access-control-request-method"] = "GET"
+    assert answer_locally(pre, route, "http")
+    assert pre.response is not None and pre.response.status_code == 200
+
+
+def test_default_retries_option_picks_istios_mesh_default() -> None:
+    plain = routed("  - route: [{destination: {host: a}}]\n")
+    explicit = routed("  - route: [{destination: {host: a}}]\n    retries: {attempts: 0}\n")
+    req = http.Request.make("GET", "http://app/", b"")
+    p = Primary()
+    assert p.upstream_for(plain, req) is None
+    p.default_retries = True
+    chosen = p.upstream_for(plain, req)
+    assert chosen is plain.mesh_default_upstream and chosen is not None and chosen.retries == 2
+    assert p.upstream_for(explicit, req) is None  # attempts: 0 disables retries, as in Istio
+    # What the owned HTTP/1.1 exchange cannot carry keeps mitmproxy's forwarding.
+    websocket = http.Request.make("GET", "http://app/", b"", {"upgrade": "websocket"})
+    assert p.upstream_for(plain, websocket) is None
+    assert p.upstream_for(plain, grpc_request()) is None

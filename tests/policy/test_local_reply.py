@@ -10,7 +10,13 @@ from meshmirror.config.virtualservice import (
     HTTPDirectResponse,
     HTTPRedirect,
 )
-from meshmirror.policy.local_reply import compile_direct_response, compile_redirect
+from meshmirror.policy.local_reply import (
+    compile_direct_response,
+    compile_redirect,
+    grpc_local_reply,
+    grpc_status_for_http,
+    is_grpc_request,
+)
 
 
 @pytest.mark.parametrize(
@@ -45,6 +51,98 @@ def test_redirect(
 ) -> None:
     rd = compile_redirect(HTTPRedirect.model_validate(spec), listener_port=80)
     assert (rd.status, rd.location(*request_)) == expected
+
+
+@pytest.mark.parametrize(
+    ("prefix_rewrite", "path_kind", "path_value", "path", "location"),
+    [
+        # The proto's examples (route prefix match /foo).
+        ("/bar", "prefix", "/foo", "/foo/baz", "http://app/bar/baz"),
+        ("/", "prefix", "/foo", "/foo/baz", "http://app//baz"),
+        ("/", "prefix", "/foo/", "/foo/baz", "http://app/baz"),
+        ("/bar", "prefix", "/foo", "/foo/baz?q=1", "http://app/bar/baz?q=1"),
+        # No uri match: the route's prefix is "/".
+        ("/bar/", "prefix", "/", "/x", "http://app/bar/x"),
+        # Gateway API PathPrefix (path_separated_prefix): the prefix without its slash.
+        (
+            "/replacement",
+            "path_separated_prefix",
+            "/original",
+            "/original/a",
+            "http://app/replacement/a",
+        ),
+        # An exact match (only through a delegate merge): its whole path is the prefix.
+        ("/bar", "path", "/foo", "/foo?q=1", "http://app/bar?q=1"),
+    ],
+    ids=[
+        "proto-example-bar",
+        "proto-example-slash-keeps-double-slash",
+        "proto-example-trailing-slash-match",
+        "query-kept",
+        "no-uri-match",
+        "path-separated-prefix",
+        "exact-whole-path",
+    ],
+)
+def test_redirect_prefix_rewrite(
+    prefix_rewrite: str, path_kind: str, path_value: str, path: str, location: str
+) -> None:
+    rd = compile_redirect(
+        HTTPRedirect.model_validate({"prefixRewrite": prefix_rewrite}), 80, path_kind, path_value
+    )
+    assert rd.location("http", "app", path) == location
+
+
+def test_redirect_prefix_rewrite_with_authority_and_code() -> None:
+    spec = {"authority": "foo.example.com", "prefixRewrite": "/", "redirectCode": 308}
+    rd = compile_redirect(HTTPRedirect.model_validate(spec), 80, "prefix", "/foo/")
+    assert (rd.status, rd.location("https", "example.com", "/foo/bar")) == (
+        308,
+        "https://foo.example.com/bar",
+    )
+    assert rd.describe() == "308 to (scheme)://foo.example.com, prefix /foo/ -> /"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "grpc"),
+    [
+        ("application/grpc", True),
+        ("application/grpc+proto", True),
+        ("application/grpc-web", False),
+        ("application/grpc-web+proto", False),
+        ("application/json", False),
+        ("", False),
+    ],
+)
+def test_is_grpc_request(content_type: str, grpc: bool) -> None:
+    assert is_grpc_request(content_type) is grpc
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(400, 13), (401, 16), (403, 7), (404, 12), (429, 14), (502, 14), (503, 14), (504, 14)]
+    + [(500, 2), (200, 2), (301, 2)],
+)
+def test_grpc_status_for_http(status: int, code: int) -> None:
+    assert grpc_status_for_http(status) == code
+
+
+def test_grpc_local_reply_is_trailers_only() -> None:
+    assert grpc_local_reply(503, b"fault filter abort") == [
+        (b"content-type", b"application/grpc"),
+        (b"grpc-status", b"14"),
+        (b"grpc-message", b"fault filter abort"),
+    ]
+    # A grpcStatus abort's own code wins over the mapping; "%" and non-ASCII are encoded.
+    assert grpc_local_reply(200, b"50% \xc3\xa9", grpc_status=5) == [
+        (b"content-type", b"application/grpc"),
+        (b"grpc-status", b"5"),
+        (b"grpc-message", b"50%25 %C3%A9"),
+    ]
+    assert grpc_local_reply(504, b"") == [
+        (b"content-type", b"application/grpc"),
+        (b"grpc-status", b"14"),
+    ]
 
 
 @pytest.mark.parametrize(

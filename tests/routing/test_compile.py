@@ -11,7 +11,8 @@ from meshmirror.config.loader import load_text
 from meshmirror.config.resources import LoadedResource
 from meshmirror.diagnostics import Diagnostic, Severity
 from meshmirror.routing.compile import compile_route_table
-from meshmirror.routing.table import Route, RouteTable
+from meshmirror.routing.explain import retries_text, route_policy_lines
+from meshmirror.routing.table import DEFAULT_RETRIES_NOT_APPLIED, Route, RouteTable
 
 # --- helpers ----------------------------------------------------------------------------------
 
@@ -195,9 +196,13 @@ def test_seed_step4_dump() -> None:
     assert vhost["name"] == "*:80"
     assert vhost["domains"] == ["*"]
     expected = json.loads(json.dumps(SEED_STEP4_ROUTES))
-    # meshmirror does not retry the primary, so it does not claim Istio's default retry policy.
-    del expected[0]["route"]["retry_policy"]
+    # The seed's dump predates Istio 1.24, which took 503 out of the mesh default policy.
+    del expected[0]["route"]["retry_policy"]["retriable_status_codes"]
+    # Istio's default is shown, and marked: the proxy does not apply it unless asked.
+    assert vhost["routes"][0].pop("meshmirror") == {"retry_policy": DEFAULT_RETRIES_NOT_APPLIED}
     assert vhost["routes"] == expected
+    applied = table.to_envoy(default_retries=True)["virtual_hosts"][0]["routes"]
+    assert applied == expected
 
 
 def test_seed_clusters_carry_loopback_endpoints() -> None:
@@ -747,8 +752,8 @@ def test_a_config_whose_routes_mirror_nothing_gets_a_warning() -> None:
     table, _ = compile_ok(plain)
     found = [d for d in analyze(load(plain), table) if _no_mirror(d)]
     assert [d.severity.value for d in found] == ["warning"]
-    mirrored = ANALYZE_BASE + "---\n" + vs(
-        ROUTE + "    mirror: {host: httpbin}\n", hosts="[httpbin]"
+    mirrored = (
+        ANALYZE_BASE + "---\n" + vs(ROUTE + "    mirror: {host: httpbin}\n", hosts="[httpbin]")
     )
     table, _ = compile_ok(mirrored)
     assert not [d for d in analyze(load(mirrored), table) if _no_mirror(d)]
@@ -1019,3 +1024,97 @@ def test_redirect_and_direct_response_policies() -> None:
     r0, r1 = all_routes(table)
     assert r0.redirect_policy is not None and r0.redirect_policy.port == 8080
     assert r1.direct_policy is not None and r1.direct_policy.body == b"ok"
+
+
+# --- Istio 1.31: redirect.prefixRewrite, corsPolicy, the mesh default retry policy ---------------
+
+
+def test_redirect_prefix_rewrite_per_match_block_and_dump() -> None:
+    http = """  - match: [{uri: {prefix: /foo/}}, {uri: {prefix: /bar}}]
+    redirect: {authority: foo.example.com, prefixRewrite: /}
+"""
+    table, _ = compile_ok(vs(http))
+    r0, r1 = all_routes(table)
+    assert r0.redirect_policy is not None and r1.redirect_policy is not None
+    # Each match block swaps its own prefix.
+    assert r0.redirect_policy.location("http", "app", "/foo/x") == "http://foo.example.com/x"
+    assert r1.redirect_policy.location("http", "app", "/bar/x") == "http://foo.example.com//x"
+    assert r0.to_envoy()["redirect"] == {"host_redirect": "foo.example.com", "prefix_rewrite": "/"}
+    assert route_policy_lines(r0) == [
+        "redirect 301 to (scheme)://foo.example.com, prefix /foo/ -> /"
+    ]
+
+
+def test_delegate_redirect_prefix_rewrite_swaps_the_roots_prefix() -> None:
+    # The delegate's rule has no uri match: the merged match takes the root's (mergeHTTPRoute).
+    root = "  - match: [{uri: {prefix: /api}}]\n    delegate: {name: reviews, namespace: team}\n"
+    child = delegate_vs("  - match: [{method: {exact: GET}}]\n    redirect: {prefixRewrite: /v2}\n")
+    table, _ = compile_ok("---\n".join([vs(root), child]))
+    [route] = all_routes(table)
+    assert route.redirect_policy is not None
+    assert route.redirect_policy.location("http", "app", "/api/x?q") == "http://app/v2/x?q"
+
+
+def test_cors_policy_on_every_action_and_dumped() -> None:
+    cors = "    corsPolicy: {allowOrigins: [{exact: 'https://a.example'}], maxAge: 1m}\n"
+    http = (
+        "  - match: [{uri: {prefix: /r}}]\n    redirect: {uri: /x}\n"
+        + cors
+        + "  - route: [{destination: {host: a}}]\n"
+        + cors
+    )
+    table, _ = compile_ok(vs(http))
+    redirect, forward = all_routes(table)
+    for route in (redirect, forward):
+        assert route.cors is not None and route.cors.max_age == "60"
+        config = route.to_envoy()["typed_per_filter_config"]["envoy.filters.http.cors"]
+        assert config["allow_origin_string_match"] == [{"exact": "https://a.example"}]
+    assert route_policy_lines(forward)[0] == (
+        "cors: origins exact https://a.example; max age 60s; preflights answered by the proxy"
+    )
+
+
+def test_delegate_inherits_the_roots_cors_policy() -> None:
+    root = (
+        "  - match: [{uri: {prefix: /api}}]\n    delegate: {name: reviews, namespace: team}\n"
+        "    corsPolicy: {allowOrigins: [{prefix: 'https://'}]}\n"
+    )
+    child = delegate_vs("  - route: [{destination: {host: b}}]\n")
+    table, _ = compile_ok("---\n".join([vs(root), child]))
+    [route] = all_routes(table)
+    assert route.cors is not None and route.cors.origin_allowed("https://x.example")
+
+
+@pytest.mark.parametrize(
+    ("rule_fields", "mesh_default", "retry_on"),
+    [
+        ("", True, "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"),
+        ("    timeout: 2s\n", True, None),
+        ("    retries: {attempts: 0}\n", False, None),
+        ("    retries: {attempts: 3, retryOn: 5xx}\n", False, "5xx"),
+    ],
+    ids=["no-retries", "timeout-only", "attempts-0-disables", "explicit"],
+)
+def test_mesh_default_retry_policy(
+    rule_fields: str, mesh_default: bool, retry_on: str | None
+) -> None:
+    table, _ = compile_ok(vs("  - route: [{destination: {host: a}}]\n" + rule_fields))
+    [route] = all_routes(table)
+    assert (route.mesh_default_upstream is not None) is mesh_default
+    assert route.upstream_is_mesh_default is mesh_default
+    off, on = route.to_envoy(), route.to_envoy(default_retries=True)
+    if mesh_default:
+        assert off["meshmirror"] == {"retry_policy": DEFAULT_RETRIES_NOT_APPLIED}
+        assert "meshmirror" not in on
+        assert route.mesh_default_upstream is not None
+        # The route's own timeout stays with the default retries.
+        assert route.mesh_default_upstream.timeout == (2.0 if "timeout" in rule_fields else 0.0)
+        assert off["route"]["retry_policy"]["num_retries"] == 2
+        retries = retries_text(route)
+        assert retries is not None and retries.startswith("not applied by meshmirror")
+    else:
+        assert "meshmirror" not in off
+    if retry_on is not None:
+        assert off["route"]["retry_policy"]["retry_on"] == retry_on
+    elif not mesh_default:
+        assert "retry_policy" not in off["route"]

@@ -65,7 +65,7 @@ class TrafficPolicy(Spec):
     connection_pool: ConnectionPoolSettings | None = None
     outlier_detection: dict[str, Any] | None = None
     tls: ClientTLSSettings | None = None
-    port_level_settings: list[PortTrafficPolicy] | None = None
+    port_level_settings: list[PortTrafficPolicy | None] | None = None
     tunnel: dict[str, Any] | None = None
     proxy_protocol: dict[str, Any] | None = None
 
@@ -115,10 +115,11 @@ class ServiceEntryWorkloadSelector(Spec):
 class ServiceEntrySpec(Spec):
     hosts: list[str] | None = None
     addresses: list[str] | None = None
-    ports: list[ServicePort] | None = None
+    # Null items are kept for validation to answer with Istio's messages.
+    ports: list[ServicePort | None] | None = None
     location: Literal["MESH_EXTERNAL", "MESH_INTERNAL"] | None = None
     resolution: Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"] | None = None
-    endpoints: list[WorkloadEntrySpec] | None = None
+    endpoints: list[WorkloadEntrySpec | None] | None = None
     workload_selector: ServiceEntryWorkloadSelector | None = None
     export_to: list[str] | None = None
     subject_alt_names: list[str] | None = None

@@ -52,6 +52,8 @@ class HTTPRedirect(Spec):
     derive_port: Literal["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"] | None = None
     scheme: str | None = None
     redirect_code: int | None = None
+    # Istio 1.31: replaces the matched prefix (Envoy RedirectAction.prefix_rewrite).
+    prefix_rewrite: str | None = None
 
 
 class HTTPBody(Spec):
@@ -121,7 +123,7 @@ class CorsPolicy(Spec):
     expose_headers: list[str] | None = None
     max_age: str | None = None
     allow_credentials: bool | None = None
-    unmatched_preflights: str | None = None
+    unmatched_preflights: Literal["UNSPECIFIED", "FORWARD", "IGNORE"] | None = None
 
 
 class HTTPRoute(Spec):
@@ -162,22 +164,25 @@ class L4MatchAttributes(Spec):
     source_namespace: str | None = None
 
 
+# Null list items are kept (`X | None`) so that validation answers them with Istio's messages.
+
+
 class TLSRoute(Spec):
-    match: list[TLSMatchAttributes] | None = None
-    route: list[RouteDestination] | None = None
+    match: list[TLSMatchAttributes | None] | None = None
+    route: list[RouteDestination | None] | None = None
 
 
 class TCPRoute(Spec):
-    match: list[L4MatchAttributes] | None = None
-    route: list[RouteDestination] | None = None
+    match: list[L4MatchAttributes | None] | None = None
+    route: list[RouteDestination | None] | None = None
 
 
 class VirtualServiceSpec(Spec):
     hosts: list[str] | None = None
     gateways: list[str] | None = None
     http: list[HTTPRoute | None] | None = None
-    tls: list[TLSRoute] | None = None
-    tcp: list[TCPRoute] | None = None
+    tls: list[TLSRoute | None] | None = None
+    tcp: list[TCPRoute | None] | None = None
     export_to: list[str] | None = None
 
 

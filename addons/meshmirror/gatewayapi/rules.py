@@ -4,9 +4,10 @@
   first entry with an equivalent name counts), method.
 - Filters: RequestMirror -> `mirrors[]` in order (fraction -> 100 * numerator / denominator
   percent; percent -> percent; neither -> 100%); RequestHeaderModifier / ResponseHeaderModifier ->
-  `headers`; URLRewrite -> `rewrite`; RequestRedirect -> `redirect`; `timeouts.request` ->
-  `timeout`. backendRefs -> `route[]` with their weights; a rule without a usable backend answers
-  500 (`directResponse`), as Gateway API requires.
+  `headers`; URLRewrite -> `rewrite`; RequestRedirect -> `redirect` (ReplacePrefixMatch ->
+  `prefixRewrite`); `timeouts.request` -> `timeout`. backendRefs -> `route[]` with their
+  weights; a rule without a usable backend answers 500 (`directResponse`), as Gateway API
+  requires.
 - A mirror whose backendRef cannot be resolved is dropped with a warning; the route is kept.
 
 Each generated route carries its `RuleOrigin` (for diagnostics) and its precedence rank; grouping
@@ -246,11 +247,11 @@ def _redirect(flt: HTTPRouteFilter) -> dict[str, Any]:
     elif rd.scheme:
         out["derivePort"] = "FROM_PROTOCOL_DEFAULT"
     if rd.path is not None:
-        value = (
-            rd.path.replace_full_path
-            if rd.path.type == "ReplaceFullPath"
-            else rd.path.replace_prefix_match
-        )
-        if value is not None:
-            out["uri"] = value or "/"
+        if rd.path.type == "ReplaceFullPath":
+            if rd.path.replace_full_path is not None:
+                out["uri"] = rd.path.replace_full_path or "/"
+        elif rd.path.replace_prefix_match:
+            # Istio >= 1.31 (`createRedirectFilter`): the matched prefix is swapped, as Envoy's
+            # redirect prefix_rewrite does.
+            out["prefixRewrite"] = rd.path.replace_prefix_match
     return out

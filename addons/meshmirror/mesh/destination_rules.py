@@ -64,6 +64,8 @@ def _tls_settings(policies: Sequence[TrafficPolicy], port: int) -> ClientTLSSett
     """Subset policy before the top-level one; within each, the port-level setting first."""
     for policy in policies:
         for pls in policy.port_level_settings or ():
+            if pls is None:
+                continue
             if pls.port is not None and pls.port.number == port and pls.tls is not None:
                 return pls.tls
         if policy.tls is not None:

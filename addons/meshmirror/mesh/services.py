@@ -137,6 +137,7 @@ def services_of_entry(
             target_port=p.target_port or None,
         )
         for p in spec.ports or ()
+        if p is not None
     )
     resolution = spec.resolution or "NONE"
     instances: list[_Instance] = []
@@ -145,7 +146,9 @@ def services_of_entry(
         instances = _selected(r.namespace, spec.workload_selector.labels or {}, workload_entries)
     elif spec.endpoints:
         if resolution in ("STATIC", "DNS", "DNS_ROUND_ROBIN"):
-            instances = [i for i in (_instance(e) for e in spec.endpoints) if i is not None]
+            instances = [
+                i for i in (_instance(e) for e in spec.endpoints if e is not None) if i is not None
+            ]
     elif resolution in ("DNS", "DNS_ROUND_ROBIN"):
         self_resolving = True
     out: list[Service] = []

@@ -35,10 +35,12 @@ from meshmirror.mitm.headers import (
 )
 from meshmirror.mitm.inspection import Inspection
 from meshmirror.mitm.liveconfig import ConfigError, LiveConfig
+from meshmirror.mitm.metrics_server import MetricsServer, parse_address
 from meshmirror.mitm.options import (
     configured_listen_addrs,
     mode_warning,
     option_error,
+    parse_default_retries,
     parse_option,
     register_options,
 )
@@ -46,6 +48,8 @@ from meshmirror.mitm.stats_table import stats_rows
 from meshmirror.mitm.units import parse_duration, parse_size
 from meshmirror.mitm.watch import ConfigWatcher
 from meshmirror.outcomes.counters import MirrorStats
+from meshmirror.outcomes.metrics import Latencies, ProxyState, render_metrics
+from meshmirror.policy.fault import FaultAbort
 from meshmirror.routing.match import match_request
 from meshmirror.routing.request_view import RequestView
 from meshmirror.routing.sampling import Sampler, pick_weighted
@@ -82,6 +86,8 @@ class Mirror:
         # client connection is refused: nothing is served with a config that did not load.
         self._running = False
         self._startup_failed = False
+        self._metrics: MetricsServer | None = None
+        self._metrics_address: tuple[str, int] | None = None
 
     @property
     def writer(self) -> CopyWriter | None:
@@ -174,8 +180,14 @@ class Mirror:
             self.primary.seed(opts.mirror_seed)
         if "mirror_host_suffix" in updated:
             fanout.suffix = opts.mirror_host_suffix
+        if "mirror_default_retries" in updated:
+            self.primary.default_retries = parse_option(
+                "mirror_default_retries", parse_default_retries
+            )
         if "mirror_verbosity" in updated:
             fanout.verbosity = opts.mirror_verbosity
+        if "mirror_metrics" in updated:
+            self._configure_metrics(opts.mirror_metrics)
         if updated & {"mirror_breaker_failures", "mirror_breaker_cooldown"}:
             if opts.mirror_breaker_failures < 0:
                 raise option_error(
@@ -199,6 +211,51 @@ class Mirror:
                 self._startup_failed = True  # its lines are logged already
             finally:
                 self._serve_live()
+
+    def _configure_metrics(self, value: str) -> None:
+        address = parse_option("mirror_metrics", parse_address) if value.strip() else None
+        self.fanout.latencies = self.inspection.latencies = (
+            None if address is None else (self.fanout.latencies or Latencies())
+        )
+        if address != self._metrics_address:
+            self._metrics_address = address
+            if self._metrics is not None:
+                self._metrics.close()
+                self._metrics = None
+            if address is not None and self._running:
+                self._start_metrics()
+
+    def _start_metrics(self) -> None:
+        address = self._metrics_address
+        if address is None or self._metrics is not None:
+            return
+        server = self._metrics = MetricsServer(self._render_metrics)
+
+        async def start() -> None:
+            try:
+                host, port = await server.start(*address)
+            except OSError as e:
+                log.error(
+                    f"meshmirror: mirror_metrics: cannot listen on {address[0]}:"
+                    f"{address[1]}: {e.strerror or e}"
+                )
+                return
+            shown = f"[{host}]" if ":" in host else host
+            log.info(f"meshmirror: Prometheus metrics at http://{shown}:{port}/metrics")
+
+        asyncio.get_running_loop().create_task(start())
+
+    def _render_metrics(self) -> bytes:
+        fanout = self.fanout
+        writer = fanout.writer
+        state = ProxyState(
+            inflight={n: writer.inflight(n) for n in fanout.stats.clusters} if writer else {},
+            circuits=fanout.breaker.snapshot(),
+            comparisons={key: dict(c) for key, c in self.inspection.counts.items()},
+            generation=self.live.generation,
+            reloads=dict(self.live.reloads),
+        )
+        return render_metrics(fanout.stats, fanout.latencies or Latencies(), state)
 
     def _reload(self, why: str) -> bool:
         """Reload on this thread (no running loop: tests, scripts)."""
@@ -249,6 +306,7 @@ class Mirror:
         gc.collect()
         gc.freeze()
         self._start_sender()
+        self._start_metrics()
         if (warning := mode_warning()) is not None and self.live.table is not None:
             log.warning(warning)
         if self._summary_task is None and self.summary_interval > 0:
@@ -270,6 +328,9 @@ class Mirror:
         if self._summary_task is not None:
             self._summary_task.cancel()
             self._summary_task = None
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         self.watcher.stop()
         if self._reload_task is not None:
             # A reload still loading is dropped (its thread finishes on its own, bounded by the
@@ -412,7 +473,7 @@ class Mirror:
         return self._forward(flow, pass_on)
 
     async def _faulted(
-        self, flow: http.HTTPFlow, routed: _Routed, delay: float, abort: int | None
+        self, flow: http.HTTPFlow, routed: _Routed, delay: float, abort: FaultAbort | None
     ) -> None:
         # Envoy's fault filter runs before the router: the delay holds the request (its copy
         # leaves afterwards); an abort answers it, so it is never routed nor mirrored.
@@ -428,6 +489,11 @@ class Mirror:
     def _forward(self, flow: http.HTTPFlow, routed: _Routed) -> Awaitable[None] | None:
         req = flow.request
         route = routed.route
+        if primary.apply_cors(flow, route.cors):
+            # Envoy's CORS filter answered a preflight: never routed, never mirrored.
+            if route.mirrors:
+                self.fanout.stats.requests_skipped["local_reply"] += 1
+            return None
         dest = pick_weighted(route.clusters, routed.rand) if route.clusters else None
         # Rewrites first: the copy must see the request as the primary sees it.
         authority = primary.apply_rewrites(flow, route, dest, routed.authority)
@@ -445,9 +511,10 @@ class Mirror:
                 routed.headers,
                 routed.request_id,
             )
-        if live and route.upstream is not None and not routed.streamed:
+        upstream = self.primary.upstream_for(route, req)
+        if live and upstream is not None and not routed.streamed:
             # After the copy was handed over: mirrored once, however often this is retried.
-            return self.primary.exchange(flow, route.upstream, dest.cluster if dest else None)
+            return self.primary.exchange(flow, upstream, dest.cluster if dest else None)
         return None
 
     def _route_primary(self, req: http.Request, cluster: Cluster) -> None:
@@ -522,7 +589,8 @@ class Mirror:
         """The compiled route table in the shape of Envoy's route-configuration dump (JSON)."""
         if self.table is None:
             return "no route table (mirror_config is empty)"
-        return json.dumps(self.table.to_envoy(), indent=2)
+        dump = self.table.to_envoy(default_retries=self.primary.default_retries)
+        return json.dumps(dump, indent=2)
 
 
 class _Routed(NamedTuple):

@@ -24,9 +24,10 @@ from meshmirror.mirror import shadow
 from meshmirror.mirror.breaker import CircuitBreaker
 from meshmirror.mirror.types import CopyWriter, MirrorEndpoint, MirrorRequest, MirrorResult
 from meshmirror.mitm.headers import RequestHeaders
-from meshmirror.mitm.inspection import Inspection
+from meshmirror.mitm.inspection import SAMPLED_METADATA, Inspection
 from meshmirror.mitm.probes import Probe
 from meshmirror.outcomes.counters import MirrorStats, Outcome, classify, format_outcome
+from meshmirror.outcomes.metrics import Latencies
 from meshmirror.routing.sampling import should_mirror
 from meshmirror.routing.table import MirrorPolicy, Route, RouteTable
 
@@ -77,6 +78,9 @@ class Fanout:
         self.inspection = inspection
         self.endpoints = endpoints
         self.stats = MirrorStats()
+        # Set with mirror_metrics: the shadow's latency per cluster, and the clusters a flow was
+        # sampled for (so Inspection can observe the primary's latency for them).
+        self.latencies: Latencies | None = None
         self.writer: CopyWriter | None = None
         self.breaker = CircuitBreaker(5, 10.0, time.monotonic)
         self.suffix = shadow.DEFAULT_SUFFIX
@@ -170,6 +174,8 @@ class Fanout:
             if not (every or should_mirror(policy, rand)):
                 continue
             counters.sampled += 1
+            if self.latencies is not None:
+                flow.metadata.setdefault(SAMPLED_METADATA, []).append(cluster.name)
             if not checked:
                 # Once per request, whatever the number of mirror policies.
                 checked = True
@@ -291,6 +297,8 @@ class Fanout:
                 counters.sent += 1
                 counters.statuses[result.status] += 1
                 counters.latency_sum += result.latency
+                if self.latencies is not None:
+                    self.latencies.observe_shadow(policy.cluster.name, result.latency)
                 # A re-send is worth a line wherever failures are: the mirror saw it twice.
                 if self.verbosity == "each" or (result.resent and self.verbosity != "summary"):
                     log.info(

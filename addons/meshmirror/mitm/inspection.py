@@ -65,9 +65,14 @@ from meshmirror.outcomes.compare import (
 )
 from meshmirror.outcomes.counters import Outcome
 from meshmirror.outcomes.log import OutcomeLog
+from meshmirror.outcomes.metrics import Latencies
 from meshmirror.routing.table import MirrorPolicy, Route
 
 log = logging.getLogger("meshmirror")
+
+#: flow.metadata key, with mirror_metrics: the mirror clusters the fan-out sampled the request
+#: for, so that the primary's latency is observed for each.
+SAMPLED_METADATA = "meshmirror.sampled"
 
 _MAX_PENDING = 10_000  # original flows waiting for their primary response or their copies
 _PRIMARY_WAIT = 60.0  # seconds a finished copy waits for the primary before it is logged anyway
@@ -94,6 +99,7 @@ class Inspection:
         # traceback; at run time (False) the OptionsError is raised to mitmproxy.
         self.startup_error = startup_error or (lambda e: False)
         self.replay_all = False  # mirror_replay_sample=all: recorded requests skip sampling
+        self.latencies: Latencies | None = None  # with mirror_metrics (Mirror sets it)
         self._host_warned = False
         # Requests matched per (rule, mirror cluster): the fan-out's counter (Mirror shares it).
         self.rule_matches: Mapping[tuple[str, str], int] = {}
@@ -267,8 +273,19 @@ class Inspection:
     # --- the primary ------------------------------------------------------------------------------
 
     def response(self, flow: http.HTTPFlow) -> None:
+        if self.latencies is not None:
+            self._observe_primary(flow)
         if self._pending:
             self._primary_done(flow)
+
+    def _observe_primary(self, flow: http.HTTPFlow) -> None:
+        assert self.latencies is not None
+        clusters = flow.metadata.get(SAMPLED_METADATA)
+        response = flow.response
+        if clusters and flow.live and response is not None and response.timestamp_end:
+            self.latencies.observe_primary(
+                clusters, response.timestamp_end - flow.request.timestamp_start
+            )
 
     def error(self, flow: http.HTTPFlow) -> None:
         if self._pending:

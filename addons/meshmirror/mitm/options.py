@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 VERBOSITIES = ("each", "errors", "summary")
 SENDERS = ("process", "loop")
+DEFAULT_RETRIES = ("off", "istio")
 
 
 class OptionSpec(NamedTuple):
@@ -152,7 +153,32 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "watching off; the command mirror.reload always works). A change that does not "
         "validate is rejected and the last good config keeps serving.",
     ),
+    OptionSpec(
+        "mirror_metrics",
+        str,
+        "",
+        "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464; port 0 "
+        "picks one and logs it). Empty: off.",
+    ),
+    OptionSpec(
+        "mirror_default_retries",
+        str,
+        "off",
+        "Retries for routes without `retries`: off (none; mitmproxy forwards the primary) or "
+        "istio (Istio's mesh default: 2 retries on connect-failure, refused-stream, "
+        "unavailable, cancelled; the proxy then sends those primaries itself, HTTP/1.1 on a "
+        "fresh connection per attempt, as for routes with `timeout` or `retries`; upgrades and "
+        "gRPC keep mitmproxy's forwarding).",
+        DEFAULT_RETRIES,
+    ),
 )
+
+
+def parse_default_retries(value: str) -> bool:
+    """`mirror_default_retries`: True for `istio` (mitmproxy does not enforce `choices`)."""
+    if value not in DEFAULT_RETRIES:
+        raise ValueError(f"must be one of {', '.join(DEFAULT_RETRIES)}")
+    return value == "istio"
 
 
 def register_options(loader: Any) -> None:

@@ -5,6 +5,12 @@
 - `redirect` and `directResponse` are answered here and never mirrored (they never reach Envoy's
   router). A fault `abort` is answered here and never mirrored (the fault filter runs before the
   router); a fault `delay` holds the request before routing, so its copy leaves after the delay.
+- `corsPolicy` (Envoy's CORS filter, after the fault filter and before the router): a preflight
+  is answered here and never mirrored; an allowed origin's response gets the CORS headers, after
+  the route's response header operations (the filter sees the response after the router).
+- Every answer made here follows Envoy's local-reply rule for gRPC requests (content-type
+  `application/grpc`): a trailers-only response, HTTP 200 with `grpc-status` (a `grpcStatus`
+  abort's code, else mapped from the HTTP status) and the text as `grpc-message`.
 - `timeout` and `retries`: mitmproxy has no per-request upstream deadline and cannot re-send a
   request once it has gone upstream; a timer cannot answer a flow that is waiting on its server
   (`flow.kill()` outside a hook only takes effect at the flow's next hook, which never comes while
@@ -37,17 +43,22 @@ from meshmirror.mirror.request_head import HOP_BY_HOP, encode_head
 from meshmirror.mirror.tls import ClientContexts
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest
 from meshmirror.percent import MILLION
+from meshmirror.policy.fault import FaultAbort
+from meshmirror.policy.local_reply import grpc_local_reply, is_grpc_request
 from meshmirror.policy.rewrites import HeaderOps, rewrite_request
 from meshmirror.policy.upstream import Failure, UpstreamPolicy
 
 if TYPE_CHECKING:
     from meshmirror.mesh.clusters import Cluster
+    from meshmirror.policy.cors import CrossOriginPolicy
     from meshmirror.routing.table import Route, WeightedCluster
 
 log = logging.getLogger("meshmirror.primary")
 
 # Response header operations waiting for the primary's response (applied in `responseheaders`).
 RESPONSE_OPS = "meshmirror.response_ops"
+# The CORS headers an allowed origin's response gets, applied after RESPONSE_OPS.
+CORS_OPS = "meshmirror.cors_ops"
 
 # Envoy's local-reply bodies, so clients and dashboards see what a sidecar would send.
 TIMEOUT_BODY = b"upstream request timeout"
@@ -70,17 +81,58 @@ _MAX_BACKOFF_FACTOR = 10  # Envoy's max_interval default: 10 x base_interval
 
 
 def local_reply(
-    status: int, body: bytes = b"", headers: dict[str, str] | None = None
+    status: int,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    *,
+    request: http.Request | None = None,
+    grpc_status: int | None = None,
 ) -> http.Response:
+    """The proxy's own answer to `request`: `status` with `body` (text/plain), or for a gRPC
+    request Envoy's trailers-only form of it."""
     h = dict(headers or {})
+    if request is not None and is_grpc_request(request.headers.get("content-type", "")):
+        fields = [(k.encode(), v.encode()) for k, v in h.items()]
+        resp = http.Response.make(200, b"", fields + grpc_local_reply(status, body, grpc_status))
+        if request.is_http2:
+            # A HEADERS frame that ends the stream carries no length (Envoy sends none).
+            resp.headers.pop("content-length", None)
+        return resp
     if body:
         h.setdefault("content-type", "text/plain")
     return http.Response.make(status, body, h)
 
 
 def stash_response_ops(flow: http.HTTPFlow, ops: tuple[HeaderOps | None, ...]) -> None:
+    cors = flow.metadata.get(CORS_OPS)
+    if cors is not None:
+        ops = (*ops, cors)
     if any(op is not None for op in ops):
         flow.metadata[RESPONSE_OPS] = ops
+
+
+def apply_cors(flow: http.HTTPFlow, cors: CrossOriginPolicy | None) -> bool:
+    """Envoy's CORS filter on the request. True when it is a preflight the filter answers: the
+    flow gets the 200 answer (if it is live) and is neither routed nor mirrored. Otherwise an
+    allowed origin's CORS response headers wait for the response."""
+    if cors is None:
+        return False
+    req = flow.request
+    headers = {
+        name: req.headers.get(name, "")
+        for name in ("origin", "access-control-request-method", "access-control-request-headers")
+    }
+    answer = cors.preflight_answer(req.method, headers)
+    if answer is not None:
+        if flow.live and flow.response is None and flow.error is None:
+            flow.response = http.Response.make(200, b"", answer)
+        return True
+    extra = cors.response_headers(headers)
+    if extra:
+        ops = HeaderOps(set=extra)
+        flow.metadata[CORS_OPS] = ops
+        flow.metadata[RESPONSE_OPS] = (ops,)
+    return False
 
 
 def finalize_response(flow: http.HTTPFlow) -> None:
@@ -97,15 +149,18 @@ def finalize_response(flow: http.HTTPFlow) -> None:
 
 
 def answer_locally(flow: http.HTTPFlow, route: Route, scheme: str) -> bool:
-    """Redirect or direct response, as Envoy's router answers them. True when answered."""
+    """Redirect or direct response, as Envoy's router answers them (a CORS preflight first, as
+    the CORS filter does). True when answered."""
     req = flow.request
+    if apply_cors(flow, route.cors):
+        return True
     if route.redirect_policy is not None:
         rd = route.redirect_policy
         location = rd.location(scheme, req.host_header or "", req.path)
-        flow.response = local_reply(rd.status, b"", {"location": location})
+        flow.response = local_reply(rd.status, b"", {"location": location}, request=req)
     elif route.direct_policy is not None:
         dr = route.direct_policy
-        flow.response = local_reply(dr.status, dr.body)
+        flow.response = local_reply(dr.status, dr.body, request=req)
     else:
         return False
     stash_response_ops(flow, (route.response_headers,))
@@ -150,11 +205,28 @@ class Primary:
     def __init__(self, seed: int | None = None) -> None:
         self.rng = random.Random(seed)
         self._ssl = ClientContexts()
+        # mirror_default_retries=istio: routes without `retries` get Istio's mesh default.
+        self.default_retries = False
+
+    def upstream_for(self, route: Route, req: http.Request) -> UpstreamPolicy | None:
+        """The timeout and retry policy `req` is sent upstream with on `route`; None: mitmproxy
+        forwards it itself. Istio's mesh default is applied only where the owned exchange
+        (HTTP/1.1, whole bodies, no trailers) carries the request as mitmproxy would: not to an
+        upgrade (websocket) and not to gRPC, which keep mitmproxy's own forwarding."""
+        mesh = route.mesh_default_upstream
+        if (
+            self.default_retries
+            and mesh is not None
+            and "upgrade" not in req.headers
+            and not is_grpc_request(req.headers.get("content-type", ""))
+        ):
+            return mesh
+        return route.upstream
 
     def seed(self, seed: int | None) -> None:
         self.rng = random.Random(seed)
 
-    def sample_fault(self, route: Route) -> tuple[float, int | None]:
+    def sample_fault(self, route: Route) -> tuple[float, FaultAbort | None]:
         """(delay seconds, abort status or None), each sampled independently per request."""
         fault = route.fault
         if fault is None:
@@ -163,8 +235,10 @@ class Primary:
         return delay, fault.sample_abort(self.rng.randrange(MILLION))
 
     @staticmethod
-    def abort(flow: http.HTTPFlow, status: int) -> None:
-        flow.response = local_reply(status, FAULT_ABORT_BODY)
+    def abort(flow: http.HTTPFlow, abort: FaultAbort) -> None:
+        flow.response = local_reply(
+            abort.status, FAULT_ABORT_BODY, request=flow.request, grpc_status=abort.grpc_status
+        )
 
     async def exchange(
         self, flow: http.HTTPFlow, policy: UpstreamPolicy, cluster: Cluster | None
@@ -185,7 +259,7 @@ class Primary:
         while True:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
-                flow.response = local_reply(504, TIMEOUT_BODY)
+                flow.response = local_reply(504, TIMEOUT_BODY, request=req)
                 return
             limits = [t for t in (policy.per_try_timeout, remaining) if t]
             reply: CapturedResponse | None = None
@@ -205,11 +279,11 @@ class Primary:
                 wait = self.rng.uniform(0, cap)
                 if deadline is not None and loop.time() + wait >= deadline:
                     await asyncio.sleep(max(0.0, deadline - loop.time()))
-                    flow.response = local_reply(504, TIMEOUT_BODY)
+                    flow.response = local_reply(504, TIMEOUT_BODY, request=req)
                     return
                 await asyncio.sleep(wait)
                 continue
-            flow.response = _to_response(reply, failure, req.method)
+            flow.response = _to_response(reply, failure, req)
             return
 
     def _context(self, cluster: Cluster | None) -> ssl.SSLContext:
@@ -289,14 +363,15 @@ async def _send_once(
 
 
 def _to_response(
-    reply: CapturedResponse | None, failure: Failure | None, method: str
+    reply: CapturedResponse | None, failure: Failure | None, req: http.Request
 ) -> http.Response:
+    method = req.method
     if reply is None:
         if failure == "timeout":
-            return local_reply(504, TIMEOUT_BODY)
+            return local_reply(504, TIMEOUT_BODY, request=req)
         if failure == "connect-failure":
-            return local_reply(503, CONNECT_FAILURE_BODY)
-        return local_reply(503, RESET_BODY)
+            return local_reply(503, CONNECT_FAILURE_BODY, request=req)
+        return local_reply(503, RESET_BODY, request=req)
     # Names lower-cased (they are case-insensitive, RFC 9110 5.1): the spelling HTTP/2 uses,
     # and the same whatever the upstream's.
     fields = [(n.lower(), v) for n, v in reply.fields if n.lower() not in _RESPONSE_DROP]

@@ -8,11 +8,30 @@ contacted, timeouts and retries while it is.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from meshmirror.config.base import Percent
 from meshmirror.config.virtualservice import HTTPFaultInjection
 from meshmirror.golang import parse_duration_ns
 from meshmirror.percent import MILLION
+
+#: Istio's `SupportedGRPCStatus`: the names `grpcStatus` takes, and their codes.
+GRPC_STATUS_CODES = {
+    name: code
+    for code, name in enumerate(
+        "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS "
+        "PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE "
+        "UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED".split()
+    )
+}
+
+
+class FaultAbort(NamedTuple):
+    """An abort that fired: the HTTP status, and the gRPC status of a `grpcStatus` abort (whose
+    HTTP status is 200, as Envoy's fault filter sets it)."""
+
+    status: int
+    grpc_status: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,26 +41,29 @@ class FaultPolicy:
 
     delay: float = 0.0  # seconds; 0 = no delay
     delay_per_million: int = 0
-    abort_status: int | None = None  # None = no (HTTP) abort
+    abort_status: int | None = None  # None = no abort
     abort_per_million: int = 0
+    abort_grpc_status: int | None = None  # a grpcStatus abort's code (abort_status is 200)
 
     def sample_delay(self, rand: int) -> float:
         """`rand` uniform in [0, MILLION)."""
         return self.delay if self.delay > 0 and rand < self.delay_per_million else 0.0
 
-    def sample_abort(self, rand: int) -> int | None:
+    def sample_abort(self, rand: int) -> FaultAbort | None:
         if self.abort_status is None or rand >= self.abort_per_million:
             return None
-        return self.abort_status
+        return FaultAbort(self.abort_status, self.abort_grpc_status)
 
 
 def _per_million(percentage: Percent | None, percent: int | None = None) -> int:
-    """Istio `translatePercentToFractionalPercent`; unset -> 100%."""
+    """Istio `translatePercentToFractionalPercent` (or, for a delay, the deprecated integer
+    `percent`). Unset -> 0: "If left unspecified, no request will be delayed" / "If not
+    specified, no request will be aborted" (the API), as Envoy's unset fraction never fires."""
     if percentage is not None:
         return max(0, min(MILLION, int(percentage.value * 10000)))
     if percent is not None:
         return max(0, min(MILLION, percent * 10000))
-    return MILLION
+    return 0
 
 
 def compile_fault(f: HTTPFaultInjection | None) -> FaultPolicy | None:
@@ -55,10 +77,16 @@ def compile_fault(f: HTTPFaultInjection | None) -> FaultPolicy | None:
             delay = 0.0
         delay_pm = _per_million(f.delay.percentage, f.delay.percent)
     status: int | None = None
+    grpc_status: int | None = None
     abort_pm = 0
     if f.abort is not None and f.abort.http_status:
         status = f.abort.http_status
         abort_pm = _per_million(f.abort.percentage)
+    elif f.abort is not None and f.abort.grpc_status in GRPC_STATUS_CODES:
+        # Envoy's fault filter: "If gRPC status code is set, then http status will be set to
+        # Http::Code::OK (200)"; the local reply then carries the gRPC status.
+        status, grpc_status = 200, GRPC_STATUS_CODES[f.abort.grpc_status]
+        abort_pm = _per_million(f.abort.percentage)
     if delay <= 0 and status is None:
-        return None  # only unserved kinds (grpcStatus, exponentialDelay): nothing to do
-    return FaultPolicy(delay, delay_pm, status, abort_pm)
+        return None  # only unserved kinds (exponentialDelay, http2Error): nothing to do
+    return FaultPolicy(delay, delay_pm, status, abort_pm, grpc_status)

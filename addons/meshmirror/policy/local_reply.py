@@ -1,4 +1,5 @@
-"""The route actions that answer locally instead of forwarding: redirect and directResponse.
+"""The route actions that answer locally instead of forwarding: redirect and directResponse,
+and the one rule every local reply follows for a gRPC request.
 
 Compiled once at configure time into frozen policies; the mitm glue (mitm/primary.py) turns
 them into the response (the redirect's Location is computed per request from the request's
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from meshmirror.config.virtualservice import HTTPDirectResponse, HTTPRedirect
 from meshmirror.hosts import strip_port
-from meshmirror.policy.rewrites import split_query
+from meshmirror.policy.rewrites import PathRewrite, split_query
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -28,6 +29,8 @@ class RedirectPolicy:
     authority: str | None = None
     scheme: str | None = None
     port: int | None = None  # port_redirect (explicit, or the listener port for FROM_REQUEST_PORT)
+    # prefix_rewrite: the route's matched prefix swapped for the value (the query kept).
+    prefix_rewrite: PathRewrite | None = None
 
     def location(self, scheme: str, authority: str, path: str) -> str:
         """The Location header for a request (scheme, Host, path with query)."""
@@ -41,22 +44,50 @@ class RedirectPolicy:
             if name and ":" not in name and port == str(_DEFAULT_PORTS.get(scheme)):
                 host = name
         new_path = path
-        if self.path is not None:
+        if self.prefix_rewrite is not None:
+            new_path = self.prefix_rewrite.apply(path)
+        elif self.path is not None:
             # A query in the redirect path replaces the request's; otherwise the query is kept.
             new_path = self.path if "?" in self.path else self.path + split_query(path)[1]
         return f"{new_scheme}://{host}{new_path}"
 
+    def describe(self) -> str:
+        """`301 to https://new.example:8443, prefix /foo -> /bar` (the route table's words)."""
+        target = f"{self.scheme or '(scheme)'}://{self.authority or '(host)'}"
+        if self.port:
+            target += f":{self.port}"
+        parts = [f"{self.status} to {target}"]
+        if self.prefix_rewrite is not None:
+            matched = self.prefix_rewrite.matched_prefix
+            parts.append(
+                f"prefix {matched if matched is not None else '(path)'} -> "
+                f"{self.prefix_rewrite.replacement}"
+            )
+        elif self.path is not None:
+            parts.append(f"path {self.path}")
+        return ", ".join(parts)
 
-def compile_redirect(rd: HTTPRedirect, listener_port: int) -> RedirectPolicy:
+
+def compile_redirect(
+    rd: HTTPRedirect, listener_port: int, path_kind: str = "prefix", path_value: str = "/"
+) -> RedirectPolicy:
+    """Istio `ApplyRedirect` for one match block, whose path matcher is `path_kind` /
+    `path_value` (the prefix a `prefixRewrite` swaps: Envoy swaps the path-separated prefix
+    too, and the whole path of an exact match)."""
     port = rd.port or None
     if port is None and rd.derive_port == "FROM_REQUEST_PORT":
         port = listener_port
+    prefix_rewrite = None
+    if rd.prefix_rewrite:
+        matched = path_value if path_kind in ("prefix", "path_separated_prefix") else None
+        prefix_rewrite = PathRewrite("prefix", rd.prefix_rewrite, matched_prefix=matched)
     return RedirectPolicy(
         status=rd.redirect_code or 301,
-        path=rd.uri or None,
+        path=None if prefix_rewrite is not None else rd.uri or None,
         authority=rd.authority or None,
         scheme=rd.scheme or None,
         port=port,
+        prefix_rewrite=prefix_rewrite,
     )
 
 
@@ -77,3 +108,44 @@ def compile_direct_response(dr: HTTPDirectResponse) -> DirectResponsePolicy:
             except (binascii.Error, ValueError):
                 body = b""  # validation reports it as an error first
     return DirectResponsePolicy(dr.status, body)
+
+
+# --- gRPC ---
+
+GRPC_CONTENT_TYPE = "application/grpc"
+
+
+def is_grpc_request(content_type: str) -> bool:
+    """Envoy `Grpc::Common::hasGrpcContentType`: `application/grpc` or `application/grpc+...`
+    (gRPC-Web, `application/grpc-web`, is not gRPC)."""
+    if not content_type.startswith(GRPC_CONTENT_TYPE):
+        return False
+    rest = content_type[len(GRPC_CONTENT_TYPE) :]
+    return rest == "" or rest[0] == "+"
+
+
+def grpc_status_for_http(status: int) -> int:
+    """Envoy `Grpc::Utility::httpToGrpcStatus` (gRPC's HTTP-to-gRPC status mapping)."""
+    return _HTTP_TO_GRPC.get(status, 2)  # UNKNOWN
+
+
+_HTTP_TO_GRPC = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
+
+
+def grpc_local_reply(
+    status: int, body: bytes, grpc_status: int | None = None
+) -> list[tuple[bytes, bytes]]:
+    """Envoy's local reply to a gRPC request (`prepareLocalReply`): a trailers-only response,
+    HTTP status 200 with `grpc-status` (the given one, else mapped from `status`) and the body
+    as `grpc-message`, percent-encoded as gRPC requires; no body. The header fields only: the
+    status is always 200."""
+    code = grpc_status if grpc_status is not None else grpc_status_for_http(status)
+    fields = [(b"content-type", GRPC_CONTENT_TYPE.encode()), (b"grpc-status", str(code).encode())]
+    if body:
+        fields.append((b"grpc-message", _grpc_percent_encode(body)))
+    return fields
+
+
+def _grpc_percent_encode(value: bytes) -> bytes:
+    # gRPC's Percent-Byte-Unencoded: printable ASCII (space included) except "%".
+    return b"".join(bytes([c]) if 0x20 <= c <= 0x7E and c != 0x25 else b"%%%02X" % c for c in value)

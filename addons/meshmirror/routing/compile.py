@@ -29,10 +29,11 @@ from meshmirror.golang import parse_duration_ns
 from meshmirror.hosts import resolve_short_name
 from meshmirror.mesh.clusters import Cluster
 from meshmirror.mesh.registry import Registry, build_registry
+from meshmirror.policy.cors import compile_cors
 from meshmirror.policy.fault import compile_fault
 from meshmirror.policy.local_reply import compile_direct_response, compile_redirect
 from meshmirror.policy.rewrites import compile_header_ops, compile_path_rewrite
-from meshmirror.policy.upstream import compile_upstream
+from meshmirror.policy.upstream import compile_mesh_default, compile_upstream
 from meshmirror.routing.compile_match import compile_route_match
 from meshmirror.routing.delegates import expand_delegates
 from meshmirror.routing.gateways import (
@@ -204,6 +205,11 @@ def _compile_routes(r: LoadedResource, vs: VirtualService, ctx: _Context) -> tup
                     )
                 )
                 continue
+            if action == "redirect" and rule.redirect is not None:
+                # Per match block: a prefixRewrite swaps this block's matched prefix.
+                policies["redirect_policy"] = compile_redirect(
+                    rule.redirect, ctx.listener_port, matcher.path_kind, matcher.path_value
+                )
             out.append(
                 Route(
                     name=name,
@@ -359,11 +365,23 @@ def _rule_policies(
         "request_headers": req,
         "response_headers": resp,
     }
+    if rule.cors_policy is not None:
+        # Istio configures the CORS filter on every route of a rule with a corsPolicy, whatever
+        # its action (a redirect's answer gets the CORS headers too).
+        try:
+            out["cors"] = compile_cors(rule.cors_policy)
+        except Exception as e:  # validation rejects bad origin regexes first; never crash here
+            ctx.diags.append(
+                r.diag(
+                    Severity.ERROR,
+                    ("spec", "http", i, "corsPolicy"),
+                    f"cannot compile corsPolicy: {e}",
+                )
+            )
     if action == "route":
         out["fault"] = compile_fault(rule.fault)
         out["upstream"] = compile_upstream(rule.timeout, rule.retries)
-    elif action == "redirect" and rule.redirect is not None:
-        out["redirect_policy"] = compile_redirect(rule.redirect, ctx.listener_port)
+        out["mesh_default_upstream"] = compile_mesh_default(rule.timeout, rule.retries)
     elif action == "direct_response" and rule.direct_response is not None:
         out["direct_policy"] = compile_direct_response(rule.direct_response)
     return out

@@ -1,8 +1,10 @@
 """The compiled route table: frozen runtime types shaped like Envoy's route configuration.
 
 Built once by `routing.compile.compile_route_table`; per-request matching only reads them.
-`RouteTable.to_envoy()` dumps what Istio would send Envoy, minus what meshmirror does not serve
-(retry policies, decorators).
+`RouteTable.to_envoy()` dumps what Istio would send Envoy, minus what meshmirror does not model
+(decorators, the fault filter's config). Istio's mesh default retry policy is dumped on the
+routes it applies to and marked there (`"meshmirror"`) unless the proxy applies it too
+(`mirror_default_retries=istio`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from meshmirror.config.virtualservice import HTTPDirectResponse, HTTPRedirect
     from meshmirror.mesh.clusters import Cluster
     from meshmirror.mesh.registry import Registry
+    from meshmirror.policy.cors import CrossOriginPolicy
     from meshmirror.policy.fault import FaultPolicy
     from meshmirror.policy.local_reply import DirectResponsePolicy, RedirectPolicy
     from meshmirror.policy.rewrites import HeaderOps, PathRewrite
@@ -36,6 +39,11 @@ _REDIRECT_CODES = {
 }
 
 Action = Literal["route", "redirect", "direct_response", "delegate"]
+
+#: The dump's mark on a retry policy Istio would apply and this proxy does not.
+DEFAULT_RETRIES_NOT_APPLIED = (
+    "Istio's mesh default retry policy; not applied by meshmirror (mirror_default_retries=off)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,10 @@ class Route:
     upstream: UpstreamPolicy | None = None  # timeout and retries
     redirect_policy: RedirectPolicy | None = None
     direct_policy: DirectResponsePolicy | None = None
+    cors: CrossOriginPolicy | None = None  # Envoy's CORS filter, before the route's action
+    # Istio's mesh default retries with the route's timeout, for a forwarding route without
+    # `retries`; served only with mirror_default_retries=istio.
+    mesh_default_upstream: UpstreamPolicy | None = None
 
     @property
     def label(self) -> str:
@@ -111,7 +123,9 @@ class Route:
             idx += f":{self.name}"
         return f"{self.virtual_service}[{idx}]"
 
-    def to_envoy(self) -> dict[str, Any]:
+    def to_envoy(self, *, default_retries: bool = False) -> dict[str, Any]:
+        """This route as Istio configures Envoy; `default_retries`: whether the proxy applies
+        Istio's mesh default retry policy (else the policy is shown and marked)."""
         out: dict[str, Any] = {}
         if self.name:
             out["name"] = self.name
@@ -132,7 +146,9 @@ class Route:
             if self.authority:
                 action["host_rewrite_literal"] = self.authority
             if self.upstream is not None and self.upstream.retries:
-                action["retry_policy"] = _retry_policy_to_envoy(self.upstream)
+                action["retry_policy"] = self.upstream.to_envoy()
+            elif self.mesh_default_upstream is not None:
+                action["retry_policy"] = self.mesh_default_upstream.to_envoy()
             if self.mirrors:
                 action["request_mirror_policies"] = [m.to_envoy() for m in self.mirrors]
             out["route"] = action
@@ -144,7 +160,18 @@ class Route:
         elif self.action == "delegate":
             # Istio inlines the delegate's routes; meshmirror does not (yet), so the dump says so.
             out["delegate"] = self.delegate
+        if self.cors is not None:
+            out["typed_per_filter_config"] = self.cors.to_envoy()
+        if self.action == "route" and self.upstream_is_mesh_default and not default_retries:
+            # Not a field of Envoy's: strip it (jq 'del(..|.meshmirror?)') to diff with istioctl.
+            out["meshmirror"] = {"retry_policy": DEFAULT_RETRIES_NOT_APPLIED}
         return out
+
+    @property
+    def upstream_is_mesh_default(self) -> bool:
+        """True when Istio would give this route its mesh default retry policy."""
+        explicit = self.upstream is not None and self.upstream.retries
+        return not explicit and self.mesh_default_upstream is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,11 +181,11 @@ class VirtualHost:
     routes: tuple[Route, ...]
     virtual_service: str  # ns/name
 
-    def to_envoy(self) -> dict[str, Any]:
+    def to_envoy(self, *, default_retries: bool = False) -> dict[str, Any]:
         return {
             "name": self.name,
             "domains": list(self.domains),
-            "routes": [r.to_envoy() for r in self.routes],
+            "routes": [r.to_envoy(default_retries=default_retries) for r in self.routes],
         }
 
 
@@ -251,10 +278,13 @@ class RouteTable:
         found = self.lookup_host(strip_port(authority).lower())
         return None if found is None else found[0]
 
-    def to_envoy(self) -> dict[str, Any]:
+    def to_envoy(self, *, default_retries: bool = False) -> dict[str, Any]:
+        """Envoy's route configuration; `default_retries` as in `Route.to_envoy`."""
         return {
             "name": self.name,
-            "virtual_hosts": [vh.to_envoy() for vh in self.virtual_hosts],
+            "virtual_hosts": [
+                vh.to_envoy(default_retries=default_retries) for vh in self.virtual_hosts
+            ],
         }
 
     def describe_rows(self) -> list[RouteRow]:
@@ -293,7 +323,9 @@ class RouteTable:
 
 def _redirect_to_envoy(rd: HTTPRedirect) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if rd.uri:
+    if rd.prefix_rewrite:
+        out["prefix_rewrite"] = rd.prefix_rewrite
+    elif rd.uri:
         out["path_redirect"] = rd.uri
     if rd.authority:
         out["host_redirect"] = rd.authority
@@ -338,15 +370,3 @@ def _header_ops_to_envoy(
             out[f"{key}_headers_to_add"] = adds
         if ops.remove:
             out[f"{key}_headers_to_remove"] = sorted(n.decode() for n in ops.remove)
-
-
-def _retry_policy_to_envoy(policy: UpstreamPolicy) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "retry_on": ",".join(sorted(policy.retry_on)),
-        "num_retries": policy.retries,
-    }
-    if policy.per_try_timeout:
-        out["per_try_timeout"] = f"{policy.per_try_timeout:g}s"
-    if policy.retriable_codes:
-        out["retriable_status_codes"] = sorted(policy.retriable_codes)
-    return out

@@ -65,6 +65,9 @@ def _validate_traffic_policy(c: Checker, p: Path, tp: TrafficPolicy) -> None:
     _validate_policy_settings(c, p, tp)
     for i, pl in enumerate(tp.port_level_settings or []):
         pp = p + ("portLevelSettings", i)
+        if pl is None:
+            c.err(pp, "traffic policy may not be null")
+            continue
         if pl.port is None:
             c.err(pp, "portTrafficPolicy must have valid port")
         if all(

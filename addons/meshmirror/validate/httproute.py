@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+from collections.abc import Sequence
 
 from pydantic.alias_generators import to_snake
 
@@ -13,6 +14,7 @@ from meshmirror.config.virtualservice import (
     CorsPolicy,
     HTTPDirectResponse,
     HTTPFaultInjection,
+    HTTPMatchRequest,
     HTTPRedirect,
     HTTPRetry,
     HTTPRewrite,
@@ -89,7 +91,7 @@ def validate_http_route(c: Checker, p: Path, h: HTTPRoute, *, delegate: bool) ->
     for i, m in enumerate(h.mirrors or []):
         validate_mirror_policy(c, p + ("mirrors", i), m)
     if h.redirect is not None:
-        _validate_redirect(c, p + ("redirect",), h.redirect)
+        _validate_redirect(c, p + ("redirect",), h.redirect, h.match or ())
     if h.direct_response is not None:
         _validate_direct_response(c, p + ("directResponse",), h.direct_response)
     if h.retries is not None:
@@ -233,9 +235,29 @@ def _validate_fault(c: Checker, p: Path, f: HTTPFaultInjection) -> None:
             c.err(dp + ("exponentialDelay",), "exponentialDelay not supported yet")
 
 
-def _validate_redirect(c: Checker, p: Path, r: HTTPRedirect) -> None:
+def _validate_redirect(
+    c: Checker, p: Path, r: HTTPRedirect, matches: Sequence[HTTPMatchRequest | None]
+) -> None:
     """Istio `validateHTTPRedirect`, reporting every problem instead of the first."""
-    if not r.uri and not r.authority and r.port is None and r.derive_port is None and not r.scheme:
+    if r.uri and r.prefix_rewrite:
+        c.err(p, "redirect may only specify one of uri or prefix_rewrite")
+    if r.prefix_rewrite and any(
+        m is not None and m.uri is not None and m.uri.prefix is None for m in matches
+    ):
+        # Envoy swaps the matched prefix: an exact or regex match has none to swap.
+        c.err(
+            p + ("prefixRewrite",),
+            "redirect prefix_rewrite requires all URI matches to use prefix match type",
+            r.prefix_rewrite,
+        )
+    if (
+        not r.uri
+        and not r.prefix_rewrite
+        and not r.authority
+        and r.port is None
+        and r.derive_port is None
+        and not r.scheme
+    ):
         c.err(p, "redirect must specify URI, authority, scheme, or port")
     if r.port is not None and r.derive_port is not None:
         c.err(p, "only one of port or derivePort may be set")

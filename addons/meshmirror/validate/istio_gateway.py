@@ -34,7 +34,10 @@ def validate_gateway(c: Checker, gw: Gateway) -> None:
     for i, server in enumerate(servers):
         p = sp + ("servers", i)
         if server is None:
+            # Istio's two passes over the servers (validateServer, then the port names) each
+            # report it.
             c.err(p, "cannot have nil server")
+            c.err(p, "server may not be nil")
             continue
         _validate_server(c, p, server)
         if server.port is not None:

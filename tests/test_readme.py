@@ -1,0 +1,40 @@
+"""The README is part of the product: its reference lists every option with its real default,
+its table of contents every section, and it links nothing outside the repository."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from meshmirror.mitm.inspection_options import INSPECTION_OPTIONS
+from meshmirror.mitm.options import OPTIONS
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+ROW = re.compile(r"^\| `(mirror_\w+)` \| ([^|]*) \|", re.M)
+
+
+def test_every_option_is_in_the_options_table_with_its_default() -> None:
+    rows = {name: default.strip() for name, default in ROW.findall(README)}
+    specs = {spec.name: spec for spec in (*OPTIONS, *INSPECTION_OPTIONS)}
+    assert sorted(rows) == sorted(specs)
+    for name, spec in specs.items():
+        shown = rows[name]
+        if spec.default in ("", None, []):
+            assert not shown.startswith("`") or shown in ("``", "`[]`"), (name, shown)
+        elif isinstance(spec.default, list):
+            assert all(str(v) in shown for v in spec.default), (name, shown)
+        else:
+            value = str(spec.default).lower() if isinstance(spec.default, bool) else spec.default
+            assert shown == f"`{value}`", (name, shown)
+
+
+def test_the_table_of_contents_names_every_section() -> None:
+    sections = re.findall(r"^## (.+)$", README, re.M)
+    linked = set(re.findall(r"\]\(#([a-z0-9-]+)\)", README))
+    for title in sections:
+        anchor = re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
+        assert anchor in linked, title
+
+
+def test_no_link_leaves_the_repository() -> None:
+    assert not re.findall(r"\]\((?:https?:)?//", README)
