@@ -388,3 +388,24 @@ def test_kinds_istio_validates_and_meshmirror_does_not_read_are_skipped(tmp_path
     assert r.returncode == 0, r.stdout
     for doc, (api, kind) in enumerate(kinds, start=1):
         assert f"doc {doc}: skipped {kind} ({api}) x: not a kind meshmirror uses" in r.stdout
+
+
+def test_the_two_natural_service_entry_mistakes_get_a_hint(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        MIRROR_WITHOUT_SERVICE_ENTRY.replace(
+            "endpoints: [{address: 127.0.0.1, ports: {http: 8080}}]",
+            "endpoints: [{address: '127.0.0.1:8080'}]",
+        ).replace("mirror: {host: shadow.nowhere}", "mirror: {host: 127.0.0.1}")
+    )
+    r = run("validate", str(cfg))
+    assert r.returncode == 1
+    # Istio's message first, then meshmirror's hint.
+    assert (
+        'endpoint address "127.0.0.1:8080" is not a valid IP address; the port goes in the '
+        "endpoint's ports map, by port name: `address: 127.0.0.1` with `ports: {http: 8080}`"
+    ) in r.stdout
+    assert (
+        'domain name "0.0.1" invalid (top level domain "1" cannot be all-numeric); a destination '
+        "host is a service name, not an address"
+    ) in r.stdout

@@ -14,7 +14,11 @@ from meshmirror.config.virtualservice import (
 from meshmirror.diagnostics import Path
 from meshmirror.golang import go_float
 from meshmirror.validate.checker import Checker
-from meshmirror.validate.names import is_dns1123_label, validate_wildcard_domain
+from meshmirror.validate.names import (
+    destination_host_hint,
+    is_dns1123_label,
+    validate_wildcard_domain,
+)
 
 
 def check_percent(c: Checker, path: Path, pct: Percent, what: str) -> None:
@@ -34,7 +38,8 @@ def validate_destination(c: Checker, path: Path, d: Destination) -> None:
     if d.host == "*":
         c.err(path + ("host",), "invalid destination host *", d.host)
     else:
-        c.opt(path + ("host",), validate_wildcard_domain(d.host), d.host)
+        error = validate_wildcard_domain(d.host)
+        c.opt(path + ("host",), error and error + destination_host_hint(d.host), d.host)
     if d.subset:
         c.opt(path + ("subset",), subset_name_error(d.subset), d.subset)
     if d.port is not None:

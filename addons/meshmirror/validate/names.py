@@ -158,3 +158,34 @@ def host_subset_of(a: str, b: str) -> bool:
     if b.startswith("*"):
         return a.endswith(b[1:])
     return a == b
+
+
+def address_hints(text: str) -> tuple[str | None, str | None]:
+    """(address, port) when `text` is an IP address with a port (`127.0.0.1:18081`,
+    `[::1]:8080`), else (the IP itself or None, None): what the hints below are made of."""
+    host, sep, port = text.rpartition(":")
+    if sep and port.isdigit() and is_ip(host.strip("[]")):
+        return host.strip("[]"), port
+    return (text, None) if is_ip(text.strip("[]")) else (None, None)
+
+
+def endpoint_address_hint(address: str) -> str:
+    """meshmirror's hint after Istio's message for an endpoint `address` with a port."""
+    ip, port = address_hints(address)
+    if ip is None or port is None:
+        return ""
+    return (
+        f"; the port goes in the endpoint's ports map, by port name: "
+        f"`address: {ip}` with `ports: {{http: {port}}}`"
+    )
+
+
+def destination_host_hint(host: str) -> str:
+    """meshmirror's hint after Istio's message for a destination host written as an address."""
+    ip, _ = address_hints(host)
+    if ip is None:
+        return ""
+    return (
+        "; a destination host is a service name, not an address: declare it in a ServiceEntry "
+        f"(`hosts: [shadow.local]`, `endpoints: [{{address: {ip}}}]`) and use that name here"
+    )

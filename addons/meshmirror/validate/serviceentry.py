@@ -11,6 +11,7 @@ from meshmirror.hosts import is_ip
 from meshmirror.validate.checker import Checker
 from meshmirror.validate.names import (
     UNIX_PREFIX,
+    endpoint_address_hint,
     is_dns1123_label,
     validate_fqdn,
     validate_ip_subnet,
@@ -44,13 +45,15 @@ def _validate_workload_entry(
         if not allow_fqdn:
             c.err(
                 p + ("address",),
-                f"endpoint address {go_quote(addr)} is not a valid IP address",
+                f"endpoint address {go_quote(addr)} is not a valid IP address"
+                + endpoint_address_hint(addr),
                 addr,
             )
         elif validate_fqdn(addr):
             c.err(
                 p + ("address",),
-                f"endpoint address {go_quote(addr)} is not a valid FQDN or an IP address",
+                f"endpoint address {go_quote(addr)} is not a valid FQDN or an IP address"
+                + endpoint_address_hint(addr),
                 addr,
             )
     _validate_endpoint_ports(c, p, we, service_ports)
@@ -230,7 +233,8 @@ def _validate_dns(c: Checker, se: ServiceEntry, resolution: str, port_names: set
         if not is_ip(addr) and validate_fqdn(addr):
             c.err(
                 ap + ("address",),
-                f"endpoint address {go_quote(addr)} is not a valid FQDN or an IP address",
+                f"endpoint address {go_quote(addr)} is not a valid FQDN or an IP address"
+                + endpoint_address_hint(addr),
                 addr,
             )
         c.labels(ap + ("labels",), ep.labels)
