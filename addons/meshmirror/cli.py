@@ -128,6 +128,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("log", metavar="OUTCOMES.jsonl")
     rp.add_argument("--html", default=None, metavar="OUT.html", help="also write an HTML page")
+    rp.add_argument(
+        "--fail-on",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="exit 1 when this holds for a rule and mirror, e.g. 'mismatch_rate > 1%%', "
+        "'shadow_error_rate > 0.5%%', 'shadow_p99 > 2x primary_p99', 'shadow_p99 > 250ms'; "
+        "repeatable",
+    )
+    rp.add_argument(
+        "--min-samples",
+        type=int,
+        default=0,
+        metavar="N",
+        help="exit 2 when a rule and mirror has fewer sampled copies (default: no minimum)",
+    )
+    rp.add_argument(
+        "--junit", default=None, metavar="FILE", help="write the verdict as a JUnit XML file"
+    )
     rp.set_defaults(func=cmd_report)
 
     run = sub.add_parser(
@@ -451,6 +470,13 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         render_html,
         render_text,
     )
+    from meshmirror.outcomes.verdict import ConditionError, evaluate, junit_xml, parse_condition
+
+    try:
+        conditions = [parse_condition(text) for text in args.fail_on]
+    except ConditionError as e:
+        print(f"meshmirror: --fail-on {e}", file=sys.stderr)
+        return EXIT_USAGE
 
     try:
         records = read_records(args.log)
@@ -479,4 +505,22 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         with open(args.html, "w", encoding="utf-8") as f:
             f.write(render_html(groups, args.log))
         print(f"\nHTML report written to {args.html}", file=out)
-    return EXIT_OK
+    if not conditions and not args.min_samples:
+        return EXIT_OK
+    verdict = evaluate(groups, conditions, args.min_samples)
+    print("\nverdict:", file=out)
+    for rule, cluster, n in verdict.too_few:
+        print(
+            f"  TOO FEW  {rule} -> {cluster}: {n} sampled < --min-samples {args.min_samples}",
+            file=out,
+        )
+    for finding in verdict.findings:
+        unknown = finding.figure is None or finding.limit is None
+        state = "FAIL" if finding.holds else ("UNKNOWN" if unknown else "ok")
+        print(f"  {state:<8} {finding.rule} -> {finding.cluster}: {finding.text()}", file=out)
+    if args.junit:
+        with open(args.junit, "w", encoding="utf-8") as fj:
+            fj.write(junit_xml(verdict))
+    if verdict.too_few:
+        return EXIT_USAGE
+    return EXIT_INVALID if verdict.failed else EXIT_OK

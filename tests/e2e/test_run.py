@@ -192,6 +192,37 @@ def test_the_share_mirrored_is_shown_beside_the_configured_one(
     assert n - 20 <= int(m.group(1)) <= n
     assert float(m.group(2)) == pytest.approx(sampled / int(m.group(1)) * 100, rel=0.01)
 
+    # The verdict a pipeline acts on, from the same log.
+    def verdict(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(MESHMIRROR), "report", str(log), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    junit = tmp_path / "verdict.xml"
+    holds = verdict("--fail-on", "shadow_error_rate > 0.5%", "--fail-on", "shadow_p99 > 5s")
+    assert holds.returncode == 0, holds.stdout + holds.stderr
+    assert re.search(r"ok\s+default/meshmirror-run\[0\] -> outbound\|80\|\|mirror-1", holds.stdout)
+    fails = verdict(
+        "--fail-on",
+        f"sampled < {sampled + 1}",
+        "--fail-on",
+        "mismatch_rate > 1%",
+        "--junit",
+        str(junit),
+    )
+    assert fails.returncode == 1, fails.stdout + fails.stderr
+    cluster = "outbound|80||mirror-1.meshmirror.local"
+    line = f"FAIL     default/meshmirror-run[0] -> {cluster}: sampled < {sampled + 1}"
+    assert f"{line}: {sampled} < {sampled + 1}" in fails.stdout, fails.stdout
+    assert "UNKNOWN" in fails.stdout  # nothing was compared: the mismatch rate has no data
+    assert 'failures="1"' in junit.read_text() and "<failure message=" in junit.read_text()
+    assert verdict("--min-samples", str(sampled + 1)).returncode == 2
+    bad = verdict("--fail-on", "mismatch_rate > lots")
+    assert bad.returncode == 2 and "is not a number" in bad.stderr
+
 
 def test_outside_reverse_mode_the_addon_says_how_to_fix_it(tmp_path: Path) -> None:
     cfg = mc.mirror_config(tmp_path / "c.yaml", 9, {})
