@@ -1,3 +1,3 @@
-from meshmirror.cli import main
+from meshmirror.cli.main import main
 
 raise SystemExit(main())
