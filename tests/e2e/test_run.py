@@ -219,6 +219,9 @@ def test_the_share_mirrored_is_shown_beside_the_configured_one(
     assert f"{line}: {sampled} < {sampled + 1}" in fails.stdout, fails.stdout
     assert "UNKNOWN" in fails.stdout  # nothing was compared: the mismatch rate has no data
     assert 'failures="1"' in junit.read_text() and "<failure message=" in junit.read_text()
+    page = tmp_path / "report.html"
+    assert verdict("--fail-on", f"sampled < {sampled + 1}", "--html", str(page)).returncode == 1
+    assert "Verdict: FAILED" in page.read_text()
     assert verdict("--min-samples", str(sampled + 1)).returncode == 2
     bad = verdict("--fail-on", "mismatch_rate > lots")
     assert bad.returncode == 2 and "is not a number" in bad.stderr

@@ -529,3 +529,28 @@ def test_default_retries_rejects_other_values_at_startup(
             "meshmirror: mirror_default_retries: must be one of off, istio (got 'always')"
         ]
         assert m.primary.default_retries is False
+
+
+def test_verdict_command_judges_the_copies_inspected_so_far(config: Path, tmp_path: Path) -> None:
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_config=[str(config)], mirror_log=str(tmp_path / "o.jsonl"))
+        w = RecordingWriter()
+        m.writer = w  # type: ignore[assignment]
+        empty = tctx.master.commands.call("mirror.verdict", "sampled < 5")
+        assert empty[0][0].startswith("no copies inspected yet")
+        for _ in range(2):
+            f = make_flow()
+            m.request(f)
+            w.callbacks[-1](MirrorResult(200, None, "", 0.004, 10, 10))
+            f.response = tutils.tresp()
+            m.inspection.response(f)
+        rows = tctx.master.commands.call("mirror.verdict", "sampled < 5", "failed_rate > 50%")
+        assert rows[0] == ["verdict", "FAILED"]
+        assert rows[1] == [
+            "FAIL",
+            "default/app[1] -> outbound|80||shadow.local: sampled < 5: 2 < 5",
+        ]
+        assert rows[2][0] == "ok"
+        with pytest.raises(exceptions.CommandError, match="unknown figure"):
+            tctx.master.commands.call("mirror.verdict", "speed > 1")

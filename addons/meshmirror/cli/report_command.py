@@ -18,7 +18,13 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         render_html,
         render_text,
     )
-    from meshmirror.outcomes.verdict import ConditionError, evaluate, junit_xml, parse_condition
+    from meshmirror.outcomes.verdict import (
+        ConditionError,
+        evaluate,
+        junit_xml,
+        parse_condition,
+        verdict_lines,
+    )
 
     try:
         conditions = [parse_condition(text) for text in args.fail_on]
@@ -49,23 +55,18 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         )
     groups = build_report(kept)
     render_text(groups, out, args.log)
+    judged = bool(conditions or args.min_samples)
+    verdict = evaluate(groups, conditions, args.min_samples) if judged else None
+    lines = verdict_lines(verdict, args.min_samples) if verdict is not None else None
     if args.html:
         with open(args.html, "w", encoding="utf-8") as f:
-            f.write(render_html(groups, args.log))
+            f.write(render_html(groups, args.log, lines))
         print(f"\nHTML report written to {args.html}", file=out)
-    if not conditions and not args.min_samples:
+    if verdict is None or lines is None:
         return EXIT_OK
-    verdict = evaluate(groups, conditions, args.min_samples)
     print("\nverdict:", file=out)
-    for rule, cluster, n in verdict.too_few:
-        print(
-            f"  TOO FEW  {rule} -> {cluster}: {n} sampled < --min-samples {args.min_samples}",
-            file=out,
-        )
-    for finding in verdict.findings:
-        unknown = finding.figure is None or finding.limit is None
-        state = "FAIL" if finding.holds else ("UNKNOWN" if unknown else "ok")
-        print(f"  {state:<8} {finding.rule} -> {finding.cluster}: {finding.text()}", file=out)
+    for state, line in lines:
+        print(f"  {state:<8} {line}", file=out)
     if args.junit:
         with open(args.junit, "w", encoding="utf-8") as fj:
             fj.write(junit_xml(verdict))

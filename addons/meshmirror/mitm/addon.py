@@ -49,6 +49,7 @@ from meshmirror.mitm.units import parse_duration, parse_size
 from meshmirror.mitm.watch import ConfigWatcher
 from meshmirror.outcomes.counters import MirrorStats
 from meshmirror.outcomes.metrics import Latencies, ProxyState, render_metrics
+from meshmirror.outcomes.verdict import ConditionError, evaluate, parse_condition, verdict_lines
 from meshmirror.policy.fault import FaultAbort
 from meshmirror.routing.match import match_request
 from meshmirror.routing.request_view import RequestView
@@ -554,6 +555,30 @@ class Mirror:
         for name, c in snap["clusters"].items():
             c["circuit"] = circuits.get(name, {"state": "closed"})
         return json.dumps(snap, indent=2, sort_keys=True)
+
+    @command.command("mirror.verdict")
+    def verdict_command(self, *conditions: str) -> types.Data:
+        """`report --fail-on` on the live proxy: each condition (`mismatch_rate > 1%`) over the
+        copies inspected so far, a row per rule, mirror and condition."""
+        try:
+            parsed = [parse_condition(c) for c in conditions]
+        except ConditionError as e:
+            raise exceptions.CommandError(str(e)) from None
+        if not parsed:
+            raise exceptions.CommandError(
+                "give conditions, e.g. mirror.verdict 'mismatch_rate > 1%'"
+            )
+        groups = self.inspection.live.sorted_groups()
+        if not groups:
+            return cast(
+                types.Data,
+                [["no copies inspected yet (with mirror_log, mirror_compare or mirror_flows)"]],
+            )
+        lines = verdict_lines(evaluate(groups, parsed))
+        failed = any(state == "FAIL" for state, _ in lines)
+        rows = [["verdict", "FAILED" if failed else "PASSED"]]
+        rows += [[state, line] for state, line in lines]
+        return cast(types.Data, rows)
 
     @command.command("mirror.reload")
     def reload_command(self) -> str:

@@ -66,6 +66,7 @@ from meshmirror.outcomes.compare import (
 from meshmirror.outcomes.counters import Outcome
 from meshmirror.outcomes.log import OutcomeLog
 from meshmirror.outcomes.metrics import Latencies
+from meshmirror.outcomes.report import LiveReport
 from meshmirror.routing.table import MirrorPolicy, Route
 
 log = logging.getLogger("meshmirror")
@@ -100,6 +101,8 @@ class Inspection:
         self.startup_error = startup_error or (lambda e: False)
         self.replay_all = False  # mirror_replay_sample=all: recorded requests skip sampling
         self.latencies: Latencies | None = None  # with mirror_metrics (Mirror sets it)
+        # The report of the copies inspected so far, for `mirror.verdict`.
+        self.live = LiveReport()
         self._host_warned = False
         # Requests matched per (rule, mirror cluster): the fan-out's counter (Mirror shares it).
         self.rule_matches: Mapping[tuple[str, str], int] = {}
@@ -425,9 +428,10 @@ class Inspection:
             key = (probe.route.label, probe.cluster)
             self.counts.setdefault(key, Counter())["not_compared"] += 1
 
+        record = outcome_record(probe, primary, comparison)
+        record["matched"] = self.rule_matches.get((probe.route.label, probe.cluster))
+        self.live.add(record)
         if self.log_file is not None:
-            record = outcome_record(probe, primary, comparison)
-            record["matched"] = self.rule_matches.get((probe.route.label, probe.cluster))
             self.log_file.write(record)
 
         text = outcome_text(probe, result)

@@ -121,6 +121,30 @@ def _request_line(rec: dict[str, Any]) -> str:
 
 OUTCOMES = frozenset({"sent", "failed", "dropped", "skipped"})
 
+#: Latencies a live report keeps per rule and mirror; past it the oldest half is dropped, so
+#: its percentiles describe the recent copies and its memory stays bounded.
+LIVE_LATENCIES = 20_000
+
+
+class LiveReport:
+    """The report built as a running proxy records its copies (`mirror.verdict`)."""
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, str], GroupStats] = {}
+
+    def add(self, rec: dict[str, Any]) -> None:
+        key = (str(rec.get("rule") or "-"), str(rec.get("cluster") or "-"))
+        g = self.groups.get(key)
+        if g is None:
+            g = self.groups[key] = GroupStats(*key)
+        g.add(rec)
+        for values in (g.primary_latency, g.shadow_latency):
+            if len(values) > LIVE_LATENCIES:
+                del values[: LIVE_LATENCIES // 2]
+
+    def sorted_groups(self) -> list[GroupStats]:
+        return [self.groups[k] for k in sorted(self.groups)]
+
 
 def is_outcome_record(rec: dict[str, Any]) -> bool:
     """A line `mirror_log` wrote: an outcome of its four, a rule and a mirror cluster."""
@@ -239,12 +263,32 @@ def _latency_svg(groups: Sequence[GroupStats]) -> str:
     )
 
 
-def render_html(groups: Sequence[GroupStats], source: str = "") -> str:
+def render_html(
+    groups: Sequence[GroupStats],
+    source: str = "",
+    verdict: Sequence[tuple[str, str]] | None = None,
+) -> str:
+    """The self-contained page; `verdict`, when conditions were given: (state, line) pairs, state
+    FAIL / UNKNOWN / ok / TOO FEW, shown first."""
     esc = html.escape
     total = sum(g.sampled for g in groups)
     body: list[str] = [
         f"<h1>meshmirror report</h1><p>{esc(source)}: {total} sampled copies, "
         f"{len(groups)} rule/mirror pair(s)</p>",
+    ]
+    if verdict is not None:
+        failed = any(state in ("FAIL", "TOO FEW") for state, _ in verdict)
+        body.append(
+            f"<h2 id='verdict' class='{'bad' if failed else 'ok'}'>Verdict: "
+            f"{'FAILED' if failed else 'PASSED'}</h2><ul>"
+            + "".join(
+                f"<li class='{'bad' if state in ('FAIL', 'TOO FEW') else 'ok'}'>"
+                f"{esc(state)}: {esc(line)}</li>"
+                for state, line in verdict
+            )
+            + "</ul>"
+        )
+    body += [
         "<h2>Latency (ms), primary versus shadow</h2>",
         _latency_svg(groups),
         "<h2>Outcomes</h2>",

@@ -199,3 +199,16 @@ def _show(figure: str, value: float) -> str:
     if figure.endswith("_rate"):
         return f"{value * 100:.2f}%"
     return f"{value:g}"
+
+
+def verdict_lines(verdict: Verdict, min_samples: int = 0) -> list[tuple[str, str]]:
+    """(state, `RULE -> CLUSTER: ...`) per group set aside and per finding; state is TOO FEW,
+    FAIL, UNKNOWN or ok."""
+    out = [
+        ("TOO FEW", f"{rule} -> {cluster}: {n} sampled < --min-samples {min_samples}")
+        for rule, cluster, n in verdict.too_few
+    ]
+    for f in verdict.findings:
+        state = "FAIL" if f.holds else ("UNKNOWN" if f.figure is None or f.limit is None else "ok")
+        out.append((state, f"{f.rule} -> {f.cluster}: {f.text()}"))
+    return out
