@@ -550,6 +550,7 @@ class Mirror:
         snap["generation"] = self.live.generation
         snap["config"] = self.live.state  # "empty": every request goes to the reverse upstream
         snap["comparison"] = self.inspection.snapshot()
+        snap["noise"] = self.inspection.noise.snapshot()
         snap["reloads"] = dict(self.live.reloads)
         circuits = fanout.breaker.snapshot()
         for name, c in snap["clusters"].items():

@@ -6,6 +6,9 @@ is loaded:
     meshmirror.io/compare: "true" | "false"                      overrides mirror_compare
     meshmirror.io/compare-ignore-json: "/origin,/items/*/id"     added to the global pointers
     meshmirror.io/compare-ignore-headers: "x-version,x-cache"    added to the global names
+    meshmirror.io/compare-baseline: "httpbin-v1-b"              the mirror host that is a second
+        instance of the primary's version: what differs between it and the primary is learned
+        as noise and removed from the other mirrors' mismatches (outcomes/noise.py)
 
 Pure and free of mitmproxy: a bad annotation is a `ValueError` that names the file, the
 VirtualService and the annotation; the addon (inspection.py) turns it into `OptionsError`.
@@ -23,12 +26,22 @@ from meshmirror.outcomes.compare import CompareSettings
 ANNOTATION_COMPARE = "meshmirror.io/compare"
 ANNOTATION_IGNORE_JSON = "meshmirror.io/compare-ignore-json"
 ANNOTATION_IGNORE_HEADERS = "meshmirror.io/compare-ignore-headers"
+ANNOTATION_BASELINE = "meshmirror.io/compare-baseline"
 
 
 @dataclass(frozen=True, slots=True)
 class RuleCompare:
     enabled: bool
     settings: CompareSettings
+    baseline: str | None = None  # the baseline mirror's host, as the annotation names it
+
+    def is_baseline(self, cluster: str) -> bool:
+        """Whether the mirror cluster (`outbound|PORT|SUBSET|FQDN`) is the baseline: its FQDN is
+        the annotated host, or that short name expanded (`name.namespace.svc...`)."""
+        if not self.baseline:
+            return False
+        fqdn = cluster.rpartition("|")[2]
+        return fqdn == self.baseline or fqdn.startswith(self.baseline + ".")
 
 
 def compile_compare_rules(
@@ -67,5 +80,6 @@ def compile_compare_rules(
             dataclasses.replace(
                 base.settings, ignore_headers=headers, ignore_json=settings.ignore_json
             ),
+            ann.get(ANNOTATION_BASELINE, "").strip() or None,
         )
     return rules

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -66,6 +67,7 @@ from meshmirror.outcomes.compare import (
 from meshmirror.outcomes.counters import Outcome
 from meshmirror.outcomes.log import OutcomeLog
 from meshmirror.outcomes.metrics import Latencies
+from meshmirror.outcomes.noise import NoiseModel
 from meshmirror.outcomes.report import LiveReport
 from meshmirror.routing.table import MirrorPolicy, Route
 
@@ -103,6 +105,10 @@ class Inspection:
         self.latencies: Latencies | None = None  # with mirror_metrics (Mirror sets it)
         # The report of the copies inspected so far, for `mirror.verdict`.
         self.live = LiveReport()
+        # Noise learned from baselines (meshmirror.io/compare-baseline), saved to and loaded
+        # from mirror_compare_noise when that is set.
+        self.noise = NoiseModel()
+        self._noise_path = ""
         self._host_warned = False
         # Requests matched per (rule, mirror cluster): the fan-out's counter (Mirror shares it).
         self.rule_matches: Mapping[tuple[str, str], int] = {}
@@ -175,6 +181,24 @@ class Inspection:
                     self.log_file = OutcomeLog(opts.mirror_log)
                 except OSError as e:
                     raise option_error(f"mirror_log: {e}") from e
+        if "mirror_compare_noise" in updated and opts.mirror_compare_noise != self._noise_path:
+            self._noise_path = opts.mirror_compare_noise
+            if self._noise_path and os.path.exists(self._noise_path):
+                try:
+                    with open(self._noise_path, encoding="utf-8") as f:
+                        self.noise = NoiseModel.loads(f.read())
+                except (OSError, ValueError) as e:
+                    raise option_error(f"mirror_compare_noise: {self._noise_path}: {e}") from e
+                log.info(
+                    f"meshmirror: learned noise loaded from {self._noise_path}: "
+                    + (
+                        ", ".join(
+                            f"{rule}: {len(self.noise.noise(rule))} field(s)"
+                            for rule in sorted(self.noise.compared)
+                        )
+                        or "none"
+                    )
+                )
         if "mirror_replay_sample" in updated:
             self.replay_all = opts.mirror_replay_sample == "all"
         if "mirror_replay_rate" in updated:
@@ -239,6 +263,14 @@ class Inspection:
 
     def _close(self) -> None:
         self.flows.close()
+        if self._noise_path and self.noise.compared:
+            try:
+                tmp = f"{self._noise_path}.tmp"
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(self.noise.dumps())
+                os.replace(tmp, self._noise_path)  # a reader never sees half a file
+            except OSError as e:
+                log.warning(f"meshmirror: mirror_compare_noise: cannot save: {e}")
         if self.log_file is not None:
             self.log_file.close()
             self.log_file = None
@@ -414,6 +446,12 @@ class Inspection:
                     settings,
                 ),
             )
+            if probe.compare.is_baseline(probe.cluster):
+                # The same version answered twice: whatever differs is noise for the rule (and,
+                # once trusted, not a mismatch of the baseline's either).
+                self.noise.learn(probe.route.label, comparison.fields)
+            if probe.compare.baseline:
+                comparison = self.noise.filter(probe.route.label, comparison)
             key = (probe.route.label, probe.cluster)
             counts = self.counts.setdefault(key, Counter())
             counts["matched" if comparison.match else "mismatched"] += 1

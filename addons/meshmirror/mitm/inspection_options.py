@@ -81,6 +81,13 @@ INSPECTION_OPTIONS: tuple[OptionSpec, ...] = (
         "writer has room.",
     ),
     OptionSpec(
+        "mirror_compare_noise",
+        str,
+        "",
+        "A JSON file for the noise learned from baselines (meshmirror.io/compare-baseline): "
+        "loaded at startup when it exists, written at exit, so a later run starts with it.",
+    ),
+    OptionSpec(
         "mirror_replay_sample",
         str,
         "percentages",

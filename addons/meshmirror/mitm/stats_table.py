@@ -46,6 +46,11 @@ def stats_rows(snapshot: Mapping[str, Any]) -> list[list[str]]:
     )
     for key, counts in sorted((snapshot.get("comparison") or {}).items()):
         rows.append(_note(f"compared {key}", _pairs(counts)))
+    for rule, learned in sorted((snapshot.get("noise") or {}).items()):
+        fields = ", ".join(learned.get("noise", ())) or "none yet"
+        rows.append(
+            _note(f"noise {rule}", f"{fields} ({learned.get('baseline_compared', 0)} baseline)")
+        )
     return rows
 
 

@@ -144,6 +144,10 @@ class Comparison:
     examples: Mapping[str, str] = field(default_factory=dict)  # field -> short diff text
     differing: int = 0  # how many fields differ (fields may be capped)
     note: str = ""  # e.g. "body over 262144 bytes: compared by size and hash"
+    # With noise learned from a baseline (outcomes/noise.py): what differed before the noise
+    # was removed, and the fields removed as noise.
+    raw_fields: tuple[str, ...] = ()
+    noise: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         """The JSON-friendly form used by the outcome log and flow comments."""
@@ -152,6 +156,9 @@ class Comparison:
             out["fields"] = list(self.fields)
             out["differing"] = self.differing
             out["examples"] = dict(self.examples)
+        if self.noise:
+            out["raw_fields"] = list(self.raw_fields)
+            out["noise"] = list(self.noise)
         if self.note:
             out["note"] = self.note
         return out

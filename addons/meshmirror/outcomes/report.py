@@ -42,6 +42,7 @@ class GroupStats:
     compared: int = 0
     mismatched: int = 0
     fields: Counter[str] = field(default_factory=Counter)
+    noise: Counter[str] = field(default_factory=Counter)  # fields removed as learned noise
     examples: dict[str, tuple[str, str]] = field(default_factory=dict)  # field -> (request, diff)
 
     @property
@@ -80,6 +81,7 @@ class GroupStats:
         comparison = rec.get("comparison")
         if isinstance(comparison, dict) and "match" in comparison:
             self.compared += 1
+            self.noise.update(str(n) for n in comparison.get("noise") or ())
             if not comparison["match"]:
                 self.mismatched += 1
                 examples = comparison.get("examples") or {}
@@ -105,6 +107,7 @@ class GroupStats:
             "compared": self.compared,
             "mismatched": self.mismatched,
             "mismatch_rate": self.mismatch_rate,
+            "noise_removed": dict(self.noise),
             "top_fields": [
                 {"field": f, "count": n, "example": self.examples.get(f, ("", ""))[1]}
                 for f, n in self.fields.most_common(_TOP_FIELDS)
@@ -205,6 +208,12 @@ def render_text(groups: Sequence[GroupStats], out: TextIO, source: str = "") -> 
                 f"p99 {_fmt_ms(lat['p99'])}\n"
             )
         out.write(f"  mismatches {_fmt_rate(g)}\n")
+        if g.noise:
+            out.write(
+                "  learned noise removed: "
+                + ", ".join(f"{name} ({n})" for name, n in g.noise.most_common(_TOP_FIELDS))
+                + "\n"
+            )
         for name, n in g.fields.most_common(_TOP_FIELDS):
             where, example = g.examples.get(name, ("", ""))
             out.write(f"    {n:>6}  {name}")
@@ -317,6 +326,13 @@ def render_html(
                 f"<td><code>{esc(example)}</code></td><td>{esc(where)}</td></tr>"
             )
         body.append("</table>")
+    for g in groups:
+        if g.noise:
+            body.append(
+                f"<h2>Learned noise removed: {esc(g.rule)} -&gt; {esc(g.cluster)}</h2><p>"
+                + ", ".join(f"<code>{esc(n)}</code> ({c})" for n, c in g.noise.most_common())
+                + "</p>"
+            )
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width'>"
