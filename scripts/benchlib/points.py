@@ -41,6 +41,14 @@ POINTS: tuple[Point, ...] = (
         100,
         options=("mirror_sender=loop",),
     ),
+    Point(
+        "m100-metrics",
+        "meshmirror, 100% to a healthy mirror, with mirror_metrics (Prometheus) on",
+        "meshmirror",
+        "healthy",
+        100,
+        options=("mirror_metrics=127.0.0.1:0",),
+    ),
     Point("slow100", "meshmirror, 100% to a mirror answering after 2 s", "meshmirror", "slow", 100),
     Point(
         "silent100", "meshmirror, 100% to a mirror that never answers", "meshmirror", "silent", 100
