@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshmirror.mirror.breaker import CircuitBreaker
+from meshmirror.mirror.breaker import CircuitBreaker, Transition
 
 
 class Clock:
@@ -106,3 +106,84 @@ def test_rejects_negative_settings() -> None:
         CircuitBreaker(-1, 1, Clock())
     with pytest.raises(ValueError):
         CircuitBreaker(1, -1, Clock())
+
+
+def test_settings_are_checked_with_their_names() -> None:
+    with pytest.raises(ValueError, match=r"^failures must be >= 0$"):
+        CircuitBreaker(-1, 1, Clock())
+    with pytest.raises(ValueError, match=r"^cooldown must be >= 0$"):
+        CircuitBreaker(1, -0.5, Clock())
+    b = CircuitBreaker(1, 0, Clock())  # no cool-down: the next copy is the probe
+    fail(b, 1)
+    assert b.allow("c")[0] and b.state("c") == "half_open"
+
+
+def test_every_transition_is_reported_with_its_reason() -> None:
+    b, clock = make(2, cooldown=2.5)
+    assert fail(b, 1) == []
+    b.allow("c")
+    opened = b.record("c", False)
+    assert opened == Transition(
+        "c", "closed", "open", "2 consecutive failures; failing fast for 2.5s"
+    )
+    assert opened.format() == (
+        "mirror circuit closed -> open cluster=c (2 consecutive failures; failing fast for 2.5s)"
+    )
+    clock.now += 2.5
+    assert b.allow("c") == (True, Transition("c", "open", "half_open", "cool-down over; one probe"))
+    assert b.record("c", False) == Transition("c", "half_open", "open", "probe failed")
+    clock.now += 2.5
+    b.allow("c")
+    assert b.record("c", True) == Transition("c", "half_open", "closed", "probe answered")
+    assert b.state("c") == "closed"
+
+
+def test_rejected_copies_are_counted_one_by_one() -> None:
+    b, clock = make(1, cooldown=10)
+    fail(b, 1)
+    for _ in range(3):
+        assert b.allow("c") == (False, None)
+    clock.now += 10
+    assert b.allow("c")[0]  # the probe
+    assert b.allow("c") == (False, None)
+    assert b.snapshot() == {
+        "c": {"state": "half_open", "consecutive_failures": 1, "opened": 1, "rejected": 4}
+    }
+
+
+def test_late_results_while_open_neither_extend_nor_end_the_cooldown() -> None:
+    b, clock = make(2, cooldown=10)
+    fail(b, 2)
+    clock.now += 6
+    for ok in (False, False, True, None):
+        assert b.record("c", ok) is None  # copies that were in flight when it opened
+    assert b.state("c") == "open"
+    clock.now += 4  # ten seconds after it opened, whatever arrived since
+    assert b.allow("c") == (True, Transition("c", "open", "half_open", "cool-down over; one probe"))
+    assert b.snapshot()["c"] == {
+        "state": "half_open",
+        "consecutive_failures": 2,
+        "opened": 1,
+        "rejected": 0,
+    }
+
+
+def test_a_released_probe_slot_admits_exactly_one_new_probe() -> None:
+    b, clock = make(1, cooldown=1)
+    fail(b, 1)
+    clock.now += 1
+    assert b.allow("c")[0]
+    b.release("c")
+    assert b.allow("c") == (True, None)
+    assert b.allow("c") == (False, None)
+
+
+def test_release_and_neutral_results_of_unknown_or_closed_clusters_do_nothing() -> None:
+    b, _ = make(1)
+    b.release("never-seen")
+    assert b.record("never-seen", None) is None and b.record("never-seen", True) is None
+    assert b.snapshot() == {}
+    fail(b, 1, "other")
+    assert b.snapshot() == {
+        "other": {"state": "open", "consecutive_failures": 1, "opened": 1, "rejected": 0}
+    }

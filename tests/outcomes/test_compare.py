@@ -448,3 +448,370 @@ def test_deeply_nested_json_is_a_difference_not_an_exception(depth: int) -> None
     )
     assert not result.match
     assert len(result.fields) == 1 and result.fields[0].startswith("body"), result.fields[0][:40]
+
+
+# --- the result's shape --------------------------------------------------------------------------
+
+
+def test_summary_and_short_form() -> None:
+    same = compare_responses(side({"a": 1}), side({"a": 1}), DEFAULT)
+    assert same.summary() == {"match": True} and same.short() == "match"
+    differ = compare_responses(side({"a": 1}, status=200), side({"a": 2}, status=503), DEFAULT)
+    assert differ.summary() == {
+        "match": False,
+        "fields": ["status", "body:/a"],
+        "differing": 2,
+        "examples": {"status": "200 != 503", "body:/a": "1 != 2"},
+    }
+    noted = compare_responses(side({"a": 1}), Side(200, H, None), DEFAULT)
+    assert noted.summary() == {"match": True, "note": "body not compared: shadow body unavailable"}
+
+
+@pytest.mark.parametrize(
+    ("count", "short"),
+    [
+        pytest.param(1, "mismatch: body:/k0", id="one"),
+        pytest.param(5, "mismatch: body:/k0, body:/k1, body:/k2, body:/k3, body:/k4", id="five"),
+        pytest.param(
+            6,
+            "mismatch: body:/k0, body:/k1, body:/k2, body:/k3, body:/k4 (+1 more)",
+            id="six",
+        ),
+        pytest.param(
+            9,
+            "mismatch: body:/k0, body:/k1, body:/k2, body:/k3, body:/k4 (+4 more)",
+            id="nine",
+        ),
+    ],
+)
+def test_the_short_form_names_five_fields(count: int, short: str) -> None:
+    a = side({f"k{i}": i for i in range(count)})
+    b = side({f"k{i}": -1 for i in range(count)})
+    assert compare_responses(a, b, DEFAULT).short() == short
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "fields", "examples", "note"),
+    [
+        pytest.param(
+            side({"a": 1}, headers=[*H, ("X-Old", "1")]),
+            side({"a": 1}),
+            ("header:x-old",),
+            {"header:x-old": "only in primary"},
+            "",
+            id="header-only-in-primary",
+        ),
+        pytest.param(
+            Side(200, H, None),
+            side({"a": 1}),
+            (),
+            {},
+            "body not compared: primary body unavailable",
+            id="primary-body-unavailable",
+        ),
+        pytest.param(
+            side(raw=b"abcdefgh"),
+            side(raw=b"abXd", truncated=True),
+            ("body",),
+            {"body": "bodies differ within the captured prefix"},
+            "body not compared: only a prefix was captured",
+            id="prefix-differs",
+        ),
+        pytest.param(
+            side(raw=b"abcd", truncated=True),
+            side(raw=b"abcdefgh"),
+            (),
+            {},
+            "body not compared: only a prefix was captured",
+            id="primary-prefix-agrees",
+        ),
+        pytest.param(
+            side(raw=b"<html>"),
+            side({"a": 1}),
+            ("body",),
+            {"body": "JSON in shadow only"},
+            "",
+            id="json-in-shadow-only",
+        ),
+        pytest.param(
+            side(raw=b"1"), side(raw=b"2"), ("body:/",), {"body:/": "1 != 2"}, "", id="json-root"
+        ),
+        pytest.param(
+            side(raw=b" true "),
+            side(raw=b"null"),
+            ("body:/",),
+            {"body:/": "true != null"},
+            "",
+            id="json-literals",
+        ),
+        pytest.param(
+            side(raw=b"-1"), side(raw=b"-2"), ("body:/",), {"body:/": "-1 != -2"}, "", id="neg"
+        ),
+        pytest.param(
+            side({"a": "é"}),
+            side({"a": "e"}),
+            ("body:/a",),
+            {"body:/a": '"é" != "e"'},
+            "",
+            id="examples-keep-non-ascii",
+        ),
+        pytest.param(
+            side({"a~b": 1}),
+            side({"a~b": 2}),
+            ("body:/a~0b",),
+            {"body:/a~0b": "1 != 2"},
+            "",
+            id="tilde-escaped-in-the-pointer",
+        ),
+        pytest.param(
+            side({"a": 1}),
+            side({"a": 1, "n": {"x": [2]}}),
+            ("body:/n",),
+            {"body:/n": 'only in shadow: {"x": [2]}'},
+            "",
+            id="key-only-in-shadow",
+        ),
+        pytest.param(
+            side({"l": [1, 2, {"k": 3}]}),
+            side({"l": [1, 2]}),
+            ("body:/l/2",),
+            {"body:/l/2": 'only in primary: {"k": 3}'},
+            "",
+            id="shorter-shadow-list",
+        ),
+        pytest.param(
+            side({"l": [1]}),
+            side({"l": [1, "two"]}),
+            ("body:/l/1",),
+            {"body:/l/1": 'only in shadow: "two"'},
+            "",
+            id="longer-shadow-list",
+        ),
+        pytest.param(
+            side({"l": [1]}),
+            side({"l": {"0": 1}}),
+            ("body:/l",),
+            {"body:/l": '[1] != {"0": 1}'},
+            "",
+            id="list-against-object",
+        ),
+        pytest.param(
+            side({"l": "ab"}),
+            side({"l": ["a", "b"]}),
+            ("body:/l",),
+            {"body:/l": '"ab" != ["a", "b"]'},
+            "",
+            id="string-against-list",
+        ),
+    ],
+)
+def test_fields_examples_and_notes(
+    a: Side, b: Side, fields: tuple[str, ...], examples: dict[str, str], note: str
+) -> None:
+    result = compare_responses(a, b, DEFAULT)
+    assert (result.fields, dict(result.examples), result.note) == (fields, examples, note)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "fields", "examples", "note"),
+    [
+        pytest.param(
+            side(raw=b"x" * 11),
+            side(raw=b"x" * 5),
+            ("body",),
+            {"body": "11 bytes != 5 bytes"},
+            "body over 10 bytes: compared by size and hash",
+            id="one-side-over-the-cap",
+        ),
+        pytest.param(
+            side(raw=b"x" * 5),
+            side(raw=b"x" * 12),
+            ("body",),
+            {"body": "5 bytes != 12 bytes"},
+            "body over 10 bytes: compared by size and hash",
+            id="shadow-over-the-cap",
+        ),
+        pytest.param(
+            side(raw=b"aaaa\nbbbbb"),
+            side(raw=b"aaaa\nccccc"),
+            ("body",),
+            {"body": "-bbbbb | +ccccc"},
+            "",
+            id="exactly-the-cap-is-compared-in-full",
+        ),
+    ],
+)
+def test_bodies_over_the_cap_are_compared_by_size_and_hash(
+    a: Side, b: Side, fields: tuple[str, ...], examples: dict[str, str], note: str
+) -> None:
+    result = compare_responses(a, b, CompareSettings.build(max_body=10))
+    assert (result.fields, dict(result.examples), result.note) == (fields, examples, note)
+
+
+def test_an_example_of_exactly_the_bound_is_kept_whole() -> None:
+    a = side({"a": "x" * 76})
+    b = side({"a": "y" * 76})
+    example = compare_responses(a, b, DEFAULT).examples["body:/a"]
+    assert example == f'"{"x" * 76}" != "{"y" * 76}"' and len(example) == 160
+    longer = compare_responses(side({"a": "x" * 77}), side({"a": "y" * 77}), DEFAULT)
+    assert len(longer.examples["body:/a"]) == 160 and longer.examples["body:/a"].endswith("...")
+
+
+def test_ignored_pointers_skip_list_items_and_leave_other_paths() -> None:
+    settings = CompareSettings.build(ignore_json=["/l/0", "/x"])
+    a = side({"l": [1, 2], "m": {"n": 1}})
+    b = side({"l": [9, 3], "m": {"n": 2}})
+    assert compare_responses(a, b, settings).fields == ("body:/l/1", "body:/m/n")
+
+
+@pytest.mark.parametrize(
+    ("primary", "shadow", "explained"),
+    [
+        pytest.param("[::1]:8080", "[::1]-shadow:8080", True, id="ipv6-with-port"),
+        pytest.param("[::1]x]", "[::1]-shadowx]", True, id="suffix-after-the-first-bracket"),
+        pytest.param("[::1]x]", "[::1]x]-shadow", False, id="not-after-the-last-bracket"),
+        pytest.param("[::1", "[::1-shadow", True, id="unclosed-bracket"),
+        pytest.param("app:x", "app:x-shadow", True, id="non-numeric-port-is-name"),
+        pytest.param("app:x", "app-shadow:x", False, id="no-port-to-keep"),
+        pytest.param("a:b:80", "a:b:80-shadow", True, id="two-colons-no-port"),
+        pytest.param("a:b:80", "a:b-shadow:80", False, id="two-colons-not-split"),
+        pytest.param(":80", ":80-shadow", True, id="no-name-before-port"),
+    ],
+)
+def test_the_shadow_host_is_recognised_as_the_proxy_builds_it(
+    primary: str, shadow: str, explained: bool
+) -> None:
+    result = compare_responses(side({"Host": primary}), side({"Host": shadow}), DEFAULT)
+    assert result.match is explained
+
+
+def test_a_proxy_changed_header_on_one_side_only_is_shown() -> None:
+    result = compare_responses(
+        side({"h": {"X-Request-Id": "abc"}}), side({"h": {"Host": "app-shadow"}}), DEFAULT
+    )
+    assert dict(result.examples) == {
+        "body:/h/Host": 'only in shadow: "app-shadow"',
+        "body:/h/X-Request-Id": 'only in primary: "abc"',
+    }
+
+
+def test_sensitive_values_too_short_to_be_secrets_are_still_redacted_by_key() -> None:
+    a = side({"extra": {"Cookie": "a=1", "n": 1}, "list": [{"COOKIE": "b"}]})
+    b = side({})
+    assert dict(compare_responses(a, b, DEFAULT).examples) == {
+        "body:/extra": 'only in primary: {"Cookie": "[redacted]", "n": 1}',
+        "body:/list": 'only in primary: [{"COOKIE": "[redacted]"}]',
+    }
+
+
+@pytest.mark.parametrize("where", ["primary", "shadow"])
+def test_secrets_under_sensitive_keys_of_either_side_are_scrubbed(where: str) -> None:
+    with_secret = {"h": {"Cookie": ["sid=list-secret-1"]}, "echo": "saw list-secret-1"}
+    without = {"h": {}, "echo": "saw nothing"}
+    a, b = (with_secret, without) if where == "primary" else (without, with_secret)
+    text = json.dumps(compare_responses(side(a), side(b), DEFAULT).summary())
+    assert "list-secret-1" not in text and "[redacted]" in text
+
+
+@pytest.mark.parametrize(
+    ("secrets", "echo", "example"),
+    [
+        pytest.param(["abcd"], "x abcd", '"x [redacted]" != "y"', id="four-characters"),
+        pytest.param(["abc"], "x abc", '"x abc" != "y"', id="three-are-not-searched"),
+        pytest.param(
+            ["tok-9", "bearer-tok-9"],
+            "bearer-tok-9!",
+            '"[redacted]!" != "y"',
+            id="longest-first",
+        ),
+        pytest.param(['pä"ss1'], 'pä"ss1', '"[redacted]" != "y"', id="as-json-shows-it"),
+    ],
+)
+def test_secrets_are_replaced_whole(secrets: list[str], echo: str, example: str) -> None:
+    result = compare_responses(side({"e": echo}), side({"e": "y"}), DEFAULT, secrets)
+    assert result.examples == {"body:/e": example}
+
+
+def test_secret_fragments_of_authorization_and_cookies() -> None:
+    headers = [
+        ("Authorization", 'Digest username="u", realm="r1"'),
+        ("Cookie", 'tok=abc=def; s="Xval1234X"'),
+    ]
+    assert set(secret_values(headers, DEFAULT)) == {
+        'Digest username="u", realm="r1"',
+        'username="u", realm="r1"',
+        'tok=abc=def; s="Xval1234X"',
+        "tok=abc=def",
+        "abc=def",
+        's="Xval1234X"',
+        "Xval1234X",
+    }
+
+
+def test_text_that_is_not_utf8_is_compared_as_replaced_text() -> None:
+    result = compare_responses(side(raw=b"a\xff\nb"), side(raw=b"a\xff\nc"), DEFAULT)
+    assert result.examples == {"body": "-b | +c"}
+    result = compare_responses(side(raw=b"v\xfe1"), side(raw=b"v2"), DEFAULT)
+    assert result.examples == {"body": "-v\ufffd1 | +v2"}
+
+
+def test_json_too_deep_to_walk_is_one_difference_with_a_reason() -> None:
+    # Keys that name a header the proxy changes cost two frames per level to walk, so the walk
+    # runs out of stack long before the parser does.
+    depth = 600
+    a = b'{"host": ' * depth + b"1" + b"}" * depth
+    b = b'{"host": ' * depth + b"2" + b"}" * depth
+    result = compare_responses(Side(200, [], a), Side(200, [], b), DEFAULT)
+    assert (result.fields, dict(result.examples)) == (
+        ("body",),
+        {"body": "JSON nested too deep to compare"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("comparison", "expected"),
+    [
+        (
+            Comparison(True, ()),
+            {"match": True},
+        ),
+        (
+            Comparison(False, ("body:/price",), {"body:/price": "1 != 2"}, differing=1),
+            {
+                "match": False,
+                "fields": ["body:/price"],
+                "differing": 1,
+                "examples": {"body:/price": "1 != 2"},
+            },
+        ),
+        (
+            # Noise removed, a real change left: both lists are kept.
+            Comparison(
+                False,
+                ("body:/price",),
+                {"body:/price": "1 != 2"},
+                differing=1,
+                raw_fields=("body:/ts", "body:/price"),
+                noise=("body:/ts",),
+            ),
+            {
+                "match": False,
+                "fields": ["body:/price"],
+                "differing": 1,
+                "examples": {"body:/price": "1 != 2"},
+                "raw_fields": ["body:/ts", "body:/price"],
+                "noise": ["body:/ts"],
+            },
+        ),
+        (
+            # Only noise differed: a match, with what was removed beside it.
+            Comparison(True, (), raw_fields=("body:/ts",), noise=("body:/ts",), note="n"),
+            {"match": True, "raw_fields": ["body:/ts"], "noise": ["body:/ts"], "note": "n"},
+        ),
+    ],
+    ids=["match", "mismatch", "noise-and-change", "only-noise"],
+)
+def test_the_summary_records_fields_and_the_noise_removed(
+    comparison: Comparison, expected: dict[str, object]
+) -> None:
+    assert comparison.summary() == expected

@@ -38,3 +38,21 @@ def test_normalisation_is_idempotent_on_examples() -> None:
     for raw in ("/a/%2e%2e/%2e%2e/b", "/x/./y/../../z?q", "/a\\..\\b"):
         once = normalize_path(raw)
         assert normalize_path(once) == once
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        pytest.param("/%2f", "/%2F", id="kept-escape-right-after-the-slash"),
+        pytest.param("/x/%5c%2f/y", "/x/%5C%2F/y", id="kept-escapes-in-a-row"),
+        pytest.param("/%g1", "/%g1", id="first-digit-not-hex"),
+        pytest.param("/%1g", "/%1g", id="second-digit-not-hex"),
+        pytest.param("/a%4", "/a%4", id="escape-cut-short"),
+        pytest.param("/a%41", "/aA", id="escape-at-the-end"),
+        pytest.param("/p?a=/./b?c", "/p?a=/./b?c", id="query-starts-at-the-first-mark"),
+        pytest.param("a/../b", "a/../b", id="relative-target-unchanged"),
+        pytest.param("\\a\\..\\b", "/b", id="backslashes-make-it-absolute"),
+    ],
+)
+def test_normalize_path_edges(raw: str, normalised: str) -> None:
+    assert normalize_path(raw) == normalised

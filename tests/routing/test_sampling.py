@@ -179,3 +179,67 @@ def test_fifty_percent_within_three_sigma(mode: str, ids: str | None) -> None:
 )
 def test_describe_fraction(frac: Frac, expected: str) -> None:
     assert describe_fraction(frac) == expected
+
+
+@pytest.mark.parametrize(
+    ("frac", "value", "expected"),
+    [
+        pytest.param(Frac(5, 0), 7, False, id="zero-denominator-never"),
+        pytest.param(Frac(5, -100), 7, False, id="negative-denominator-never"),
+        pytest.param(Frac(1, 1), 12345, True, id="denominator-one-always"),
+        pytest.param(Frac(0, 1), 12345, False, id="zero-of-one-never"),
+    ],
+)
+def test_should_mirror_degenerate_fractions(frac: Frac, value: int, expected: bool) -> None:
+    assert should_mirror(frac, value) is expected
+
+
+@pytest.mark.parametrize(
+    ("weights", "value", "expected"),
+    [
+        pytest.param([("a", 0), ("b", 1)], 0, "b", id="zero-weight-first-is-never-picked"),
+        pytest.param([("a", 1), ("b", 0)], 5, "a", id="zero-weight-last-is-never-picked"),
+        pytest.param([("a", 2), ("b", 1), ("c", 3)], 2, "b", id="middle-interval"),
+        pytest.param([("a", 2), ("b", 1), ("c", 3)], 1, "a", id="first-of-three"),
+        pytest.param([("a", -5), ("b", 1), ("c", 1)], 0, "b", id="negative-counts-as-zero"),
+    ],
+)
+def test_pick_weighted_intervals(weights: list[tuple[str, int]], value: int, expected: str) -> None:
+    assert pick_weighted([W(n, w) for n, w in weights], value).name == expected
+
+
+def test_pick_weighted_says_why_it_refuses() -> None:
+    with pytest.raises(ValueError, match=r"^pick_weighted needs at least one cluster$"):
+        pick_weighted([], 1)
+
+
+def test_request_ids_that_are_not_utf8_hash_as_their_bytes() -> None:
+    # mitmproxy hands undecodable header bytes over as surrogates; the hash is of the bytes.
+    raw = b"req-\xff"
+    text = raw.decode("utf-8", "surrogateescape")
+    assert request_id_value(text) == int.from_bytes(
+        hashlib.blake2b(raw, digest_size=8).digest(), "big"
+    )
+    assert request_id_value(text) == 12_950_948_740_734_534_999
+
+
+def test_sampler_repr_and_mode_message() -> None:
+    assert repr(Sampler("request-id", seed=7)) == "Sampler(mode='request-id', seed=7)"
+    assert repr(Sampler()) == "Sampler(mode='random', seed=None)"
+    with pytest.raises(
+        ValueError, match=r"^sampling mode must be one of random, request-id \(got 'x'\)$"
+    ):
+        Sampler(mode="x")
+
+
+@pytest.mark.parametrize(
+    ("frac", "expected"),
+    [
+        pytest.param(Frac(3, 7), "42.8571% (3/7)", id="unnamed-denominator"),
+        pytest.param(Frac(2, 10_000), "0.02% (2/TEN_THOUSAND)", id="ten-thousand"),
+        pytest.param(Frac(5, 0), "0% (5/0)", id="zero-denominator"),
+        pytest.param(Frac(1, 1), "100% (1/1)", id="denominator-one"),
+    ],
+)
+def test_describe_unusual_fractions(frac: Frac, expected: str) -> None:
+    assert describe_fraction(frac) == expected

@@ -347,6 +347,7 @@ class Connection(asyncio.Protocol):
             raise ProtocolViolation("malformed status line")
         status = int(code)
         keep_alive = version == b"HTTP/1.1"
+        close = False
         length: int | None = None
         chunked = False
         has_te = False
@@ -374,10 +375,13 @@ class Connection(asyncio.Protocol):
                 chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
             elif n == 10 and name.lower() == b"connection":
                 tokens = {t.strip().lower() for t in value.split(b",")}
-                if b"close" in tokens:
-                    keep_alive = False
-                elif b"keep-alive" in tokens and version == b"HTTP/1.0":
+                # Repeated Connection fields are one list (RFC 9110 5.3): a close anywhere
+                # wins over a keep-alive in another field, whatever their order.
+                close = close or b"close" in tokens
+                if b"keep-alive" in tokens and version == b"HTTP/1.0":
                     keep_alive = True
+        if close:
+            keep_alive = False
         if 100 <= status < 200:
             if status == 101:
                 raise ProtocolViolation("unexpected 101 Switching Protocols")

@@ -40,16 +40,15 @@ def parse_redactions(entries: Iterable[str]) -> dict[bytes, bytes | None]:
 
 
 def is_shadow_host(host: str, suffix: str) -> bool:
-    """True when the host part of `host` already ends with the shadow suffix (a copy of a copy)."""
+    """True when `host` without its `:port` ends with the shadow suffix, in any case: a Host
+    that `shadow_host` made (a copy of a copy). Never true for an empty suffix."""
     if not suffix:
         return False
-    if host.startswith("["):
-        end = host.find("]")
-        name = host[: end + 1] if end != -1 else host
-    else:
-        name, colon, port = host.rpartition(":")
-        if not (colon and port.isdigit() and name and ":" not in name):
-            name = host
+    name, colon, port = host.rpartition(":")
+    # A name with a colon is an IPv6 address, whose port follows its brackets (and the suffix
+    # shadow_host put after them: `[::1]-shadow:8000`).
+    if not (colon and port.isdigit() and name and (":" not in name or name.startswith("["))):
+        name = host
     return name.lower().endswith(suffix.lower())
 
 
