@@ -50,3 +50,12 @@ def strip_port(authority: str) -> str:
     if colon and ":" not in name and (port.isdigit() or port == ""):
         return name
     return authority
+
+
+def split_host_port(text: str) -> tuple[str, int] | None:
+    """`HOST:PORT` -> (HOST without IPv6 brackets, PORT): `[::1]:9464` -> ("::1", 9464); the host
+    may be empty (`:8000`). None when `text` does not end in a port of 0-65535."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        return None
+    return host.strip("[]"), int(port)

@@ -12,8 +12,8 @@ the copies in flight); the exit code is mitmdump's.
 
 from __future__ import annotations
 
-import ipaddress
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -26,6 +26,7 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 import meshmirror
+from meshmirror.hosts import is_ip, split_host_port
 
 GATEWAY_NAME = "meshmirror-run"
 CONFIG_FILE = "meshmirror-run.yaml"
@@ -52,11 +53,7 @@ class Backend:
 
     @property
     def is_ip(self) -> bool:
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            return False
-        return True
+        return is_ip(self.host)
 
 
 def parse_backend(text: str, what: str) -> Backend:
@@ -91,10 +88,10 @@ def parse_mirror(text: str) -> tuple[Backend, float | None]:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
+    address = split_host_port(text)
+    if address is None:
         raise RunError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    return address[0] or "127.0.0.1", address[1]
 
 
 def _service_entry(name: str, host: str, backend: Backend) -> str:
@@ -230,7 +227,7 @@ def run(
         kept = "kept" if temp is None else "removed at exit; --write-config DIR keeps it"
         print(f"meshmirror run: config written to {path} ({kept})", file=out)
     cmd = proxy_command(web=web, primary=target, listen=where, configs=configs, extra=extra)
-    print("meshmirror run: " + " ".join(_quote(c) for c in cmd), file=out, flush=True)
+    print(f"meshmirror run: {shlex.join(cmd)}", file=out, flush=True)
     try:
         return _supervise(cmd)
     finally:
@@ -263,8 +260,3 @@ def _supervise(cmd: list[str]) -> int:
                     return proc.wait()
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _quote(arg: str) -> str:
-    plain = arg and all(c.isalnum() or c in "-_./:=@%+," for c in arg)
-    return arg if plain else "'" + arg.replace("'", "'\\''") + "'"

@@ -51,7 +51,7 @@ from meshmirror.outcomes.counters import MirrorStats
 from meshmirror.outcomes.metrics import Latencies, ProxyState, render_metrics
 from meshmirror.outcomes.verdict import ConditionError, evaluate, parse_condition, verdict_lines
 from meshmirror.policy.fault import FaultAbort
-from meshmirror.routing.match import match_request
+from meshmirror.routing.match import match_route
 from meshmirror.routing.request_view import RequestView
 from meshmirror.routing.sampling import Sampler, pick_weighted
 from meshmirror.routing.table import Route, RouteTable
@@ -433,17 +433,13 @@ class Mirror:
             headers=headers.joined,
             port=table.listener_port,
         )
-        found = match_request(table, view)
-        if found is None:
-            # Why it is not mirrored, for mirror.stats (`requests_not_mirrored`): no virtual
-            # host has this Host, or one has and none of its routes matches.
-            unmatched = self.fanout.stats.requests_skipped
-            if table.select_virtual_host(view.authority) is None:
-                unmatched["no_virtual_host"] += 1
-            else:
-                unmatched["no_route_matched"] += 1
+        vh = table.select_virtual_host(view.authority)
+        route = match_route(vh, view) if vh is not None else None
+        if route is None:
+            # Why it is not mirrored, for mirror.stats (`requests_not_mirrored`).
+            reason = "no_virtual_host" if vh is None else "no_route_matched"
+            self.fanout.stats.requests_skipped[reason] += 1
             return None
-        route = found.route
         live = flow.live and flow.response is None and flow.error is None
         if route.action != "route":
             # Envoy answers redirect / direct_response itself: nothing goes upstream or to a mirror.
@@ -536,11 +532,14 @@ class Mirror:
     def stats_table_command(self) -> types.Data:
         """Mirror counters per cluster, as a table: matched, sampled and the share, outcomes."""
         # types.Data is mitmproxy's name for rows of cells; a list of lists is one.
-        return cast(types.Data, stats_rows(json.loads(self.stats_command())))
+        return cast(types.Data, stats_rows(self._stats_snapshot()))
 
     @command.command("mirror.stats.json")
     def stats_command(self) -> str:
         """Mirror counters per cluster as JSON: sampled, sent, failed/dropped/skipped by reason."""
+        return json.dumps(self._stats_snapshot(), indent=2, sort_keys=True)
+
+    def _stats_snapshot(self) -> dict[str, Any]:
         fanout = self.fanout
         inflight: dict[str, int] = {}
         if fanout.writer is not None:
@@ -555,7 +554,7 @@ class Mirror:
         circuits = fanout.breaker.snapshot()
         for name, c in snap["clusters"].items():
             c["circuit"] = circuits.get(name, {"state": "closed"})
-        return json.dumps(snap, indent=2, sort_keys=True)
+        return snap
 
     @command.command("mirror.verdict")
     def verdict_command(self, *conditions: str) -> types.Data:

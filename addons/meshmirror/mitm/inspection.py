@@ -68,7 +68,7 @@ from meshmirror.outcomes.counters import Outcome
 from meshmirror.outcomes.log import OutcomeLog
 from meshmirror.outcomes.metrics import Latencies
 from meshmirror.outcomes.noise import NoiseModel
-from meshmirror.outcomes.report import LiveReport
+from meshmirror.outcomes.report import GroupedReport
 from meshmirror.routing.table import MirrorPolicy, Route
 
 log = logging.getLogger("meshmirror")
@@ -104,7 +104,7 @@ class Inspection:
         self.replay_all = False  # mirror_replay_sample=all: recorded requests skip sampling
         self.latencies: Latencies | None = None  # with mirror_metrics (Mirror sets it)
         # The report of the copies inspected so far, for `mirror.verdict`.
-        self.live = LiveReport()
+        self.live = GroupedReport()
         # Noise learned from baselines (meshmirror.io/compare-baseline), saved to and loaded
         # from mirror_compare_noise when that is set.
         self.noise = NoiseModel()

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from meshmirror.diagnostics import Diagnostic, Severity
+from meshmirror.hosts import is_ip
 from meshmirror.mesh.clusters import Endpoint
 from meshmirror.pipeline import ConfigSet
 from meshmirror.routing.table import MirrorPolicy, Route, RouteTable
@@ -32,11 +33,7 @@ _cache: dict[tuple[str, int], tuple[float, frozenset[str]]] = {}
 
 
 def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
+    return is_ip(host.strip("[]"))
 
 
 def _addresses(name: str, port: int) -> frozenset[str]:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from meshmirror.hosts import split_host_port
 from meshmirror.outcomes.metrics import CONTENT_TYPE
 
 log = logging.getLogger("meshmirror")
@@ -21,10 +22,10 @@ _READ_TIMEOUT = 5.0
 
 def parse_address(text: str) -> tuple[str, int]:
     """`HOST:PORT` (`[::1]:9464`); ValueError with the reason."""
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    address = split_host_port(text)
+    if address is None or not address[0]:
         raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9464")
-    return host.strip("[]"), int(port)
+    return address
 
 
 class MetricsServer:

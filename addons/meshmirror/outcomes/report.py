@@ -129,11 +129,13 @@ OUTCOMES = frozenset({"sent", "failed", "dropped", "skipped"})
 LIVE_LATENCIES = 20_000
 
 
-class LiveReport:
-    """The report built as a running proxy records its copies (`mirror.verdict`)."""
+class GroupedReport:
+    """Groups per (rule, mirror cluster), built record by record: by `build_report` from a log,
+    and as a running proxy records its copies (`mirror.verdict`, with `max_latencies` set)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_latencies: int | None = LIVE_LATENCIES) -> None:
         self.groups: dict[tuple[str, str], GroupStats] = {}
+        self.max_latencies = max_latencies
 
     def add(self, rec: dict[str, Any]) -> None:
         key = (str(rec.get("rule") or "-"), str(rec.get("cluster") or "-"))
@@ -141,9 +143,11 @@ class LiveReport:
         if g is None:
             g = self.groups[key] = GroupStats(*key)
         g.add(rec)
-        for values in (g.primary_latency, g.shadow_latency):
-            if len(values) > LIVE_LATENCIES:
-                del values[: LIVE_LATENCIES // 2]
+        cap = self.max_latencies
+        if cap is not None:
+            for values in (g.primary_latency, g.shadow_latency):
+                if len(values) > cap:
+                    del values[: cap // 2]
 
     def sorted_groups(self) -> list[GroupStats]:
         return [self.groups[k] for k in sorted(self.groups)]
@@ -157,16 +161,11 @@ def is_outcome_record(rec: dict[str, Any]) -> bool:
 def build_report(records: Iterable[dict[str, Any]]) -> list[GroupStats]:
     """Groups per (rule, mirror cluster) of the records that are outcome records (others are
     left out: `is_outcome_record`)."""
-    groups: dict[tuple[str, str], GroupStats] = {}
+    report = GroupedReport(max_latencies=None)
     for rec in records:
-        if not is_outcome_record(rec):
-            continue
-        key = (str(rec.get("rule") or "-"), str(rec.get("cluster") or "-"))
-        g = groups.get(key)
-        if g is None:
-            g = groups[key] = GroupStats(*key)
-        g.add(rec)
-    return [groups[k] for k in sorted(groups)]
+        if is_outcome_record(rec):
+            report.add(rec)
+    return report.sorted_groups()
 
 
 def _fmt_ms(v: float | None) -> str:

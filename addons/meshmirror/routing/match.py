@@ -41,7 +41,13 @@ def match_request(table: RouteTable, req: RequestView) -> RouteMatch | None:
     vh = table.select_virtual_host(req.authority)
     if vh is None:
         return None
+    route = match_route(vh, req)
+    return None if route is None else RouteMatch(vh, route)
+
+
+def match_route(vh: VirtualHost, req: RequestView) -> Route | None:
+    """The first route of the virtual host that matches the request."""
     for route in vh.routes:
         if route.matcher.matches(req):
-            return RouteMatch(vh, route)
+            return route
     return None

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 
 from meshmirror.golang import go_atoi_ok, go_quote
-from meshmirror.hosts import is_ip
+from meshmirror.hosts import is_ip, split_host_port
 
 UNIX_PREFIX = "unix://"
 
@@ -163,9 +163,9 @@ def host_subset_of(a: str, b: str) -> bool:
 def address_hints(text: str) -> tuple[str | None, str | None]:
     """(address, port) when `text` is an IP address with a port (`127.0.0.1:18081`,
     `[::1]:8080`), else (the IP itself or None, None): what the hints below are made of."""
-    host, sep, port = text.rpartition(":")
-    if sep and port.isdigit() and is_ip(host.strip("[]")):
-        return host.strip("[]"), port
+    address = split_host_port(text)
+    if address is not None and is_ip(address[0]):
+        return address[0], str(address[1])
     return (text, None) if is_ip(text.strip("[]")) else (None, None)
 
 
