@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,53 +22,7 @@ import pytest
 from tests.support import meshconfig as mc
 from tests.support.mitmdump import Proxy
 from tests.support.processes import wait_for
-from tests.support.servers import FaultServer
-
-
-class Recorder:
-    """A keep-alive HTTP/1.1 server that records each request head and answers `200 <name>`."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name.encode()
-        self.heads: list[bytes] = []
-        self._lock = threading.Lock()
-        self.server = FaultServer(self._serve)
-        self.port = self.server.port
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(10)
-        data = b""
-        for _ in range(1000):  # bounded: one connection never serves more than this
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, data = data.partition(b"\r\n\r\n")
-            m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-            need = int(m.group(1)) if m else 0
-            while len(data) < need:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            data = data[need:]
-            with self._lock:
-                self.heads.append(head)
-            body = self.name
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-
-    def fields(self, index: int) -> list[tuple[str, str]]:
-        """The (lower-case name, value) header fields of the index-th recorded head."""
-        lines = self.heads[index].decode("latin-1").split("\r\n")[1:]
-        out = []
-        for line in lines:
-            name, _, value = line.partition(":")
-            out.append((name.strip().lower(), value.strip()))
-        return out
-
-    def close(self) -> None:
-        self.server.close()
+from tests.support.servers import Recorder
 
 
 @pytest.fixture

@@ -33,55 +33,17 @@ HOSTS = {"Host": "app.example.com"}
 BASE = ("mirror_summary_interval=0", "mirror_breaker_failures=0")
 
 
-def _read_request(conn: socket.socket, data: bytes) -> tuple[bytes, bytes] | None:
-    """One whole request (head, Content-Length body) from conn, after `data` already read;
-    returns (head, what follows it) or None when the peer closed first."""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-    need = int(m.group(1)) if m else 0
-    while len(rest) < need:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None
-        rest += chunk
-    return head, rest[need:]
-
-
-class Primary:
-    """A keep-alive HTTP/1.1 primary that reads each request whole and answers `200 primary`."""
-
-    def __init__(self) -> None:
-        self.server = srv.FaultServer(self._serve)
-        self.port = self.server.port
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(30)
-        data = b""
-        for _ in range(10_000):
-            got = _read_request(conn, data)
-            if got is None:
-                return
-            data = got[1]
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nprimary")
-
-    def close(self) -> None:
-        self.server.close()
-
-
 @pytest.fixture
-def primary() -> Iterator[Primary]:
-    p = Primary()
+def primary() -> Iterator[srv.Recorder]:
+    p = srv.Recorder("primary")
     yield p
     p.close()
 
 
 @pytest.fixture
-def start(tmp_path: Path, primary: Primary, proxies: Callable[..., Proxy]) -> Callable[..., Proxy]:
+def start(
+    tmp_path: Path, primary: srv.Recorder, proxies: Callable[..., Proxy]
+) -> Callable[..., Proxy]:
     """A proxy routing app.example.com to `primary` and mirroring every request to a mirror
     on `port`; extra `--set` options may be given (`mirror_verbosity=each` unless one says
     otherwise: mitmproxy drops every value of an option set twice)."""
@@ -191,7 +153,7 @@ def test_a_mirror_that_answers_early_and_stops_reading_leaks_nothing(
 
 def continue_flood(conn: socket.socket) -> None:
     """`100 Continue` as fast as the socket takes it for 2.5 s, then a 200."""
-    _read_request(conn, b"")
+    srv.read_request(conn, b"")
     interim = b"HTTP/1.1 100 Continue\r\n\r\n" * 2000
     end = time.monotonic() + 2.5
     try:
@@ -225,7 +187,7 @@ def test_a_flood_of_interim_responses_fails_the_copy_as_protocol(
 
 def test_a_few_interim_responses_before_the_answer_are_fine(start: Callable[..., Proxy]) -> None:
     def three_continues(conn: socket.socket) -> None:
-        _read_request(conn, b"")
+        srv.read_request(conn, b"")
         conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 2 + b"HTTP/1.1 103 Early Hints\r\n\r\n")
         conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
         time.sleep(0.5)
@@ -258,7 +220,7 @@ class DropsSecond:
         conn.settimeout(30)
         data = b""
         for n in range(2):
-            got = _read_request(conn, data)
+            got = srv.read_request(conn, data)
             if got is None:
                 return
             head, data = got
@@ -324,37 +286,37 @@ def test_an_idempotent_copy_on_a_stale_connection_is_resent_once_and_counted(
 # --- 11: late bytes are not credited to the next copy ---------------------------------------
 
 
-def double_answer(conn: socket.socket) -> None:
-    """Answers each request with 200, then, 50 ms later, an unsolicited `599` on the same
-    keep-alive connection."""
-    conn.settimeout(30)
-    data = b""
-    for _ in range(100):
-        got = _read_request(conn, data)
-        if got is None:
-            return
-        data = got[1]
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        time.sleep(0.05)
-        conn.sendall(b"HTTP/1.1 599 Nobody Asked\r\nContent-Length: 0\r\n\r\n")
+def answer_then_late_bytes(answer: bytes, late: bytes) -> Callable[[socket.socket], None]:
+    """A keep-alive mirror that answers each request with `answer`, then, 50 ms later, sends
+    `late` on the same connection: bytes that belong to no copy."""
+
+    def serve(conn: socket.socket) -> None:
+        conn.settimeout(30)
+        data = b""
+        for _ in range(100):
+            got = srv.read_request(conn, data)
+            if got is None:
+                return
+            data = got[1]
+            conn.sendall(answer)
+            time.sleep(0.05)
+            conn.sendall(late)
+
+    return serve
 
 
-def trailing_body(conn: socket.socket) -> None:
-    """Answers each request with `204`, then 50 ms later sends body bytes after it."""
-    conn.settimeout(30)
-    data = b""
-    for _ in range(100):
-        got = _read_request(conn, data)
-        if got is None:
-            return
-        data = got[1]
-        conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
-        time.sleep(0.05)
-        conn.sendall(b"HTTP/1.1 599 smuggled\r\nContent-Length: 0\r\n\r\n")
+UNSOLICITED = b"HTTP/1.1 599 Nobody Asked\r\nContent-Length: 0\r\n\r\n"
+# A second, unsolicited response after a complete one; bytes after a body-less 204.
+double_answer = answer_then_late_bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", UNSOLICITED)
+trailing_body = answer_then_late_bytes(b"HTTP/1.1 204 No Content\r\n\r\n", UNSOLICITED)
 
 
 @pytest.mark.parametrize("sender", ["process", "loop"])
-@pytest.mark.parametrize(("fault", "expected"), [(double_answer, "200"), (trailing_body, "204")])
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [(double_answer, "200"), (trailing_body, "204")],
+    ids=["double-answer", "trailing-body"],
+)
 def test_bytes_on_an_idle_connection_are_credited_to_no_copy(
     sender: str,
     fault: Callable[[socket.socket], None],
@@ -386,7 +348,7 @@ def test_bytes_on_an_idle_connection_are_credited_to_no_copy(
 def test_a_stopped_sender_process_is_timed_out_warned_about_and_replaced(
     start: Callable[..., Proxy],
 ) -> None:
-    mirror = Primary()  # a healthy mirror: only the sender process misbehaves
+    mirror = srv.Recorder("primary")  # a healthy mirror: only the sender process misbehaves
     proxy = start(mirror.port, "mirror_timeout=1s", "mirror_verbosity=errors")
     stopped = 0
     try:

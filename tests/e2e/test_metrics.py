@@ -12,7 +12,6 @@ import re
 import shutil
 import socket
 import subprocess
-import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from tests.support import meshconfig as mc
 from tests.support.mitmdump import Proxy
 from tests.support.ports import PortTaken, on_picked_port
 from tests.support.processes import spawn, stop, wait_for
-from tests.support.servers import FaultServer
+from tests.support.servers import Recorder
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -35,36 +34,9 @@ needs_prometheus = pytest.mark.skipif(
 CLUSTER = "outbound|80||shadow.local"
 
 
-class Counting:
-    """A keep-alive HTTP/1.1 server that counts the requests it answered `200`."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-        self.server = FaultServer(self._serve)
-        self.port = self.server.port
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(10)
-        data = b""
-        for _ in range(10_000):
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            _, _, data = data.partition(b"\r\n\r\n")
-            with self._lock:
-                self.count += 1
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-
-    def close(self) -> None:
-        self.server.close()
-
-
 @pytest.fixture
-def backends() -> Iterator[tuple[Counting, Counting]]:
-    primary, mirror = Counting(), Counting()
+def backends() -> Iterator[tuple[Recorder, Recorder]]:
+    primary, mirror = Recorder("ok"), Recorder("ok")
     yield primary, mirror
     primary.close()
     mirror.close()
@@ -140,7 +112,7 @@ def value_of(result: list[dict[str, object]]) -> float | None:
 
 @needs_prometheus
 def test_a_real_prometheus_scrapes_what_the_mirror_received(
-    tmp_path: Path, backends: tuple[Counting, Counting], proxies: Callable[..., Proxy]
+    tmp_path: Path, backends: tuple[Recorder, Recorder], proxies: Callable[..., Proxy]
 ) -> None:
     primary, mirror = backends
     se = mc.service_entry("shadow", "shadow.local", mirror.port)
@@ -208,7 +180,7 @@ def test_a_real_prometheus_scrapes_what_the_mirror_received(
 
 
 def test_metrics_serve_only_metrics_and_a_bad_address_is_refused(
-    tmp_path: Path, backends: tuple[Counting, Counting], proxies: Callable[..., Proxy]
+    tmp_path: Path, backends: tuple[Recorder, Recorder], proxies: Callable[..., Proxy]
 ) -> None:
     primary, mirror = backends
     se = mc.service_entry("shadow", "shadow.local", mirror.port)

@@ -15,10 +15,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,41 +25,10 @@ import pytest
 from tests.support import meshconfig as mc
 from tests.support.mitmdump import ADDON, LISTEN_RE, ROOT, read_lines
 from tests.support.processes import spawn, stop, wait_for
-from tests.support.servers import FaultServer
+from tests.support.servers import Recorder
 
 BIN = Path(sys.executable).parent
 MESHMIRROR = BIN / "meshmirror"
-
-
-class Recorder:
-    """A keep-alive HTTP/1.1 server that records each request's Host and answers `200 <name>`."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name.encode()
-        self.hosts: list[str] = []
-        self._lock = threading.Lock()
-        self.server = FaultServer(self._serve)
-        self.port = self.server.port
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(10)
-        data = b""
-        for _ in range(1000):
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, data = data.partition(b"\r\n\r\n")
-            m = re.search(rb"(?im)^host:\s*(\S+)", head)
-            with self._lock:
-                self.hosts.append(m.group(1).decode() if m else "")
-            body = self.name
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-
-    def close(self) -> None:
-        self.server.close()
 
 
 @pytest.fixture

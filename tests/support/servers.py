@@ -202,3 +202,72 @@ def plain_http_400(conn: socket.socket) -> None:
         conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
     except OSError:
         pass
+
+
+def read_request(conn: socket.socket, data: bytes = b"") -> tuple[bytes, bytes] | None:
+    """One whole request (head, and a Content-Length body) from conn, after `data` already read;
+    (head, the bytes after the request), or None when the peer closed first."""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    need = int(m.group(1)) if m else 0
+    while len(rest) < need:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        rest += chunk
+    return head, rest[need:]
+
+
+class Recorder:
+    """A keep-alive HTTP/1.1 server that records each request head and answers `200 <name>`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name.encode()
+        self.heads: list[bytes] = []
+        self._lock = threading.Lock()
+        self.server = FaultServer(self._serve)
+        self.port = self.server.port
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        data = b""
+        for _ in range(10_000):  # bounded: one connection never serves more than this
+            got = read_request(conn, data)
+            if got is None:
+                return
+            head, data = got
+            with self._lock:
+                self.heads.append(head)
+            body = self.name
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    @property
+    def count(self) -> int:
+        return len(self.heads)
+
+    @property
+    def hosts(self) -> list[str]:
+        """The Host of each recorded request, in order ("" when it had none)."""
+        out = []
+        for head in list(self.heads):
+            m = re.search(rb"(?im)^host:\s*(\S+)", head)
+            out.append(m.group(1).decode() if m else "")
+        return out
+
+    def fields(self, index: int) -> list[tuple[str, str]]:
+        """The (lower-case name, value) header fields of the index-th recorded head."""
+        lines = self.heads[index].decode("latin-1").split("\r\n")[1:]
+        out = []
+        for line in lines:
+            name, _, value = line.partition(":")
+            out.append((name.strip().lower(), value.strip()))
+        return out
+
+    def close(self) -> None:
+        self.server.close()
