@@ -46,6 +46,7 @@ from benchlib.loadgen import load_main  # noqa: E402
 from benchlib.measure import Env, Settings, measure, soak  # noqa: E402
 from benchlib.points import POINT_NAMES, POINTS, Point  # noqa: E402
 from benchlib.procs import Children  # noqa: E402
+from benchlib.profile import find_pyspy  # noqa: E402
 from benchlib.render import print_report, svg_chart  # noqa: E402
 from benchlib.routing import run_routing_bench  # noqa: E402
 from benchlib.targets import targets  # noqa: E402
@@ -86,6 +87,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="mitmdump's termlog_verbosity (warn: logging cost not measured)",
     )
     p.add_argument("--no-routing", action="store_true", help="skip scripts/bench_routing.py")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the proxy with py-spy (when on PATH) during each closed-loop run and "
+        "print the top of the profile per point; sampling slows the proxy a little",
+    )
+    p.add_argument(
+        "--timeline",
+        action="store_true",
+        help="record the proxy's per-request timeline (mirror_timeline) at every mitmdump "
+        "point and print where the time went; it costs time per request, so its throughput "
+        "and latency figures are not the targets'",
+    )
     p.add_argument("--out", type=Path, help="JSON path (default bench-results/bench-<ts>.json)")
     p.add_argument("--svg", type=Path, help="also write an SVG chart here")
     p.add_argument("--keep-tmp", action="store_true", help="keep configs and logs (path printed)")
@@ -144,7 +158,13 @@ def configure(args: argparse.Namespace, points: list[Point]) -> tuple[Settings, 
         soak=args.soak if args.soak is not None else (0.0 if q else 60.0),
         soak_point=args.soak_point,
         quick=q,
+        timeline=args.timeline,
+        pyspy=(find_pyspy() or "not run: py-spy is not on PATH (pip install py-spy)")
+        if args.profile
+        else "",
     )
+    if args.profile and not usable(settings.pyspy):
+        log(f"--profile: {settings.pyspy}")
     not_run: dict[str, str] = {}
     if not usable(nginx):
         for p in points:

@@ -7,12 +7,19 @@ counters run but no socket does). Eight request headers, as a browser or wrk sen
 median over repetitions; it asserts nothing (benchmarks are scripts, not timed tests). The
 whole-process figures are `scripts/bench`'s; this one isolates what the addon adds per request.
 
-    .venv/bin/python scripts/bench_hooks.py [--requests N] [--repeat N]
+    .venv/bin/python scripts/bench_hooks.py [--requests N] [--repeat N] [--dispatch]
+
+`--dispatch` measures instead what a whole request costs in mitmproxy's hook dispatch: the
+`requestheaders`, `request`, `responseheaders` and `response` events (each followed by
+mitmproxy's `update`), run through `AddonManager.handle_lifecycle` of a real mitmdump addon
+chain (`DumpMaster`, no termlog, no dumper), with and without the addon; the difference is the
+addon's fixed cost per request, dispatch included.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import statistics
 import sys
@@ -22,8 +29,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mitmproxy import hooks, options
 from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.proxy.layers.http import (
+    HttpRequestHeadersHook,
+    HttpRequestHook,
+    HttpResponseHeadersHook,
+    HttpResponseHook,
+)
 from mitmproxy.test import taddons, tflow, tutils
+from mitmproxy.tools.dump import DumpMaster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "addons"))
 
@@ -116,13 +131,83 @@ def flows(n: int, host: bytes, path: str) -> list[Any]:
     return out
 
 
+async def dispatch(args: argparse.Namespace, config: Path) -> None:
+    """Each case's whole request as mitmproxy dispatches it to the script loader's subtree,
+    which holds a `-s` script's addons: in mitmdump with the addon, and in plain mitmdump (the
+    loader with no script). The rest of the chain is the same in both, so it is left out: what
+    remains is the addon's cost per request, mitmproxy's walk to it included."""
+    events: tuple[Callable[[Any], hooks.Hook], ...] = (
+        HttpRequestHeadersHook,
+        HttpRequestHook,
+        HttpResponseHeadersHook,
+        HttpResponseHook,
+    )
+
+    async def run(master: DumpMaster, prepared: list[Any]) -> float:
+        manager = master.addons
+        loader = manager.get("scriptloader")
+        invoke = manager.invoke_addon
+        update = hooks.UpdateHook
+        response = tutils.tresp()
+        t0 = time.perf_counter_ns()
+        for f in prepared:
+            for i, event in enumerate(events):
+                if i == 2:
+                    f.response = response
+                await invoke(loader, event(f))
+                await invoke(loader, update([f]))
+        return (time.perf_counter_ns() - t0) / len(prepared) / 1e3
+
+    # A CA of its own in a temporary confdir: mitmproxy's TLS addon needs one.
+    confdir = str(config.parent)
+    plain = DumpMaster(options.Options(), with_termlog=False, with_dumper=False)
+    plain.options.update(confdir=confdir)
+    loaded = DumpMaster(options.Options(), with_termlog=False, with_dumper=False)
+    loaded.options.update(confdir=confdir)
+    # Loaded as `mitmdump -s addons/mirror.py` loads it.
+    loaded.options.update(scripts=[str(Path(__file__).resolve().parents[1] / "addons/mirror.py")])
+    for _ in range(100):  # the script loader's watcher task loads it
+        await asyncio.sleep(0.05)
+        m = loaded.addons.get("mirror")
+        if m is not None:
+            break
+    assert isinstance(m, Mirror), "addons/mirror.py did not load"
+    loaded.options.update(mirror_config=[str(config)], mirror_verbosity="summary")
+    m.writer = AnsweringWriter()  # type: ignore[assignment]
+    batch = 200
+    for case, host, path in CASES:
+        diffs: list[float] = []
+        plain_us: list[float] = []
+        gc.collect()
+        gc.disable()
+        for _ in range(args.repeat * 10):
+            # Small alternating batches: a pair shares whatever the machine does meanwhile.
+            b = await run(plain, flows(batch, host, path))
+            w = await run(loaded, flows(batch, host, path))
+            plain_us.append(b)
+            diffs.append(w - b)
+        gc.enable()
+        print(
+            f"{case:8s} whole request: {statistics.median(diffs):5.1f} us for the addon, "
+            f"dispatch included (plain mitmdump's walk to the script loader: "
+            f"{statistics.median(plain_us):.1f} us; median of {len(diffs)} pairs of "
+            f"{batch} requests)"
+        )
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=4000, help="flows per repetition (4000)")
     p.add_argument("--repeat", type=int, default=5, help="repetitions per case (5)")
+    p.add_argument(
+        "--dispatch", action="store_true", help="whole requests through a real addon chain"
+    )
     args = p.parse_args(argv)
     config = Path(tempfile.mkdtemp()) / "config.yaml"
     config.write_text(CONFIG)
+    if args.dispatch:
+        asyncio.run(dispatch(args, config))
+        return 0
     m = Mirror()
     with taddons.context(Proxyserver(), m) as tctx:
         tctx.configure(m, mirror_config=[str(config)], mirror_verbosity="summary")

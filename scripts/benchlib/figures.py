@@ -12,6 +12,8 @@ from collections import Counter
 from typing import Any
 
 from benchlib.points import Point
+from benchlib.profile import merge as merge_profile
+from benchlib.timeline import merge as merge_timeline
 
 
 def med(values: list[float | None]) -> float | None:
@@ -62,6 +64,10 @@ def aggregate(point: Point, rounds: list[dict[str, Any]]) -> dict[str, Any]:
         agrees = [r["mirror"].get("summary_agrees") for r in ok]
         m["summary_line_agrees"] = None if None in agrees else all(agrees)
     agg["mirror"] = m
+    if any("profile" in r for r in ok):
+        agg["profile"] = merge_profile([r.get("profile", {}) for r in ok])
+    if any("timeline" in r for r in ok):
+        agg["timeline"] = merge_timeline([r.get("timeline", {}) for r in ok])
     return agg
 
 

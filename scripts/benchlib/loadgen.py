@@ -143,12 +143,27 @@ async def closed_loop(port: int, conns: int, duration: float, timeout: float) ->
     }
 
 
+def traced_request(i: int) -> bytes:
+    """REQUEST with `X-Request-Id: bench-<i>`: the proxy's timeline names it so."""
+    return REQUEST[:-2] + f"X-Request-Id: bench-{i}\r\n\r\n".encode()
+
+
 async def open_loop(
-    port: int, rate: float, duration: float, timeout: float, max_conns: int, preopen: int = 16
+    port: int,
+    rate: float,
+    duration: float,
+    timeout: float,
+    max_conns: int,
+    preopen: int = 16,
+    trace: str | None = None,
 ) -> dict[str, Any]:
     """Requests start at fixed times (t0 + i/rate) whatever the responses do; latency counts
-    from the intended start, so queueing in the client shows (no coordinated omission)."""
+    from the intended start, so queueing in the client shows (no coordinated omission).
+    With `trace`, each request carries `X-Request-Id: bench-<i>` and its intended start, send
+    and end times (time.time() seconds, the proxy's timeline clock) go to that file."""
     n = max(1, int(rate * duration))
+    wall = time.time() - time.perf_counter()  # perf_counter -> time.time()
+    traced: list[tuple[str, float, float, float]] = []
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     non_2xx = 0
@@ -156,7 +171,7 @@ async def open_loop(
     sem = asyncio.Semaphore(max_conns)
     opened = 0
 
-    async def one(intended: float) -> None:
+    async def one(i: int, intended: float) -> None:
         nonlocal non_2xx, opened
         async with sem:
             conn = idle.pop() if idle else None
@@ -164,7 +179,13 @@ async def open_loop(
                 if conn is None:
                     conn = await ClientConn.open(port)
                     opened += 1
-                status, close = await conn.request()
+                if trace is None:
+                    status, close = await conn.request()
+                else:
+                    sent = time.perf_counter()
+                    status, close = await conn.request(traced_request(i))
+                    end = time.perf_counter()
+                    traced.append((f"bench-{i}", wall + intended, wall + sent, wall + end))
                 latencies.append(time.perf_counter() - intended)
                 if status >= 400:
                     non_2xx += 1
@@ -198,7 +219,7 @@ async def open_loop(
             await asyncio.sleep(delay)
         else:
             behind = max(behind, -delay)
-        tasks.add(asyncio.create_task(one(intended)))
+        tasks.add(asyncio.create_task(one(i, intended)))
         # Reap finished tasks and time out old ones so memory stays bounded on a stuck proxy.
         if i % 64 == 0:
             tasks = {t for t in tasks if not t.done()}
@@ -214,6 +235,9 @@ async def open_loop(
         errors["timeout"] += timed_out
     for conn in idle:
         conn.close()
+    if trace is not None:
+        with open(trace, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row) + "\n" for row in traced)
     elapsed = send_end - t0
     return {
         "mode": "open",
@@ -239,12 +263,20 @@ def load_main(argv: Sequence[str]) -> int:
     p.add_argument("--rate", type=float, default=100.0)
     p.add_argument("--timeout", type=float, default=5.0)
     p.add_argument("--max-connections", type=int, default=256)
+    p.add_argument("--trace", help="open: per-request times to this file (X-Request-Id set)")
     args = p.parse_args(argv)
     if args.mode == "closed":
         res = asyncio.run(closed_loop(args.port, args.connections, args.duration, args.timeout))
     else:
         res = asyncio.run(
-            open_loop(args.port, args.rate, args.duration, args.timeout, args.max_connections)
+            open_loop(
+                args.port,
+                args.rate,
+                args.duration,
+                args.timeout,
+                args.max_connections,
+                trace=args.trace,
+            )
         )
     print(json.dumps(res), flush=True)
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -20,8 +21,12 @@ from typing import Any
 from benchlib.backends import backend_counts, settled_counts
 from benchlib.common import ADDON, BENCH_PATH, BENCH_SCRIPT, BIN, LOOPBACK, BenchError, log
 from benchlib.loadgen import WRK_LUA, parse_wrk
-from benchlib.points import STATS_SCRIPT, Point, meshmirror_yaml, nginx_conf
+from benchlib.points import STATS_SCRIPT, TIMELINE_SCRIPT, Point, meshmirror_yaml, nginx_conf
 from benchlib.procs import Child, Children, NoiseMeter, tail, wait_until
+from benchlib.profile import record as record_profile
+from benchlib.profile import summarise as summarise_profile
+from benchlib.timeline import analyse as analyse_timeline
+from benchlib.tools import usable
 from tests.support.meshconfig import last_summary_line, parse_summary
 from tests.support.ports import PortTaken, on_picked_port
 from tests.support.procfs import listening_ports, tree_cpu_seconds, tree_memory_mb
@@ -46,6 +51,8 @@ class Settings:
     soak: float
     soak_point: str
     quick: bool
+    timeline: bool = False
+    pyspy: str = ""  # py-spy's path with --profile (or why it cannot run); "" without
 
 
 @dataclass
@@ -121,6 +128,15 @@ def start_mitmdump(env: Env, point: Point, d: Path) -> tuple[Child, int, Path | 
         "keep_host_header=true",
     ]
     environ = dict(os.environ)
+    if s.timeline:
+        argv += ["--set", f"mirror_timeline={d / 'timeline.jsonl'}"]
+        if point.proxy != "meshmirror":
+            # Plain mitmdump gets the timeline's markers alone, from the same module.
+            script = env.tmp / "bench_timeline_addon.py"
+            if not script.exists():
+                script.write_text(TIMELINE_SCRIPT)
+            argv += ["-s", str(script)]
+            environ["PYTHONPATH"] = str(ADDON.parent)
     if point.proxy == "meshmirror":
         assert mirror_port is not None
         cfg = d / "bench.yaml"
@@ -170,6 +186,7 @@ def run_load(
     rate: float | None = None,
     watch_pid: int | None = None,
     use_wrk: bool | None = None,
+    trace: Path | None = None,
 ) -> tuple[dict[str, Any], list[tuple[float, float]]]:
     """Run one load (wrk or `_load` child) to completion; sample the proxy's RSS meanwhile."""
     s = env.settings
@@ -189,6 +206,8 @@ def run_load(
         argv += ["--connections", str(conns), "--max-connections", str(s.max_open_conns)]
         if rate is not None:
             argv += ["--rate", f"{rate}"]
+        if trace is not None:
+            argv += ["--trace", str(trace)]
     child = env.children.start(f"load {mode}", argv, out_path)
     samples: list[tuple[float, float]] = []
     t0 = time.monotonic()
@@ -232,14 +251,25 @@ def measure(env: Env, point: Point, rnd: int) -> dict[str, Any]:
         noise = NoiseMeter(env.children)
         noise.start()
         c0 = tree_cpu_seconds(pid)
+        sampler = None
+        if s.pyspy and usable(s.pyspy) and point.proxy != "nginx":
+            sampler = record_profile(s.pyspy, pid, s.duration, env.tmp / tag / "profile.raw")
         closed, samples_c = run_load(env, "closed", port, s.duration, watch_pid=pid)
         c1 = tree_cpu_seconds(pid)
+        if sampler is not None:
+            try:
+                sampler.wait(15)
+            except subprocess.TimeoutExpired:
+                sampler.kill()
+                sampler.wait()
+            res["profile"] = summarise_profile(env.tmp / tag / "profile.raw")
         res["other_cpu_cores"] = noise.cores()
         if env.rate is None:
             env.rate = max(20.0, round(closed["rps"] / 2))
             log(f"fixed rate for the open-loop runs: {env.rate:g} req/s (half of {point.name})")
+        trace = env.tmp / tag / "trace.jsonl" if s.timeline else None
         opened, samples_o = run_load(
-            env, "open", port, s.open_duration, rate=env.rate, watch_pid=pid
+            env, "open", port, s.open_duration, rate=env.rate, watch_pid=pid, trace=trace
         )
         c2 = tree_cpu_seconds(pid)
         mem = tree_memory_mb(pid)
@@ -266,6 +296,9 @@ def measure(env: Env, point: Point, rnd: int) -> dict[str, Any]:
         res["exit_code"] = rc
     proxy_log = child.log_path.read_text(errors="replace")
     res["log_tail"] = proxy_log.strip().splitlines()[-5:]
+    if s.timeline and point.proxy != "nginx":
+        d = env.tmp / tag
+        res["timeline"] = analyse_timeline(d / "timeline.jsonl", d / "trace.jsonl")
     after = settled_counts(env.controls)
     delta = {
         k: after["requests"].get(k, 0) - before["requests"].get(k, 0) for k in after["requests"]

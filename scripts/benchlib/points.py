@@ -129,6 +129,13 @@ class BenchStats:
 addons = [BenchStats()]
 """
 
+# The timeline alone in plain mitmdump (the baseline with --timeline).
+TIMELINE_SCRIPT = """\
+from meshmirror.mitm.timeline import TimelineAddon
+
+addons = [TimelineAddon()]
+"""
+
 
 def nginx_conf(d: Path, port: int, primary_port: int, mirror_port: int | None) -> str:
     """One nginx process (no daemon, no master) listening on `port`, its files all in `d`."""

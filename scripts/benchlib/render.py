@@ -13,6 +13,7 @@ from typing import Any
 from benchlib.figures import fmt, ratio
 from benchlib.points import POINTS
 from benchlib.targets import TARGET_HEALTHY_RPS, TARGET_NOMIRROR_RPS
+from benchlib.timeline import HOOK_EVENTS, SEGMENTS
 
 TABLE_HEADER = "| point | req/s |"
 # Other processes' CPU (cores) above which a point's figures are flagged as noisy.
@@ -58,6 +59,85 @@ def figures_table(aggs: dict[str, dict[str, Any]], not_run: dict[str, str]) -> s
             f"| {fmt(a['peak_rss_mb'], 0)} | {fmt(a['other_cpu_cores_max'])} |"
         )
     return "\n".join(lines)
+
+
+def profile_tables(aggs: dict[str, dict[str, Any]]) -> str:
+    """With --profile: per point, the shares of the proxy's samples in meshmirror's code and in
+    mitmproxy's hook dispatch, and the top frames by own samples."""
+    rows = {n: a["profile"] for n, a in aggs.items() if a.get("profile")}
+    if not rows:
+        return ""
+    out = [
+        "Profile (--profile: py-spy, 250 Hz, the proxy process during the closed-loop runs; "
+        "share of its samples):",
+        "",
+        "| point | samples | meshmirror (inclusive) | hook dispatch (own) | top frames (own) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, p in rows.items():
+        top = "; ".join(f"{frame} {share:.1%}" for frame, share in p["top"][:6])
+        out.append(
+            f"| {name} | {p['samples']} | {p['meshmirror_share']:.1%} | "
+            f"{p['dispatch_share']:.1%} | {top} |"
+        )
+    return "\n".join(out)
+
+
+def timeline_tables(aggs: dict[str, dict[str, Any]]) -> str:
+    """With --timeline: per point, the hook events per request (the addon's own time and the
+    rest: mitmproxy's dispatch and its other addons), a copy's stages, and the fixed-rate
+    requests' segments, median against the slowest 1%."""
+    rows = {n: a["timeline"] for n, a in aggs.items() if a.get("timeline")}
+    if not rows:
+        return ""
+    out = [
+        "Timeline (--timeline; its own markers cost time per request, so these runs are not "
+        "the targets'). Hook events per request, us: the event over the whole addon chain / "
+        "the addon's own time in it.",
+        "",
+        "| point | requests | requestheaders | request | responseheaders | response | addon "
+        "total | copy: to pipe / pipe / sender / mirror / response, us |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, t in rows.items():
+        per = t["per_request_us"]
+        cells = []
+        total = 0.0
+        for event in HOOK_EVENTS:
+            e = per.get(event)
+            cells.append(f"{e['event']:.1f} / {e['addon']:.1f}" if e else "-")
+            total += e["addon"] if e else 0.0
+        stages = " / ".join(fmt(v, 0) for v in t["copies_us"].values()) if t["copies"] else "-"
+        out.append(f"| {name} | {t['requests']} | {' | '.join(cells)} | {total:.1f} | {stages} |")
+    slow = {n: t["slowest"] for n, t in rows.items() if t.get("slowest")}
+    if slow:
+        out += [
+            "",
+            "Fixed-rate requests, ms per segment: median request / mean of the slowest 1% "
+            "(client: the load generator late; to_proxy: kernel or the proxy's loop busy before "
+            "it read the request; proxy_in: parsing and requestheaders; request_ev: the request "
+            "event (addon: the addon's own time in any hook); upstream: the primary and its "
+            "backend; proxy_out: reading the response; response_ev; to_client: mitmproxy's "
+            "write, kernel, client; gc: a collection in the proxy overlapping the request).",
+            "",
+            "| point | slowest n | "
+            + " | ".join((*SEGMENTS, "addon", "gc", "total"))
+            + " | largest | proxy GCs (gen: count, longest ms) |",
+            "|---|---|" + "---|" * (len(SEGMENTS) + 5),
+        ]
+        for name, s in slow.items():
+            cells = [
+                f"{s['median_ms'][k]:.2f} / {s['slowest_ms'][k]:.2f}"
+                for k in (*SEGMENTS, "addon", "gc", "total")
+            ]
+            dominant = ", ".join(s["dominant_per_round"])
+            gcs = ", ".join(
+                f"{g}: {f['count']}, {f['max_ms']:.1f}" for g, f in rows[name]["gc"].items()
+            )
+            out.append(
+                f"| {name} | {s['count']} | {' | '.join(cells)} | {dominant} | {gcs or '-'} |"
+            )
+    return "\n".join(out)
 
 
 def targets_table(rows: list[dict[str, Any]]) -> str:
@@ -154,6 +234,12 @@ def print_report(
         for r in rs:
             if "error" in r:
                 print(f"\n- {name} round {r['round'] + 1}: failed: {r['error']}")
+    profiles = profile_tables(aggs)
+    if profiles:
+        print("\n" + profiles)
+    timeline = timeline_tables(aggs)
+    if timeline:
+        print("\n" + timeline)
     if routing.get("output"):
         print("\nrouting micro-benchmark (scripts/bench_routing.py):\n")
         print("```\n" + routing["output"] + "\n```")

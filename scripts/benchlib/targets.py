@@ -12,8 +12,8 @@ from typing import Any
 from benchlib.figures import fmt, pair, ratio
 
 # Ratios from the same run.
-TARGET_HEALTHY_RPS = 0.90
-TARGET_NOMIRROR_RPS = 0.97
+TARGET_HEALTHY_RPS = 0.95
+TARGET_NOMIRROR_RPS = 0.98
 TARGET_HEALTHY_P99 = 1.15
 TARGET_FAULT_RPS = 0.95
 TARGET_FAULT_P99 = 1.2

@@ -269,9 +269,8 @@ async def test_bad_options_and_config_after_running_raise_options_error(
                 tctx.configure(m, mirror_config=[str(tmp_path / "missing.yaml")])
             # mitmproxy rolls the option back to the good config, which is loaded again
             assert m.table is not None and m.table.virtual_hosts[0].name == "app.example.com:80"
-            client = tflow.tclient_conn()
-            m.client_connected(client)
-            assert not client.error
+            # Nothing refuses clients: the hook is not even installed.
+            assert getattr(m, "client_connected", None) is None
         finally:
             m.done()
 
@@ -554,3 +553,68 @@ def test_verdict_command_judges_the_copies_inspected_so_far(config: Path, tmp_pa
         assert rows[2][0] == "ok"
         with pytest.raises(exceptions.CommandError, match="unknown figure"):
             tctx.master.commands.call("mirror.verdict", "speed > 1")
+
+
+def installed_hooks(m: Mirror) -> set[str]:
+    """The flow hooks mitmproxy would find on the addon (it looks them up by name)."""
+    names = ("requestheaders", "request", "responseheaders", "response", "error")
+    return {n for n in (*names, "client_connected") if getattr(m, n, None) is not None}
+
+
+def test_only_the_hooks_a_config_needs_are_installed(tmp_path: Path, config: Path) -> None:
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_reload_interval="0")
+        assert installed_hooks(m) == set()  # no config: nothing is looked at
+        assert not hasattr(m, "addons")  # nor walked into
+        tctx.configure(m, mirror_config=[str(config)])
+        assert installed_hooks(m) == {"requestheaders", "request"}
+        rewriting = tmp_path / "rewriting.yaml"
+        rewriting.write_text(
+            CONFIG.replace(
+                "  - route: [{destination: {host: primary.local}}]\n    mirror:",
+                "  - route: [{destination: {host: primary.local}}]\n"
+                "    headers: {response: {set: {x-served-by: meshmirror}}}\n    mirror:",
+            )
+        )
+        tctx.configure(m, mirror_config=[str(rewriting)])
+        assert installed_hooks(m) == {"requestheaders", "request", "responseheaders"}
+        f = make_flow()
+        m.request(f)
+        f.response = tutils.tresp()
+        m.responseheaders(f)
+        assert f.response.headers["x-served-by"] == "meshmirror"
+        tctx.configure(m, mirror_log=str(tmp_path / "outcomes.jsonl"))
+        assert installed_hooks(m) == {
+            "requestheaders",
+            "request",
+            "responseheaders",
+            "response",
+            "error",
+        }
+        tctx.configure(m, mirror_log="", mirror_config=[str(config)])
+        assert installed_hooks(m) == {"requestheaders", "request"}
+        tctx.configure(m, mirror_metrics="127.0.0.1:0")  # the primary's latency is observed
+        assert installed_hooks(m) == {"requestheaders", "request", "response", "error"}
+        tctx.configure(m, mirror_metrics="", mirror_config=[])
+        assert installed_hooks(m) == set()
+        m.done()
+
+
+def test_a_host_no_rule_claims_is_decided_before_any_other_work(config: Path) -> None:
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_config=[str(config)], mirror_reload_interval="0")
+        m.writer = RecordingWriter()  # type: ignore[assignment]
+        f = make_flow(host="other.example.com")
+        fields = f.request.headers.fields
+        assert m.request(f) is None
+        # Not routed, not given a request id: the request is exactly as it came.
+        assert f.request.headers.fields == fields and f.request.host == "127.0.0.1"
+        assert m.stats.requests_skipped == {"no_virtual_host": 1}
+        # Two Host fields are the joined value mitmproxy sees ("a, b"): claimed by no one.
+        g = make_flow()
+        g.request.headers.fields = (*g.request.headers.fields, (b"Host", b"app.example.com"))
+        assert m.request(g) is None
+        assert m.stats.requests_skipped == {"no_virtual_host": 2}
+        m.done()

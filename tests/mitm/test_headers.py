@@ -23,6 +23,25 @@ def test_scan_joins_repeats_and_counts_hosts() -> None:
 
 
 @pytest.mark.parametrize(
+    "fields",
+    [
+        [],
+        [(b"Host", b"a"), (b"X-Request-Id", b"r1"), (b"x-request-id", b"r2"), (b"host", b"b")],
+        [(b"X-Meshmirror-Shadow", b"1"), (b"UPGRADE", b"websocket"), (b"Connection", b"up")],
+        [(b"hosT", b"\xff\xfe"), (b"x-request-ie", b"no"), (b"connectiox", b"no")],
+        [(b"upgrade-insecure-requests", b"1"), (b"x-meshmirror-shadowy", b"1"), (b"hos", b"x")],
+        [(b"cookie", b"a=b"), (b"user-agent", b"wrk"), (b"x-request-id", b"")],
+    ],
+)
+def test_scan_without_index_agrees_with_the_full_scan(fields: list[tuple[bytes, bytes]]) -> None:
+    # Used when no route matches on headers: everything but `joined` must be the same.
+    full = scan_request_headers(fields)
+    light = scan_request_headers(fields, index=False)
+    assert light.joined == {}
+    assert light._replace(joined=full.joined) == full
+
+
+@pytest.mark.parametrize(
     ("fields", "expected"),
     [
         ([(b"Connection", b"x-request-id")], []),

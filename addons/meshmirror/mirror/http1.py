@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -66,6 +67,7 @@ class Connection(asyncio.Protocol):
         "capture",
         "captured",
         "head_raw",
+        "first_byte",
     )
 
     def __init__(self, pool: ConnectionOwner, limit: int) -> None:
@@ -93,6 +95,7 @@ class Connection(asyncio.Protocol):
         self.capture = 0  # body bytes to keep for the current exchange (0: discard, fast path)
         self.captured = bytearray()
         self.head_raw: tuple[bytes, bytes] | None = None  # (head, line separator) when capturing
+        self.first_byte = 0.0  # time.time() of the current exchange's first response byte
 
     # -- asyncio callbacks ------------------------------------------------------------------
 
@@ -106,6 +109,8 @@ class Connection(asyncio.Protocol):
             self.leftover = True
             self.abort()
             return
+        if not self.first_byte:
+            self.first_byte = time.time()
         try:
             self._feed(data)
         except ProtocolViolation as exc:
@@ -143,6 +148,7 @@ class Connection(asyncio.Protocol):
         self.wire = 0
         self._body = 0
         self._interim = 0
+        self.first_byte = 0.0
         self._buf.clear()
         self._head_request = head_request
         if self.capture:

@@ -83,10 +83,16 @@ def without_hop_by_hop(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, 
     strip) a field the proxy adds afterwards. The result has no Connection field left, so
     `encode_head` drops nothing more from it."""
     lows = [name.lower() for name, _ in headers]
-    drop = HOP_BY_HOP
-    if b"connection" in lows:
-        drop = drop | _connection_tokens(lows, headers)
+    drop = hop_by_hop_names(lows, headers)
     return [field for low, field in zip(lows, headers, strict=True) if low not in drop]
+
+
+def hop_by_hop_names(lows: list[bytes], headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The lower-case names `without_hop_by_hop` drops from `headers`, given their names
+    lower-cased (`lows`): for a caller that walks the fields once itself."""
+    if b"connection" in lows:
+        return HOP_BY_HOP | _connection_tokens(lows, headers)
+    return HOP_BY_HOP
 
 
 def _connection_tokens(lows: list[bytes], headers: list[tuple[bytes, bytes]]) -> set[bytes]:

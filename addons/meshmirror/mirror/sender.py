@@ -21,6 +21,7 @@ silent for as long again (stopped, wedged), it is killed and the next copy start
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -65,9 +66,14 @@ class ProcessWriter:
         connect_timeout: float | None = None,
         max_idle_per_endpoint: int = 16,
         max_response_body: int = 8 * 1024 * 1024,
+        timeline: bool = False,
     ) -> None:
         check_limits(timeout, max_inflight)
         self._answer_limit = timeout + ANSWER_MARGIN
+        # With timeline=True each result carries its progress stamps (`MirrorResult.times`),
+        # the hand-off to the pipe stamped here.
+        self._timeline = timeline
+        self._handoff: dict[int, float] = {}
         # MirrorWriter's arguments, handed to the sender process on its command line.
         self._params = json.dumps(
             {
@@ -75,6 +81,7 @@ class ProcessWriter:
                 "connect_timeout": connect_timeout,
                 "max_idle_per_endpoint": max_idle_per_endpoint,
                 "max_response_body": max_response_body,
+                "timeline": timeline,
             }
         )
         self._caps = InflightCaps(max_inflight)
@@ -255,6 +262,11 @@ class ProcessWriter:
             return
         if self._outq:
             self._wbuf += encode_frame(self._outq)
+            if self._timeline:
+                now = time.time()
+                for message in self._outq:
+                    if message[0] == "copy":
+                        self._handoff[message[1]] = now
             self._outq = []
         self._write_some()
 
@@ -397,10 +409,20 @@ class ProcessWriter:
         if entry is None:
             return  # already answered for (close() or drain() gave up on it)
         pool_key, on_done, _ = entry
+        if self._timeline:
+            result = self._stamped(token, result)
         if result.failure == "cancelled":
             self._cancelled += 1
         self._caps.release(pool_key)
         self.callback_errors += call_on_done(on_done, result, self.callback_errors)
+
+    def _stamped(self, token: int, result: MirrorResult) -> MirrorResult:
+        """The result with this side's hand-off stamp (and a done stamp when the sender
+        process never reported the copy)."""
+        handoff = self._handoff.pop(token, 0.0)
+        t = result.times
+        times = (handoff, t[1], t[2], t[3], t[4]) if t else (handoff, 0.0, 0.0, 0.0, time.time())
+        return dataclasses.replace(result, times=times)
 
     def _fail_all(self, failure: str, detail: str) -> None:
         for token in list(self._pending):

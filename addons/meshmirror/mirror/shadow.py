@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from meshmirror.mirror.request_head import without_hop_by_hop
+from meshmirror.mirror.request_head import hop_by_hop_names
 
 Header = tuple[bytes, bytes]
 
@@ -98,13 +98,14 @@ def mirror_headers(
     any field of ours is added, as Envoy does: the marker, X-Forwarded-For and X-Request-Id
     always reach the mirror, whatever Connection says. The result has no Connection field."""
     out: list[Header] = [(b"host", shadow.encode("utf-8", "surrogateescape"))]
-    fields = without_hop_by_hop(list(fields))
+    fields = list(fields)
+    lows = [name.lower() for name, _ in fields]
+    drop = hop_by_hop_names(lows, fields)
     xff_index = -1
     cookies: list[bytes] = []
     has_request_id = False
-    for name, value in fields:
-        lname = name.lower()
-        if lname == b"host":
+    for lname, (name, value) in zip(lows, fields, strict=True):
+        if lname in drop or lname == b"host":
             continue
         if lname == b"cookie":
             cookies.append(value)

@@ -44,6 +44,10 @@ class MirrorResult:
     # The copy met a stale keep-alive connection and was sent again on a fresh one (idempotent
     # methods only, and only when no byte of a response had arrived).
     resent: bool = False
+    # Only from a writer made with timeline=True: time.time() stamps (handoff to the sender
+    # process, received by it, written to the mirror's socket, first response byte, done);
+    # 0.0 where the copy never got that far.
+    times: tuple[float, float, float, float, float] | None = None
 
 
 class CopyWriter(Protocol):

@@ -76,6 +76,7 @@ def result_message(token: int, r: MirrorResult) -> tuple[Any, ...]:
         r.body,
         r.body_truncated,
         r.resent,
+        r.times,
     )
 
 
@@ -197,6 +198,7 @@ async def _serve(params: dict[str, Any], out_fd: int) -> None:
         connect_timeout=params.get("connect_timeout"),
         max_idle_per_endpoint=int(params.get("max_idle_per_endpoint", 16)),
         max_response_body=int(params.get("max_response_body", 8 * 1024 * 1024)),
+        timeline=bool(params.get("timeline", False)),
     )
     worker = _Worker(loop, writer)
     out_pipe = os.fdopen(out_fd, "wb", buffering=0)

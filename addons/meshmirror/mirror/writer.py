@@ -111,6 +111,7 @@ class _Copy:
         "sent",
         "capture",
         "resent",
+        "times",
     )
 
     def __init__(
@@ -130,6 +131,8 @@ class _Copy:
         self.sent = 0
         self.capture = capture
         self.resent = False
+        # With timeline=True: [handoff, received, written, first byte, done] (time.time()).
+        self.times: list[float] | None = None
 
 
 def _loopback(host: str) -> bool:
@@ -158,9 +161,11 @@ class MirrorWriter:
         connect_timeout: float | None = None,
         max_idle_per_endpoint: int = 16,
         max_response_body: int = 8 * 1024 * 1024,
+        timeline: bool = False,
     ) -> None:
         check_limits(timeout, max_inflight)
         self._timeout = timeout
+        self._timeline = timeline  # stamp each copy's progress into its result (`times`)
         self._caps = None if max_inflight is None else InflightCaps(max_inflight)
         self._connect_timeout = connect_timeout
         self._max_idle = max(0, max_idle_per_endpoint)
@@ -193,6 +198,9 @@ class MirrorWriter:
             return False
         loop = asyncio.get_running_loop()
         copy = _Copy(pool_key, on_done, time.monotonic(), capture)
+        if self._timeline:
+            now = time.time()
+            copy.times = [now, now, 0.0, 0.0, 0.0]
         # Registered before the task exists: an eagerly-run copy may finish inside create_task.
         self._live.add(copy)
         try:
@@ -301,14 +309,25 @@ class MirrorWriter:
         if self._caps is not None:
             self._caps.release(copy.pool_key)
         latency = time.monotonic() - copy.started
-        if captured is None:
-            result = MirrorResult(
-                status, failure, detail, latency, copy.sent, received, resent=copy.resent
-            )
-        else:
-            result = MirrorResult(
-                status, failure, detail, latency, copy.sent, received, *captured, copy.resent
-            )
+        times = copy.times
+        stamps = None
+        if times is not None:
+            times[4] = time.time()
+            stamps = (times[0], times[1], times[2], times[3], times[4])
+        headers, body, truncated = captured if captured is not None else (None, None, False)
+        result = MirrorResult(
+            status,
+            failure,
+            detail,
+            latency,
+            copy.sent,
+            received,
+            headers,
+            body,
+            truncated,
+            copy.resent,
+            stamps,
+        )
         self.callback_errors += call_on_done(copy.on_done, result, self.callback_errors)
 
     async def _run(self, copy: _Copy, endpoint: MirrorEndpoint, request: MirrorRequest) -> None:
@@ -385,7 +404,13 @@ class MirrorWriter:
             conn.capture = copy.capture
             copy.phase = "waiting for response head"
             copy.sent = len(head) + len(body)
-            await conn.send(head, body, head_request)
+            answered = conn.send(head, body, head_request)
+            times = copy.times
+            if times is not None:
+                times[2] = time.time()  # send() wrote the head (and a small body) already
+            await answered
+            if times is not None:
+                times[3] = conn.first_byte
             error = conn.error
             if error is None:
                 break

@@ -15,7 +15,7 @@ import gc
 import json
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, cast
 
 from mitmproxy import command, connection, ctx, exceptions, http, types
@@ -45,6 +45,7 @@ from meshmirror.mitm.options import (
     register_options,
 )
 from meshmirror.mitm.stats_table import stats_rows
+from meshmirror.mitm.timeline import Timeline
 from meshmirror.mitm.units import parse_duration, parse_size
 from meshmirror.mitm.watch import ConfigWatcher
 from meshmirror.outcomes.counters import MirrorStats
@@ -62,9 +63,22 @@ log = logging.getLogger("meshmirror")
 COPY_MARK = "meshmirror.copy"
 # Set in requestheaders when the body is streamed: routing was already decided there.
 ROUTED_MARK = "meshmirror.routed"
+# The per-flow hooks the addon may have. mitmproxy looks every hook of every addon up on every
+# event, so each is an attribute only while the config needs it (`_install_hooks`).
+FLOW_HOOKS = ("requestheaders", "request", "responseheaders", "response", "error")
+
+FlowHook = Callable[[http.HTTPFlow], Awaitable[None] | None]
 
 
 class Mirror:
+    # Declared, not defined: present only while installed (see FLOW_HOOKS).
+    requestheaders: FlowHook
+    request: FlowHook
+    responseheaders: FlowHook
+    response: FlowHook
+    error: FlowHook
+    client_connected: Callable[[connection.Client], None]
+
     def __init__(self) -> None:
         # The request path reads `table` (kept in step with `live.table`) and `fanout`.
         self.table: RouteTable | None = None
@@ -72,12 +86,13 @@ class Mirror:
         self.primary = primary.Primary()  # fault sampling, timeout and retries (primary.py)
         self.endpoints = EndpointPicker()
         self.summary_interval = 30.0
-        self._writer_params: tuple[float, int, str] | None = None
+        self._writer_params: tuple[float, int, str, bool] | None = None
         self._summary_task: asyncio.Task[None] | None = None
         self._summary_seen = -1
-        # Mirror flows, the outcome log, comparison and replay pacing: a child addon.
+        # Mirror flows, the outcome log, comparison and replay pacing. Not a child addon that
+        # mitmproxy walks on every event: its lifecycle hooks are called from this one's, and
+        # its flow hooks are installed here only while an inspection feature is on.
         self.inspection = Inspection(self._writer_has_room, self._startup_error)
-        self.addons = [self.inspection]
         self.fanout = Fanout(self.inspection, self.endpoints)
         self.inspection.rule_matches = self.fanout.stats.rule_matches
         self.watcher = ConfigWatcher(lambda: self._reload_in_background("file change"))
@@ -89,6 +104,8 @@ class Mirror:
         self._startup_failed = False
         self._metrics: MetricsServer | None = None
         self._metrics_address: tuple[str, int] | None = None
+        self.timeline: Timeline | None = None  # mirror_timeline
+        self._rewrites_responses = False  # a route of the table changes response headers
 
     @property
     def writer(self) -> CopyWriter | None:
@@ -106,6 +123,7 @@ class Mirror:
 
     def load(self, loader: Any) -> None:
         register_options(loader)
+        self.inspection.load(loader)
 
     def configure(self, updated: set[str]) -> None:
         """Apply changed options. A bad value at startup is logged as error lines (no traceback;
@@ -117,6 +135,8 @@ class Mirror:
         except exceptions.OptionsError as e:
             if not self._startup_error(e):
                 raise
+        self.inspection.configure(updated)
+        self._install_hooks()
 
     def _startup_error(self, e: exceptions.OptionsError) -> bool:
         """Log a bad option's lines if the proxy is starting (True); False at run time, when
@@ -143,7 +163,7 @@ class Mirror:
                 # Matching and the shadow Host need the client's Host; reverse mode rewrites it.
                 opts.keep_host_header = True
                 log.info("meshmirror: turned on keep_host_header (the client's Host is needed)")
-        if updated & {"mirror_timeout", "mirror_max_inflight", "mirror_sender"}:
+        if updated & {"mirror_timeout", "mirror_max_inflight", "mirror_sender", "mirror_timeline"}:
             timeout = parse_option("mirror_timeout", parse_duration)
             if timeout <= 0:
                 raise option_error(f"mirror_timeout must be positive (got {opts.mirror_timeout!r})")
@@ -158,12 +178,13 @@ class Mirror:
                     "copies are sent from the proxy's loop (mirror_sender=loop)"
                 )
                 sender = "loop"
-            params = (timeout, opts.mirror_max_inflight, sender)
+            timeline = bool(opts.mirror_timeline.strip())
+            params = (timeout, opts.mirror_max_inflight, sender, timeline)
             if params != self._writer_params:
                 if fanout.writer is not None:
                     fanout.writer.close()
                 kind = ProcessWriter if sender == "process" else MirrorWriter
-                fanout.writer = kind(timeout=timeout, max_inflight=params[1])
+                fanout.writer = kind(timeout=timeout, max_inflight=params[1], timeline=timeline)
                 self._writer_params = params
                 self._start_sender()
                 if self.live.listen:
@@ -189,6 +210,8 @@ class Mirror:
             fanout.verbosity = opts.mirror_verbosity
         if "mirror_metrics" in updated:
             self._configure_metrics(opts.mirror_metrics)
+        if "mirror_timeline" in updated:
+            self._configure_timeline(opts.mirror_timeline.strip())
         if updated & {"mirror_breaker_failures", "mirror_breaker_cooldown"}:
             if opts.mirror_breaker_failures < 0:
                 raise option_error(
@@ -212,6 +235,45 @@ class Mirror:
                 self._startup_failed = True  # its lines are logged already
             finally:
                 self._serve_live()
+
+    def _configure_timeline(self, path: str) -> None:
+        if self.timeline is not None and self.timeline.path == path:
+            return
+        if self.timeline is not None:
+            self.timeline.close()
+            self.timeline = None
+        if path:
+            try:
+                self.timeline = Timeline(path)
+            except OSError as e:
+                raise option_error(f"mirror_timeline: cannot open {path}: {e.strerror or e}") from e
+            self.timeline.install(ctx.master.addons.chain)
+        self.fanout.timeline = self.timeline
+
+    def _install_hooks(self) -> None:
+        """Make the flow hooks this config needs attributes of the addon, and only those: a
+        request no rule can claim then costs mitmproxy two calls (requestheaders, request)."""
+        hooks: dict[str, Any] = {}
+        if self.table is not None:
+            # requestheaders: streamed bodies are routed there, recordings paced.
+            hooks["requestheaders"] = self._requestheaders
+            hooks["request"] = self._request
+            if self._rewrites_responses:
+                hooks["responseheaders"] = self._responseheaders
+        if self.inspection.needs_flow_hooks():
+            hooks["response"] = self.inspection.response
+            hooks["error"] = self.inspection.error
+        timeline = self.timeline
+        for name in FLOW_HOOKS:
+            hook = hooks.get(name)
+            if hook is None:
+                self.__dict__.pop(name, None)
+            else:
+                setattr(self, name, timeline.timed(name, hook) if timeline else hook)
+        if self._startup_failed:
+            self.client_connected = self._refuse_client
+        else:
+            self.__dict__.pop("client_connected", None)
 
     def _configure_metrics(self, value: str) -> None:
         address = parse_option("mirror_metrics", parse_address) if value.strip() else None
@@ -285,7 +347,11 @@ class Mirror:
         """Copy what the request path reads from the live config (after any load or check)."""
         if self.live.table is not self.table:
             self.fanout.serve(self.live.table)
+            self._rewrites_responses = self.live.table is not None and primary.rewrites_responses(
+                self.live.table
+            )
         self.table = self.live.table
+        self._install_hooks()
         self.fanout.loop_clusters = self.live.loop_clusters
         if self.live.listen and self.fanout.writer is not None:
             # The run-time half of the loop guard: a name may resolve to us after the check.
@@ -293,11 +359,10 @@ class Mirror:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def client_connected(self, client: connection.Client) -> None:
-        if self._startup_failed:
-            # mitmproxy exits right after startup errors; until then nothing is served with a
-            # config that did not load (not even passed through to the reverse upstream).
-            client.error = "meshmirror: mirror_config did not load"
+    def _refuse_client(self, client: connection.Client) -> None:
+        # mitmproxy exits right after startup errors; until then nothing is served with a
+        # config that did not load (not even passed through to the reverse upstream).
+        client.error = "meshmirror: mirror_config did not load"
 
     def running(self) -> None:
         self._running = True
@@ -319,13 +384,35 @@ class Mirror:
                 self.live.listen = [(str(a[0]), int(a[1])) for a in proxyserver.listen_addrs()]
                 self.live.mark_self_mirrors()
                 self._serve_live()
+        self.inspection.running()
 
     def done(self) -> asyncio.Future[None] | None:
-        """Drain in-flight copies before exit (`mitmdump -nr rec.mitm` must finish its mirrors).
+        """Drain in-flight copies before exit (`mitmdump -nr rec.mitm` must finish its mirrors),
+        then let Inspection finish (its records of those copies included).
 
         Sync on purpose: an async `done` breaks mitmproxy's script hot-reload. The returned task is
         awaited by mitmproxy on shutdown and simply runs on when a reload calls us synchronously.
         """
+        draining = self._done()
+        if draining is None:
+            return self._inspection_done()
+
+        async def then() -> None:
+            await draining
+            pending = self._inspection_done()
+            if pending is not None:
+                await pending
+
+        return asyncio.get_running_loop().create_task(then())
+
+    def _inspection_done(self) -> asyncio.Future[None] | None:
+        pending = self.inspection.done()
+        if self.timeline is not None:
+            self.timeline.close()
+            self.timeline = self.fanout.timeline = None
+        return pending
+
+    def _done(self) -> asyncio.Future[None] | None:
         if self._summary_task is not None:
             self._summary_task.cancel()
             self._summary_task = None
@@ -398,7 +485,7 @@ class Mirror:
     # The request hooks are sync for the common case; they return an awaitable (which mitmproxy
     # awaits, holding only this flow) when a fault delay or the route's timeout/retries apply.
 
-    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+    def _requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if not flow.live:
             return self.inspection.pace(flow)  # a recording (-r) replays at its own pace
         # A streamed body opens the upstream connection right after this hook, so routing must
@@ -408,12 +495,12 @@ class Mirror:
             return self._handle(flow, streamed=True)
         return None
 
-    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+    def _request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if self.table is None or flow.metadata.get(ROUTED_MARK):
             return None
         return self._handle(flow, streamed=False)
 
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
+    def _responseheaders(self, flow: http.HTTPFlow) -> None:
         if primary.RESPONSE_OPS in flow.metadata:
             primary.finalize_response(flow)
 
@@ -422,9 +509,15 @@ class Mirror:
         if table is None or flow.metadata.get(COPY_MARK):
             return None
         req = flow.request
-        headers = scan_request_headers(req.headers.fields)
-        # What mitmproxy's `Request.host_header` returns, without another scan of the headers.
-        authority = (req.authority if req.is_http2 or req.is_http3 else "") or headers.host or ""
+        fields = req.headers.fields
+        # What mitmproxy's `Request.host_header` returns; a Host no virtual host claims is
+        # decided by this one lookup, before any other work for the request.
+        authority = (req.authority if req.is_http2 or req.is_http3 else "") or _host(fields)
+        vh = table.select_virtual_host(authority)
+        if vh is None:
+            self.fanout.stats.requests_skipped["no_virtual_host"] += 1
+            return None
+        headers = scan_request_headers(fields, index=table.reads_headers)
         view = RequestView.of(
             method=req.method,
             scheme="https" if flow.client_conn.tls_established else "http",
@@ -433,13 +526,13 @@ class Mirror:
             headers=headers.joined,
             port=table.listener_port,
         )
-        vh = table.select_virtual_host(view.authority)
-        route = match_route(vh, view) if vh is not None else None
+        route = match_route(vh, view)
         if route is None:
             # Why it is not mirrored, for mirror.stats (`requests_not_mirrored`).
-            reason = "no_virtual_host" if vh is None else "no_route_matched"
-            self.fanout.stats.requests_skipped[reason] += 1
+            self.fanout.stats.requests_skipped["no_route_matched"] += 1
             return None
+        if self.timeline is not None:
+            self.timeline.routed(flow, route.label)
         live = flow.live and flow.response is None and flow.error is None
         if route.action != "route":
             # Envoy answers redirect / direct_response itself: nothing goes upstream or to a mirror.
@@ -459,7 +552,7 @@ class Mirror:
             if flow.live and flow.response is None:
                 # Known to be absent: appending skips the scan a headers[...] = does.
                 fields = req.headers.fields
-                if "connection" in headers.joined:
+                if headers.connection:
                     fields = without_connection_token(fields, b"x-request-id")
                 req.headers.fields = (*fields, (b"x-request-id", request_id.encode()))
         pass_on = _Routed(route, authority, streamed, table.generation, rand, headers, request_id)
@@ -616,6 +709,19 @@ class Mirror:
             return "no route table (mirror_config is empty)"
         dump = self.table.to_envoy(default_retries=self.primary.default_retries)
         return json.dumps(dump, indent=2)
+
+
+def _host(fields: tuple[tuple[bytes, bytes], ...]) -> str:
+    """The Host value as mitmproxy's `headers.get("Host")` gives it (repeated fields joined
+    with ", "), from the raw fields: only the Host fields are decoded."""
+    host = ""
+    found = False
+    for name, value in fields:
+        if len(name) == 4 and name.lower() == b"host":
+            text = value.decode("utf-8", "surrogateescape")
+            host = f"{host}, {text}" if found else text
+            found = True
+    return host
 
 
 class _Routed(NamedTuple):

@@ -26,6 +26,7 @@ from meshmirror.mirror.types import CopyWriter, MirrorEndpoint, MirrorRequest, M
 from meshmirror.mitm.headers import RequestHeaders
 from meshmirror.mitm.inspection import SAMPLED_METADATA, Inspection
 from meshmirror.mitm.probes import Probe
+from meshmirror.mitm.timeline import Timeline
 from meshmirror.outcomes.counters import MirrorStats, Outcome, classify, format_outcome
 from meshmirror.outcomes.metrics import Latencies
 from meshmirror.routing.sampling import should_mirror
@@ -92,6 +93,8 @@ class Fanout:
         self.loop_clusters: frozenset[str] = frozenset()
         # Mirror endpoints of the served table, per cluster name (`serve`).
         self.targets: dict[str, tuple[MirrorEndpoint, ...]] = {}
+        # With mirror_timeline: every copy's progress is written there.
+        self.timeline: Timeline | None = None
 
     def skip_reason(
         self, flow: http.HTTPFlow, streamed: bool, authority: str, headers: RequestHeaders
@@ -99,9 +102,10 @@ class Fanout:
         """Why the request must not be mirrored; None when a copy may be sent. The Host checks
         come before the loop guard: a copy is only ever made with a single name-based Host."""
         req = flow.request
-        if not _TOKEN.fullmatch(req.method):
+        method = req.method  # a property that decodes on every read
+        if not _TOKEN.fullmatch(method):
             return "bad_method"
-        method = req.method.upper()
+        method = method.upper()
         if method == "CONNECT":
             return "connect"
         if method == "PRI":
@@ -223,6 +227,8 @@ class Fanout:
                 flow, route, policy, ep, target, mreq, generation, request_id
             )
             done = self._on_done(copy, probe)
+            if self.timeline is not None:
+                done = self._timed(done, self.timeline, request_id, cluster.name)
             capture = probe.capture if probe is not None else 0
             if not writer.submit(cluster.name, target, mreq, done, capture=capture):
                 self.breaker.release(cluster.name)
@@ -242,11 +248,28 @@ class Fanout:
 
     # --- the recorder: every sampled copy's outcome is classified and recorded here, once ------
 
+    @staticmethod
+    def _timed(
+        done: Callable[[MirrorResult], None], timeline: Timeline, request_id: str, cluster: str
+    ) -> Callable[[MirrorResult], None]:
+        submitted = timeline.copy_submitted()
+
+        def timed_done(result: MirrorResult) -> None:
+            done(result)
+            outcome, _ = classify(result.status, result.failure)
+            timeline.copy_done(request_id, cluster, submitted, outcome.value, result)
+
+        return timed_done
+
     def _not_sent(
         self, copy: _Copy, outcome: Outcome, reason: str, probe: Probe | None = None
     ) -> None:
         counters = self.stats.cluster(copy.policy.cluster.name)
         (counters.skipped if outcome is Outcome.SKIPPED else counters.dropped)[reason] += 1
+        if self.timeline is not None:
+            self.timeline.copy_not_sent(
+                copy.request_id, copy.policy.cluster.name, outcome.value, reason
+            )
         if probe is not None:
             probe.settle(outcome, reason)
         else:

@@ -183,6 +183,11 @@ class MirrorFlows:
                 # One at a time: View.remove logs an alert for every batch of more than one.
                 view.remove([old])  # type: ignore[attr-defined]
 
+    @property
+    def busy(self) -> bool:
+        """Flows are still being added to the view or the record file."""
+        return bool(self._tasks)
+
     async def drain(self, timeout: float) -> None:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)

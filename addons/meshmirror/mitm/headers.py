@@ -19,16 +19,30 @@ _MARKER = MARKER_HEADER.decode()
 
 
 class RequestHeaders(NamedTuple):
-    joined: dict[str, str]  # lower-case name -> values joined with ","
+    # lower-case name -> values joined with ","; empty unless asked for (`index=True`)
+    joined: dict[str, str]
     host: str | None  # the Host value(s), as mitmproxy's `headers.get("Host")` gives them
     marker: bool  # carries the loop-guard marker: the request is itself a copy
     upgrade: bool
     request_id: str | None  # the first X-Request-Id value, as sent
     host_fields: int  # how many Host fields the request has (more than one: no copy is made)
+    connection: bool  # has a Connection field
 
 
-def scan_request_headers(fields: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
-    """Decode and index the raw fields as mitmproxy decodes them (UTF-8, surrogate escapes)."""
+# The names the request path needs when it does not match on headers, by length: most
+# fields are passed over without being lowered or decoded.
+_NEEDED = {len(name): name for name in (b"host", b"x-request-id", b"upgrade", b"connection")}
+_MARKER_BYTES = _MARKER.encode()
+
+
+def scan_request_headers(
+    fields: Iterable[tuple[bytes, bytes]], *, index: bool = True
+) -> RequestHeaders:
+    """Decode and index the raw fields as mitmproxy decodes them (UTF-8, surrogate escapes).
+    With `index=False` (no route matches on headers) only the fields the request path needs
+    are decoded, and `joined` stays empty."""
+    if not index:
+        return _scan_needed(fields)
     joined: dict[str, str] = {}
     host = request_id = None
     marker = upgrade = False
@@ -53,7 +67,37 @@ def scan_request_headers(fields: Iterable[tuple[bytes, bytes]]) -> RequestHeader
             upgrade = True
         elif name == _MARKER:
             marker = True
-    return RequestHeaders(joined, host, marker, upgrade, request_id, host_fields)
+    return RequestHeaders(
+        joined, host, marker, upgrade, request_id, host_fields, "connection" in joined
+    )
+
+
+def _scan_needed(fields: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
+    host = request_id = None
+    marker = upgrade = connection = False
+    host_fields = 0
+    needed = _NEEDED
+    marker_length = len(_MARKER_BYTES)
+    for raw_name, raw_value in fields:
+        n = len(raw_name)
+        if n == marker_length and raw_name.lower() == _MARKER_BYTES:
+            marker = True
+            continue
+        want = needed.get(n)
+        if want is None or raw_name.lower() != want:
+            continue
+        if want == b"host":
+            value = raw_value.decode("utf-8", "surrogateescape")
+            host = value if host is None else f"{host}, {value}"
+            host_fields += 1
+        elif want == b"x-request-id":
+            if request_id is None:
+                request_id = raw_value.decode("utf-8", "surrogateescape")
+        elif want == b"upgrade":
+            upgrade = True
+        else:
+            connection = True
+    return RequestHeaders({}, host, marker, upgrade, request_id, host_fields, connection)
 
 
 Fields = tuple[tuple[bytes, bytes], ...]

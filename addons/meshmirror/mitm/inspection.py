@@ -233,6 +233,11 @@ class Inspection:
             or bool(self.compare_rules)
         )
 
+    def needs_flow_hooks(self) -> bool:
+        """Whether the primary's `response` / `error` must reach this: for a comparison or a
+        record waiting for it, or for the primary's latency (mirror_metrics)."""
+        return self.active or self.latencies is not None
+
     # --- lifecycle ------------------------------------------------------------------------------
 
     def running(self) -> None:
@@ -253,6 +258,8 @@ class Inspection:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            loop = None
+        if loop is None or not self.flows.busy:
             self._close()
             return None
         return loop.create_task(self._finish())

@@ -171,6 +171,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "gRPC keep mitmproxy's forwarding).",
         DEFAULT_RETRIES,
     ),
+    OptionSpec(
+        "mirror_timeline",
+        str,
+        "",
+        "Append a per-request timeline to this file (JSON lines): mitmproxy's stamps, each "
+        "hook event over the addon chain, the addon's own time per hook, and for each copy "
+        "submit, hand-off to the sender, socket write, first response byte and completion. "
+        "Costs time per request: for finding where a slow request spent its time. Empty: off.",
+    ),
 )
 
 

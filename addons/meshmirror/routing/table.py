@@ -216,6 +216,9 @@ class RouteTable:
     _suffixes: _HostIndex = field(init=False, compare=False, repr=False)
     _prefixes: _HostIndex = field(init=False, compare=False, repr=False)
     _star: tuple[VirtualHost, str] | None = field(init=False, compare=False, repr=False)
+    # Whether a route matches on request headers: only then must a request's headers be
+    # decoded and indexed for matching.
+    reads_headers: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         exact: dict[str, tuple[VirtualHost, str]] = {}
@@ -243,6 +246,8 @@ class RouteTable:
             self, "_prefixes", tuple(sorted(prefixes.items(), key=lambda kv: -kv[0]))
         )
         object.__setattr__(self, "_star", star)
+        reads = any(r.matcher.headers for vh in self.virtual_hosts for r in vh.routes)
+        object.__setattr__(self, "reads_headers", reads)
 
     @property
     def name(self) -> str:
