@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -324,6 +325,21 @@ async def test_a_connection_carries_one_exchange_after_another() -> None:
     feed(conn, [head("Content-Length: 7", version="HTTP/1.1 404 Not Found")])
     assert second.done() and (conn.status, conn.error) == (404, None) and conn.reusable()
     assert transport.writes == [REQUEST, REQUEST]
+
+
+async def test_the_first_response_byte_is_stamped_once_per_exchange() -> None:
+    conn, _, _ = connect()
+    conn.send(REQUEST, b"", False)
+    assert conn.first_byte == 0.0
+    before = time.time()
+    feed(conn, [b"HTTP/1.1 200 OK\r\n"])
+    stamped = conn.first_byte
+    assert before <= stamped <= time.time()
+    time.sleep(0.002)
+    feed(conn, [b"Content-Length: 0\r\n\r\n"])
+    assert conn.first_byte == stamped  # later bytes do not move it
+    conn.send(REQUEST, b"", False)
+    assert conn.first_byte == 0.0  # the next exchange starts unstamped
 
 
 async def test_each_exchange_starts_without_the_last_ones_error_or_limits() -> None:
