@@ -252,7 +252,7 @@ def measure(env: Env, point: Point, rnd: int) -> dict[str, Any]:
         noise.start()
         c0 = tree_cpu_seconds(pid)
         sampler = None
-        if s.pyspy and usable(s.pyspy) and point.proxy != "nginx":
+        if usable(s.pyspy) and point.proxy != "nginx":
             sampler = record_profile(s.pyspy, pid, s.duration, env.tmp / tag / "profile.raw")
         closed, samples_c = run_load(env, "closed", port, s.duration, watch_pid=pid)
         c1 = tree_cpu_seconds(pid)

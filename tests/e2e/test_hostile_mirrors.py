@@ -217,13 +217,7 @@ class DropsSecond:
         self.port = self.server.port
 
     def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(30)
-        data = b""
-        for n in range(2):
-            got = srv.read_request(conn, data)
-            if got is None:
-                return
-            head, data = got
+        for n, head in enumerate(srv.keep_alive_requests(conn, 2)):
             with self._lock:
                 self.seen.append(head.split(b"\r\n", 1)[0])
             if n == 0:
@@ -291,13 +285,7 @@ def answer_then_late_bytes(answer: bytes, late: bytes) -> Callable[[socket.socke
     `late` on the same connection: bytes that belong to no copy."""
 
     def serve(conn: socket.socket) -> None:
-        conn.settimeout(30)
-        data = b""
-        for _ in range(100):
-            got = srv.read_request(conn, data)
-            if got is None:
-                return
-            data = got[1]
+        for _ in srv.keep_alive_requests(conn, 100):
             conn.sendall(answer)
             time.sleep(0.05)
             conn.sendall(late)

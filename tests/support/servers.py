@@ -12,30 +12,18 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 Handler = Callable[[socket.socket], None]
 
 
-def _read_head(conn: socket.socket, limit: int = 1 << 20) -> bytes:
-    """Read one request (head, and a Content-Length body) so the peer is not reset early."""
-    data = b""
+def _read_head(conn: socket.socket) -> bytes:
+    """Read one request (head, and a Content-Length body) so the peer is not reset early; its
+    head, or b"" when the peer closed first."""
     conn.settimeout(5)
-    while b"\r\n\r\n" not in data and len(data) < limit:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-    need = int(m.group(1)) if m else 0
-    while len(rest) < need:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        rest += chunk
-    return head
+    got = read_request(conn)
+    return got[0] if got is not None else b""
 
 
 def silent(conn: socket.socket) -> None:
@@ -204,10 +192,13 @@ def plain_http_400(conn: socket.socket) -> None:
         pass
 
 
-def read_request(conn: socket.socket, data: bytes = b"") -> tuple[bytes, bytes] | None:
+def read_request(
+    conn: socket.socket, data: bytes = b"", limit: int = 1 << 20
+) -> tuple[bytes, bytes] | None:
     """One whole request (head, and a Content-Length body) from conn, after `data` already read;
-    (head, the bytes after the request), or None when the peer closed first."""
-    while b"\r\n\r\n" not in data:
+    (head, the bytes after the request), or None when the peer closed first. A head still
+    without its end after `limit` bytes is taken as it is."""
+    while b"\r\n\r\n" not in data and len(data) < limit:
         chunk = conn.recv(65536)
         if not chunk:
             return None
@@ -223,6 +214,19 @@ def read_request(conn: socket.socket, data: bytes = b"") -> tuple[bytes, bytes] 
     return head, rest[need:]
 
 
+def keep_alive_requests(conn: socket.socket, most: int, timeout: float = 30.0) -> Iterator[bytes]:
+    """The heads of up to `most` requests read one after another on one connection (bodies
+    read and dropped); ends when the peer closes."""
+    conn.settimeout(timeout)
+    data = b""
+    for _ in range(most):
+        got = read_request(conn, data)
+        if got is None:
+            return
+        head, data = got
+        yield head
+
+
 class Recorder:
     """A keep-alive HTTP/1.1 server that records each request head and answers `200 <name>`."""
 
@@ -235,13 +239,8 @@ class Recorder:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(10)
-        data = b""
-        for _ in range(10_000):  # bounded: one connection never serves more than this
-            got = read_request(conn, data)
-            if got is None:
-                return
-            head, data = got
+        # Bounded: one connection never serves more than 10,000 requests.
+        for head in keep_alive_requests(conn, 10_000, timeout=10):
             with self._lock:
                 self.heads.append(head)
             body = self.name

@@ -45,7 +45,7 @@ from meshmirror.mitm.options import (
     register_options,
 )
 from meshmirror.mitm.stats_table import stats_rows
-from meshmirror.mitm.timeline import Timeline
+from meshmirror.mitm.timeline import Timeline, reopen
 from meshmirror.mitm.units import parse_duration, parse_size
 from meshmirror.mitm.watch import ConfigWatcher
 from meshmirror.outcomes.counters import MirrorStats
@@ -105,7 +105,6 @@ class Mirror:
         self._metrics: MetricsServer | None = None
         self._metrics_address: tuple[str, int] | None = None
         self.timeline: Timeline | None = None  # mirror_timeline
-        self._rewrites_responses = False  # a route of the table changes response headers
 
     @property
     def writer(self) -> CopyWriter | None:
@@ -237,18 +236,13 @@ class Mirror:
                 self._serve_live()
 
     def _configure_timeline(self, path: str) -> None:
-        if self.timeline is not None and self.timeline.path == path:
-            return
-        if self.timeline is not None:
-            self.timeline.close()
-            self.timeline = None
-        if path:
-            try:
-                self.timeline = Timeline(path)
-            except OSError as e:
-                raise option_error(f"mirror_timeline: cannot open {path}: {e.strerror or e}") from e
-            self.timeline.install(ctx.master.addons.chain)
-        self.fanout.timeline = self.timeline
+        try:
+            self.timeline = reopen(self.timeline, path)
+        except OSError as e:
+            self.timeline = None  # the old one is closed
+            raise option_error(f"mirror_timeline: cannot open {path}: {e.strerror or e}") from e
+        finally:
+            self.fanout.timeline = self.timeline
 
     def _install_hooks(self) -> None:
         """Make the flow hooks this config needs attributes of the addon, and only those: a
@@ -258,7 +252,7 @@ class Mirror:
             # requestheaders: streamed bodies are routed there, recordings paced.
             hooks["requestheaders"] = self._requestheaders
             hooks["request"] = self._request
-            if self._rewrites_responses:
+            if self.table.rewrites_responses:
                 hooks["responseheaders"] = self._responseheaders
         if self.inspection.needs_flow_hooks():
             hooks["response"] = self.inspection.response
@@ -347,9 +341,6 @@ class Mirror:
         """Copy what the request path reads from the live config (after any load or check)."""
         if self.live.table is not self.table:
             self.fanout.serve(self.live.table)
-            self._rewrites_responses = self.live.table is not None and primary.rewrites_responses(
-                self.live.table
-            )
         self.table = self.live.table
         self._install_hooks()
         self.fanout.loop_clusters = self.live.loop_clusters
@@ -510,14 +501,17 @@ class Mirror:
             return None
         req = flow.request
         fields = req.headers.fields
-        # What mitmproxy's `Request.host_header` returns; a Host no virtual host claims is
-        # decided by this one lookup, before any other work for the request.
-        authority = (req.authority if req.is_http2 or req.is_http3 else "") or _host(fields)
+        # The one pass over the fields the request path needs (nothing else is decoded); the
+        # Host as mitmproxy's `Request.host_header` returns it. A Host no virtual host claims is
+        # decided by one lookup, before any other work for the request.
+        headers = scan_request_headers(fields, index=False)
+        authority = (req.authority if req.is_http2 or req.is_http3 else "") or headers.host or ""
         vh = table.select_virtual_host(authority)
         if vh is None:
             self.fanout.stats.requests_skipped["no_virtual_host"] += 1
             return None
-        headers = scan_request_headers(fields, index=table.reads_headers)
+        if table.reads_headers:
+            headers = scan_request_headers(fields)  # indexed for the header matchers
         view = RequestView.of(
             method=req.method,
             scheme="https" if flow.client_conn.tls_established else "http",
@@ -709,19 +703,6 @@ class Mirror:
             return "no route table (mirror_config is empty)"
         dump = self.table.to_envoy(default_retries=self.primary.default_retries)
         return json.dumps(dump, indent=2)
-
-
-def _host(fields: tuple[tuple[bytes, bytes], ...]) -> str:
-    """The Host value as mitmproxy's `headers.get("Host")` gives it (repeated fields joined
-    with ", "), from the raw fields: only the Host fields are decoded."""
-    host = ""
-    found = False
-    for name, value in fields:
-        if len(name) == 4 and name.lower() == b"host":
-            text = value.decode("utf-8", "surrogateescape")
-            host = f"{host}, {text}" if found else text
-            found = True
-    return host
 
 
 class _Routed(NamedTuple):

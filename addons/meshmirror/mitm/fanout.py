@@ -172,8 +172,7 @@ class Fanout:
             cluster = policy.cluster
             counters = stats.cluster(cluster.name)
             counters.matched += 1
-            if policy.denominator > 0:
-                counters.expected += min(1.0, policy.numerator / policy.denominator)
+            counters.expected += policy.share
             stats.rule_matches[route.label, cluster.name] += 1
             if not (every or should_mirror(policy, rand)):
                 continue
@@ -252,7 +251,7 @@ class Fanout:
     def _timed(
         done: Callable[[MirrorResult], None], timeline: Timeline, request_id: str, cluster: str
     ) -> Callable[[MirrorResult], None]:
-        submitted = timeline.copy_submitted()
+        submitted = time.time()
 
         def timed_done(result: MirrorResult) -> None:
             done(result)

@@ -51,7 +51,7 @@ from meshmirror.policy.upstream import Failure, UpstreamPolicy
 if TYPE_CHECKING:
     from meshmirror.mesh.clusters import Cluster
     from meshmirror.policy.cors import CrossOriginPolicy
-    from meshmirror.routing.table import Route, RouteTable, WeightedCluster
+    from meshmirror.routing.table import Route, WeightedCluster
 
 log = logging.getLogger("meshmirror.primary")
 
@@ -101,18 +101,6 @@ def local_reply(
     if body:
         h.setdefault("content-type", "text/plain")
     return http.Response.make(status, body, h)
-
-
-def rewrites_responses(table: RouteTable) -> bool:
-    """Whether a route of `table` changes its primary's response headers (`headers.response`
-    of the route or a destination, CORS): only then does the addon need `responseheaders`."""
-    for vh in table.virtual_hosts:
-        for route in vh.routes:
-            if route.response_headers is not None or route.cors is not None:
-                return True
-            if any(wc.response_headers is not None for wc in route.clusters):
-                return True
-    return False
 
 
 def stash_response_ops(flow: http.HTTPFlow, ops: tuple[HeaderOps | None, ...]) -> None:

@@ -155,12 +155,7 @@ class Timeline:
             try:
                 return hook(flow)
             finally:
-                spent = (perf() - t0) / 1e3
-                addon = _record(flow)["addon"]
-                if event in addon:  # streamed: requestheaders routed it; add up
-                    addon[event][1] += spent
-                else:
-                    addon[event] = [entered, spent]
+                _record(flow)["addon"][event] = [entered, (perf() - t0) / 1e3]
 
         return timed_hook  # type: ignore[return-value]
 
@@ -189,9 +184,6 @@ class Timeline:
             line["route"] = rec["route"]
         self.requests += 1
         self._write(line)
-
-    def copy_submitted(self) -> float:
-        return time.time()
 
     def copy_done(
         self, request: str, cluster: str, submitted: float, outcome: str, result: MirrorResult
@@ -237,6 +229,20 @@ class Timeline:
         self._file.close()
 
 
+def reopen(current: Timeline | None, path: str) -> Timeline | None:
+    """The timeline for option value `path` ("" = off) in mitmproxy's running chain: `current`
+    when it already writes there, else a new one (`current` closed). OSError: cannot open it."""
+    if current is not None and current.path == path:
+        return current
+    if current is not None:
+        current.close()
+    if not path:
+        return None
+    timeline = Timeline(path)
+    timeline.install(ctx.master.addons.chain)
+    return timeline
+
+
 def request_id(flow: http.HTTPFlow) -> str | None:
     """The first X-Request-Id value, as the addon and the mirror copies carry it."""
     for name, value in flow.request.headers.fields:
@@ -259,15 +265,8 @@ class TimelineAddon:
         )
 
     def configure(self, updated: set[str]) -> None:
-        if "mirror_timeline" not in updated:
-            return
-        if self.timeline is not None:
-            self.timeline.close()
-            self.timeline = None
-        path = ctx.options.mirror_timeline.strip()
-        if path:
-            self.timeline = Timeline(path)
-            self.timeline.install(ctx.master.addons.chain)
+        if "mirror_timeline" in updated:
+            self.timeline = reopen(self.timeline, ctx.options.mirror_timeline.strip())
 
     def done(self) -> None:
         if self.timeline is not None:

@@ -64,6 +64,12 @@ class MirrorPolicy:
     numerator: int
     denominator: int
     source_path: Path = ()  # where in the VirtualService it came from, e.g. spec.http[0].mirror
+    # The configured share of matched requests that are copied (0..1), for the counters.
+    share: float = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        d = self.denominator
+        object.__setattr__(self, "share", min(1.0, self.numerator / d) if d > 0 else 0.0)
 
     @property
     def denominator_name(self) -> str:
@@ -219,6 +225,9 @@ class RouteTable:
     # Whether a route matches on request headers: only then must a request's headers be
     # decoded and indexed for matching.
     reads_headers: bool = field(init=False, compare=False, repr=False)
+    # Whether a route changes its primary's response headers (`headers.response` of the route
+    # or a destination, CORS): only then does the proxy need the response headers hook.
+    rewrites_responses: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         exact: dict[str, tuple[VirtualHost, str]] = {}
@@ -246,8 +255,15 @@ class RouteTable:
             self, "_prefixes", tuple(sorted(prefixes.items(), key=lambda kv: -kv[0]))
         )
         object.__setattr__(self, "_star", star)
-        reads = any(r.matcher.headers for vh in self.virtual_hosts for r in vh.routes)
-        object.__setattr__(self, "reads_headers", reads)
+        routes = [r for vh in self.virtual_hosts for r in vh.routes]
+        object.__setattr__(self, "reads_headers", any(r.matcher.headers for r in routes))
+        rewrites = any(
+            r.response_headers is not None
+            or r.cors is not None
+            or any(wc.response_headers is not None for wc in r.clusters)
+            for r in routes
+        )
+        object.__setattr__(self, "rewrites_responses", rewrites)
 
     @property
     def name(self) -> str:
