@@ -337,11 +337,14 @@ def test_a_stopped_sender_process_is_timed_out_warned_about_and_replaced(
     start: Callable[..., Proxy],
 ) -> None:
     mirror = srv.Recorder("primary")  # a healthy mirror: only the sender process misbehaves
-    proxy = start(mirror.port, "mirror_timeout=1s", "mirror_verbosity=errors")
+    # verbosity each: the test waits for the first copies' results before stopping the sender,
+    # or a loaded machine could stop it with them still in flight.
+    proxy = start(mirror.port, "mirror_timeout=1s", "mirror_verbosity=each")
     stopped = 0
     try:
         for i in range(3):
             assert request(proxy.port, "GET", f"/before/{i}") == (200, b"primary")
+        wait_for(lambda: len(proxy.log_lines("mirror sent 200")) == 3, 10, what="3 copies sent")
         stopped = sender_pid(proxy)
         os.kill(stopped, signal.SIGSTOP)
         t0 = time.monotonic()
