@@ -60,7 +60,8 @@ def test_routes_table_names_endpoints() -> None:
     r = run("routes", str(SEED_A))
     assert r.returncode == 0, r.stderr
     assert (
-        "outbound|80||httpbin.mirror.cluster-b 50% (500000/MILLION)  [127.0.0.1:28081]" in r.stdout
+        "outbound|80||httpbin.mirror.cluster-b 50% (500000/MILLION)  [127.0.0.1:28081, HTTP/1.1]"
+        in r.stdout
     )
 
 

@@ -360,3 +360,115 @@ spec:
     assert reg.service("a.b.example.com") is not None
     assert reg.service("example.com") is None
     assert reg.cluster("a.example.com", 80).passthrough
+
+
+PROTOCOLS = """
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [ext.example.com]
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: 81, name: grpc, protocol: GRPC}
+  - {number: 82, name: h2, protocol: HTTP2}
+  - {number: 83, name: web, protocol: GRPC-WEB}
+  - {number: 84, name: tls, protocol: HTTPS}
+  - {number: 85, name: any}
+  - {number: 86, name: tcp, protocol: TCP}
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.1}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: up}
+spec:
+  hosts: [up.example.com]
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: 81, name: grpc, protocol: GRPC}
+  - {number: 85, name: any}
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.2, labels: {v: "1"}}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: up}
+spec:
+  host: up.example.com
+  trafficPolicy:
+    connectionPool: {http: {h2UpgradePolicy: UPGRADE}}
+    portLevelSettings:
+    - port: {number: 81}
+      connectionPool: {http: {useClientProtocol: true}}
+  subsets:
+  - name: plain
+    labels: {v: "1"}
+    trafficPolicy:
+      connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: k, namespace: default}
+spec:
+  ports:
+  - {name: grpc-api, port: 9000}
+  - {name: http2, port: 9001}
+  - {name: grpc-web-ui, port: 9002}
+  - {name: web, port: 9003, appProtocol: kubernetes.io/h2c}
+  - {name: web2, port: 9004, appProtocol: http}
+  - {name: metrics, port: 9005}
+  - {name: db, port: 3306}
+"""
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "subset", "protocol", "upstream"),
+    [
+        ("ext.example.com", 80, None, "HTTP", "HTTP/1.1"),
+        ("ext.example.com", 81, None, "GRPC", "HTTP/2"),
+        ("ext.example.com", 82, None, "HTTP2", "HTTP/2"),
+        ("ext.example.com", 83, None, "GRPC-Web", "HTTP/2"),
+        ("ext.example.com", 84, None, "HTTPS", "client"),
+        ("ext.example.com", 85, None, "UnsupportedProtocol", "sniffed"),
+        ("ext.example.com", 86, None, "TCP", "HTTP/1.1"),
+        ("nowhere.example.com", 80, None, "", "sniffed"),
+        ("up.example.com", 80, None, "HTTP", "HTTP/2"),  # h2UpgradePolicy: UPGRADE
+        ("up.example.com", 85, None, "UnsupportedProtocol", "HTTP/2"),  # UPGRADE on sniffed
+        ("up.example.com", 81, None, "GRPC", "client"),  # useClientProtocol wins
+        ("up.example.com", 80, "plain", "HTTP", "HTTP/1.1"),  # the subset's DO_NOT_UPGRADE
+        ("k.default.svc.cluster.local", 9000, None, "GRPC", "HTTP/2"),
+        ("k.default.svc.cluster.local", 9001, None, "HTTP2", "HTTP/2"),
+        ("k.default.svc.cluster.local", 9002, None, "GRPC-Web", "HTTP/2"),
+        ("k.default.svc.cluster.local", 9003, None, "HTTP2", "HTTP/2"),
+        ("k.default.svc.cluster.local", 9004, None, "HTTP", "HTTP/1.1"),
+        ("k.default.svc.cluster.local", 9005, None, "UnsupportedProtocol", "sniffed"),
+        ("k.default.svc.cluster.local", 3306, None, "MySQL", "HTTP/1.1"),
+    ],
+    ids=[
+        "se-http",
+        "se-grpc",
+        "se-http2",
+        "se-grpc-web",
+        "se-https-alpn",
+        "se-unset",
+        "se-tcp",
+        "unknown-host",
+        "dr-upgrade",
+        "dr-upgrade-sniffed",
+        "dr-use-client-protocol",
+        "subset-do-not-upgrade",
+        "k8s-name-prefix-grpc",
+        "k8s-name-http2",
+        "k8s-name-grpc-web",
+        "k8s-app-protocol-h2c",
+        "k8s-app-protocol-http",
+        "k8s-unnamed",
+        "k8s-well-known-port",
+    ],
+)
+def test_upstream_protocol(
+    host: str, port: int, subset: str | None, protocol: str, upstream: str
+) -> None:
+    cluster = registry_of(PROTOCOLS).cluster(host, port, subset)
+    assert (cluster.protocol, cluster.upstream) == (protocol, upstream)

@@ -1118,3 +1118,35 @@ def test_mesh_default_retry_policy(
         assert off["route"]["retry_policy"]["retry_on"] == retry_on
     elif not mesh_default:
         assert "retry_policy" not in off["route"]
+
+
+SNIFFED_AND_GRPC = """
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: a}
+spec:
+  hosts: [a.example.com]
+  ports: [{number: 80, name: any}, {number: 81, name: grpc, protocol: GRPC}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.1}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("gateways", "chosen", "sniffed", "grpc"),
+    [(None, None, "client", "HTTP/2"), ("[gw]", "gw", "HTTP/1.1", "HTTP/2")],
+    ids=["mesh-keeps-the-clients", "gateway-speaks-http1"],
+)
+def test_upstream_protocol_of_a_sniffed_port(
+    gateways: str | None, chosen: str | None, sniffed: str, grpc: str
+) -> None:
+    route = (
+        "  - route: [{destination: {host: a.example.com, port: {number: 80}}}]\n"
+        "    mirror: {host: a.example.com, port: {number: 81}}\n"
+    )
+    extra = f"  gateways: {gateways}\n" if gateways else ""
+    docs = [SNIFFED_AND_GRPC, vs(route, extra=extra)] + ([gateway("gw")] if chosen else [])
+    table, _ = compile_ok("---\n".join(docs), gateway=chosen)
+    [r] = all_routes(table)
+    assert table.upstream_protocol(r.clusters[0].cluster) == sniffed
+    assert table.upstream_protocol(r.mirrors[0].cluster) == grpc

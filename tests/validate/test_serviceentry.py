@@ -31,10 +31,41 @@ def findings(spec: str, labels: str = "") -> list[Finding]:
     text = f"apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n{meta}}}\nspec:\n{body}\n"
     loaded = load_text(text, "se.yaml")
     assert not loaded.errors, [d.format() for d in loaded.errors]
+    # Istio's findings: meshmirror's own notes (INFO: what it serves) are tested on their own.
     return [
         (d.severity.value, format_path(d.path), d.message)
         for d in validate_resources(loaded.resources)
+        if d.severity is not Severity.INFO
     ]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "note"),
+    [
+        ("TCP", True),
+        ("MONGO", True),
+        ("TLS", True),
+        ("HTTP", False),
+        ("HTTPS", False),
+        ("GRPC", False),
+        ("HTTP2", False),
+        ("GRPC-WEB", False),
+    ],
+)
+def test_ports_meshmirror_does_not_serve_are_noted(protocol: str, note: bool) -> None:
+    text = (
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: se}\n"
+        "spec:\n  hosts: [a.example.com]\n  addresses: [10.0.0.1]\n  resolution: STATIC\n"
+        f"  ports: [{{number: 80, name: p, protocol: {protocol}}}]\n"
+        "  endpoints: [{address: 10.0.0.2}]\n"
+    )
+    loaded = load_text(text, "se.yaml")
+    infos = [d for d in validate_resources(loaded.resources) if d.severity is Severity.INFO]
+    if note:
+        assert [format_path(d.path) for d in infos] == ["spec.ports[0].protocol"]
+        assert "parsed but not served by meshmirror" in infos[0].message
+    else:
+        assert infos == []
 
 
 def err(path: str, message: str) -> Finding:

@@ -14,8 +14,10 @@ from urllib.parse import urlsplit
 from meshmirror.cli.exits import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from meshmirror.config.loader import discover_config_sets
 from meshmirror.diagnostics import Severity
+from meshmirror.mesh.clusters import Cluster
 from meshmirror.mirror import shadow
 from meshmirror.pipeline import ConfigSet, load_config_set
+from meshmirror.protocols import CLIENT
 from meshmirror.routing.explain import explain_request, policy_lines, route_policy_lines
 from meshmirror.routing.request_view import RequestView
 from meshmirror.routing.sampling import describe_fraction
@@ -112,23 +114,27 @@ def print_table(table: RouteTable, out: TextIO, *, default_retries: bool = False
             if route.action != "route":
                 print(f"      {route.action} (answered by the proxy, not mirrored)", file=out)
             for wc in route.clusters:
-                where = _endpoints_text(wc.cluster)
+                where = _endpoints_text(wc.cluster, table)
                 weight = f" weight {wc.weight}" if len(route.clusters) > 1 else ""
                 print(f"      -> {wc.cluster.name}{weight}  [{where}]", file=out)
             for m in route.mirrors:
-                where = _endpoints_text(m.cluster)
+                where = _endpoints_text(m.cluster, table)
                 frac = describe_fraction(m)
                 print(f"      mirror {m.cluster.name} {frac}  [{where}]", file=out)
             for line in route_policy_lines(route, default_retries=default_retries):
                 print(f"      {line}", file=out)
 
 
-def _endpoints_text(cluster: object) -> str:
-    eps = getattr(cluster, "endpoints", ())
-    if not eps:
+def _endpoints_text(cluster: Cluster, table: RouteTable) -> str:
+    """Where a cluster's requests go and how: `10.0.0.1:8080, 10.0.0.2:8080 tls, HTTP/2`."""
+    if not cluster.endpoints:
         return "no endpoints in config: reverse-proxy upstream"
-    tls = " tls" if getattr(cluster, "tls", None) is not None else ""
-    return ", ".join(f"{e.address}:{e.port}" for e in eps) + tls
+    tls = " tls" if cluster.tls is not None else ""
+    protocol = table.upstream_protocol(cluster)
+    if protocol == CLIENT:
+        protocol = "the client's protocol"
+    where = ", ".join(f"{e.address}:{e.port}" for e in cluster.endpoints)
+    return f"{where}{tls}, {protocol}"
 
 
 # --- explain ------------------------------------------------------------------------------------
@@ -225,13 +231,16 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     for wc in route.clusters:
         share = f" weight {wc.weight}" if len(route.clusters) > 1 else ""
-        print(f"primary: {wc.cluster.name}{share} -> {_endpoints_text(wc.cluster)}", file=out)
+        print(
+            f"primary: {wc.cluster.name}{share} -> {_endpoints_text(wc.cluster, table)}", file=out
+        )
     if not route.mirrors:
         print("mirrors: none", file=out)
     shadow_authority = shadow.shadow_host(authority, args.host_suffix)
     for m in route.mirrors:
+        where = _endpoints_text(m.cluster, table)
         print(
-            f"mirror: {m.cluster.name} {describe_fraction(m)} -> {_endpoints_text(m.cluster)}; "
+            f"mirror: {m.cluster.name} {describe_fraction(m)} -> {where}; "
             f"copy carries Host: {shadow_authority}",
             file=out,
         )

@@ -6,13 +6,15 @@ to it are skipped.
 
 These are frozen values built once by the registry at configure time and read on the request path
 (routes, fanout, primary, probes), so they live here alone, free of the resource model and of how
-the registry is built; this module imports nothing from meshmirror.
+the registry is built; this module imports only the `protocols` leaf.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from meshmirror.protocols import CLIENT
 
 
 def cluster_name(port: int, subset: str | None, host: str) -> str:
@@ -46,6 +48,10 @@ class Cluster:
     subset: str | None
     endpoints: tuple[Endpoint, ...]
     tls: TlsOrigination | None = None
+    # The service port's protocol (Istio's name; "" when no service defines the port) and the
+    # protocol the cluster's connections speak (`protocols.HTTP1`, HTTP2, CLIENT or SNIFFED).
+    protocol: str = ""
+    upstream: str = CLIENT
 
     @property
     def passthrough(self) -> bool:

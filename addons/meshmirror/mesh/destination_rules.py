@@ -10,11 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from meshmirror.config.destinations import ClientTLSSettings, DestinationRule, TrafficPolicy
+from meshmirror.config.destinations import (
+    ClientTLSSettings,
+    DestinationRule,
+    HTTPSettings,
+    TrafficPolicy,
+)
 from meshmirror.config.resources import LoadedResource
 from meshmirror.hosts import resolve_short_name
 from meshmirror.mesh.clusters import TlsOrigination
 from meshmirror.mesh.services import Service
+from meshmirror.protocols import CLIENT, HTTP1, HTTP2, SNIFFED, UNSUPPORTED, is_http2
 
 
 @dataclass(frozen=True)
@@ -38,12 +44,7 @@ def tls_origination(
 ) -> TlsOrigination | None:
     """The TLS a cluster originates: the DestinationRule's client TLS settings for the port (subset
     first), else TLS by default on an HTTPS service port."""
-    policies: list[TrafficPolicy] = []
-    if sub is not None and sub.traffic_policy is not None:
-        policies.append(sub.traffic_policy)
-    if rule is not None and rule.traffic_policy is not None:
-        policies.append(rule.traffic_policy)
-    settings = _tls_settings(policies, port)
+    settings = _tls_settings(_policies(rule, sub), port)
     if settings is not None and settings.mode is not None:
         if settings.mode == "SIMPLE":
             return TlsOrigination(
@@ -57,6 +58,54 @@ def tls_origination(
     sp = svc.port(port) if svc is not None else None
     if sp is not None and sp.protocol == "HTTPS":
         return TlsOrigination()
+    return None
+
+
+def upstream_protocol(
+    rule: DestinationRuleInfo | None, port: int, svc: Service | None, sub: SubsetInfo | None
+) -> tuple[str, str]:
+    """(the port's protocol, the cluster's upstream protocol), in Istio's order: a
+    DestinationRule's `useClientProtocol` (subset first, port level first) keeps the client's;
+    a GRPC, GRPC-Web or HTTP2 port, or `h2UpgradePolicy: UPGRADE`, is HTTP/2; an HTTP port is
+    HTTP/1.1; a port without a protocol is sniffed. An HTTPS port, whose TLS meshmirror
+    originates, negotiates with ALPN what the client offered, as the client's own TLS would
+    through a sidecar (Istio passes it through)."""
+    sp = svc.port(port) if svc is not None else None
+    protocol = sp.protocol if sp is not None else ""
+    settings = _http_settings(_policies(rule, sub), port)
+    if settings is not None and settings.use_client_protocol:
+        return protocol, CLIENT
+    if is_http2(protocol):
+        return protocol, HTTP2
+    if settings is not None and settings.h2_upgrade_policy == "UPGRADE":
+        return protocol, HTTP2
+    if protocol in ("", UNSUPPORTED):
+        return protocol, SNIFFED
+    if protocol == "HTTPS":
+        return protocol, CLIENT
+    return protocol, HTTP1
+
+
+def _policies(rule: DestinationRuleInfo | None, sub: SubsetInfo | None) -> list[TrafficPolicy]:
+    policies: list[TrafficPolicy] = []
+    if sub is not None and sub.traffic_policy is not None:
+        policies.append(sub.traffic_policy)
+    if rule is not None and rule.traffic_policy is not None:
+        policies.append(rule.traffic_policy)
+    return policies
+
+
+def _http_settings(policies: Sequence[TrafficPolicy], port: int) -> HTTPSettings | None:
+    """`connectionPool.http`: subset policy before the top-level one; within each, the
+    port-level setting first."""
+    for policy in policies:
+        for pls in policy.port_level_settings or ():
+            if pls is None or pls.port is None or pls.port.number != port:
+                continue
+            if pls.connection_pool is not None and pls.connection_pool.http is not None:
+                return pls.connection_pool.http
+        if policy.connection_pool is not None and policy.connection_pool.http is not None:
+            return policy.connection_pool.http
     return None
 
 

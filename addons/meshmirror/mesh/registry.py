@@ -40,6 +40,7 @@ from meshmirror.mesh.destination_rules import (
     SubsetInfo,
     rule_info,
     tls_origination,
+    upstream_protocol,
 )
 from meshmirror.mesh.services import (
     Service,
@@ -120,6 +121,7 @@ class Registry:
             elif sub.labels:
                 want = sub.labels.items()
                 endpoints = tuple(e for e in endpoints if want <= e.labels.items())
+        protocol, upstream = upstream_protocol(self.destination_rule(host), port, svc, sub)
         cluster = Cluster(
             name=cluster_name(port, subset, host),
             host=host,
@@ -127,6 +129,8 @@ class Registry:
             subset=subset,
             endpoints=endpoints,
             tls=self._tls(host, port, svc, sub),
+            protocol=protocol,
+            upstream=upstream,
         )
         self._clusters[key] = cluster
         return cluster

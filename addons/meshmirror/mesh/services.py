@@ -20,13 +20,14 @@ from meshmirror.config.destinations import KubernetesService, ServiceEntry, Work
 from meshmirror.config.resources import LoadedResource
 from meshmirror.hosts import DOMAIN_SUFFIX, resolve_short_name
 from meshmirror.mesh.clusters import Endpoint
+from meshmirror.protocols import istio_protocol, kubernetes_port_protocol
 
 
 @dataclass(frozen=True, slots=True)
 class ServicePortInfo:
     number: int
     name: str
-    protocol: str
+    protocol: str  # Istio's canonical name (`protocols.istio_protocol`); UNSUPPORTED when unset
     target_port: int | None = None
     target_port_name: str | None = None  # Kubernetes named targetPort
 
@@ -133,7 +134,7 @@ def services_of_entry(
         ServicePortInfo(
             number=p.number,
             name=p.name,
-            protocol=(p.protocol or "").upper(),
+            protocol=istio_protocol(p.protocol),
             target_port=p.target_port or None,
         )
         for p in spec.ports or ()
@@ -183,7 +184,7 @@ def service_of_kubernetes(
             ServicePortInfo(
                 number=p.port,
                 name=p.name or "",
-                protocol=(p.app_protocol or p.protocol or "").upper(),
+                protocol=kubernetes_port_protocol(p.port, p.name, p.protocol, p.app_protocol),
                 target_port=tp if isinstance(tp, int) and tp > 0 else None,
                 target_port_name=tp if isinstance(tp, str) and tp else None,
             )

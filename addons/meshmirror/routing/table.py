@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from meshmirror.diagnostics import Path
 from meshmirror.hosts import strip_port
 from meshmirror.percent import DENOMINATOR_NAMES, percent_text
+from meshmirror.protocols import CLIENT, HTTP1, SNIFFED
 
 if TYPE_CHECKING:
     # Types only: the table is built by the compiler and read per request, and the request path
@@ -270,6 +271,15 @@ class RouteTable:
         """The route configuration's name as Istio names it (`http.80` on gateways, `80` in
         the mesh)."""
         return f"http.{self.listener_port}" if self.gateway else str(self.listener_port)
+
+    def upstream_protocol(self, cluster: Cluster) -> str:
+        """How this proxy reaches `cluster`: `protocols.HTTP1`, `HTTP2` or `CLIENT` (the client's
+        own). A port without a protocol is sniffed by Istio: a sidecar keeps the client's
+        protocol, a gateway speaks HTTP/1.1 (clients negotiate `h2` with the gateway whatever the
+        service speaks)."""
+        if cluster.upstream == SNIFFED:
+            return HTTP1 if self.gateway else CLIENT
+        return cluster.upstream
 
     def lookup_host(self, host: str) -> tuple[VirtualHost, str] | None:
         """(virtual host, matched domain) for a lower-case host without port. Envoy's order:

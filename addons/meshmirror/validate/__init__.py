@@ -17,7 +17,6 @@ validateGatewayNames) this package reports every error, because the user should 
 Modules, each importing only those above it:
   names         hosts, DNS labels, wildcard domains, ports, labels
   headers       header names and values
-  protocols     port protocol names
   checker       `Checker`: collects one resource's diagnostics; rules shared by every kind
   matches       StringMatch, RE2 regexes, HTTPMatchRequest
   destinations  route destinations, mirrors, percentages

@@ -34,6 +34,9 @@ class Checker:
     ) -> None:
         self.out.append(self.res.diag(Severity.WARNING, path, message, value, code=code))
 
+    def info(self, path: Path, message: str, value: Any = _NO_VALUE) -> None:
+        self.out.append(self.res.diag(Severity.INFO, path, message, value))
+
     def opt(self, path: Path, message: str | None, value: Any = _NO_VALUE) -> None:
         if message:
             self.err(path, message, value)

@@ -8,6 +8,7 @@ from meshmirror.config.istio_gateway import Gateway, Server, ServerTLSSettings
 from meshmirror.diagnostics import Path
 from meshmirror.golang import go_quote
 from meshmirror.hosts import is_ip
+from meshmirror.protocols import is_http, is_tls, istio_protocol
 from meshmirror.validate.checker import Checker
 from meshmirror.validate.names import (
     UNIX_PREFIX,
@@ -16,7 +17,6 @@ from meshmirror.validate.names import (
     validate_unix_address,
     validate_wildcard_domain,
 )
-from meshmirror.validate.protocols import is_http, is_tls, istio_protocol
 
 
 def validate_gateway(c: Checker, gw: Gateway) -> None:

@@ -8,6 +8,7 @@ from meshmirror.config.destinations import ServiceEntry, WorkloadEntry, Workload
 from meshmirror.diagnostics import Path
 from meshmirror.golang import go_quote
 from meshmirror.hosts import is_ip
+from meshmirror.protocols import SERVED, UNSUPPORTED, is_http, is_tcp, is_tls, istio_protocol
 from meshmirror.validate.checker import Checker
 from meshmirror.validate.names import (
     UNIX_PREFIX,
@@ -18,7 +19,6 @@ from meshmirror.validate.names import (
     validate_unix_address,
     validate_wildcard_domain,
 )
-from meshmirror.validate.protocols import is_http, is_tcp, is_tls, istio_protocol
 
 
 def _validate_workload_entry(
@@ -199,8 +199,15 @@ def _validate_ports(c: Checker, se: ServiceEntry, resolution: str) -> set[str]:
             )
         if not is_dns1123_label(port.name):
             c.err(pp + ("name",), f"invalid port name: {port.name}", port.name)
-        if port.protocol and istio_protocol(port.protocol) == "UnsupportedProtocol":
+        protocol = istio_protocol(port.protocol)
+        if port.protocol and protocol == UNSUPPORTED:
             c.err(pp + ("protocol",), f"unsupported protocol: {port.protocol}", port.protocol)
+        elif port.protocol and protocol not in SERVED:
+            c.info(
+                pp + ("protocol",),
+                f"{protocol} ports are parsed but not served by meshmirror, which proxies HTTP "
+                f"only (ports of protocol {', '.join(SERVED)})",
+            )
         c.port(pp + ("number",), port.number)
     return names
 
