@@ -601,6 +601,35 @@ def test_only_the_hooks_a_config_needs_are_installed(tmp_path: Path, config: Pat
         m.done()
 
 
+@pytest.mark.parametrize(
+    ("primary_protocol", "upstream_http2", "streams"),
+    [
+        ("HTTP", False, False),
+        ("GRPC", False, True),  # HTTP/2: a gRPC call's response may need passing through
+        ("HTTPS", False, True),  # the client's protocol, negotiated with ALPN
+        ("HTTP", True, True),  # the reverse-proxy upstream speaks HTTP/2
+    ],
+    ids=["http1-only", "grpc-port", "https-port", "upstream-http2"],
+)
+def test_the_response_headers_hook_is_there_when_a_call_may_be_http2(
+    tmp_path: Path, primary_protocol: str, upstream_http2: bool, streams: bool
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        CONFIG.replace(
+            "protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.2",
+            f"protocol: {primary_protocol}}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.2",
+            1,
+        )
+    )
+    m = Mirror()
+    with taddons.context(Proxyserver(), m) as tctx:
+        tctx.configure(m, mirror_reload_interval="0", mirror_upstream_http2=upstream_http2)
+        tctx.configure(m, mirror_config=[str(path)])
+        assert ("responseheaders" in installed_hooks(m)) is streams
+        m.done()
+
+
 def test_a_host_no_rule_claims_is_decided_before_any_other_work(config: Path) -> None:
     m = Mirror()
     with taddons.context(Proxyserver(), m) as tctx:

@@ -8,6 +8,7 @@ a deadline.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import struct
@@ -20,7 +21,6 @@ from mitmproxy import http
 from mitmproxy.test import tflow
 
 from meshmirror.mesh.clusters import Cluster, TlsOrigination
-from meshmirror.mirror.failures import TLSConfigError
 from meshmirror.mitm.primary import (
     CONNECT_FAILURE_BODY,
     RESET_BODY,
@@ -160,8 +160,7 @@ async def test_request_head_host_first_hop_by_hop_dropped_connection_close(
         b"host: primary.local\r\n"
         b"X-First: 1\r\n"
         b"X-Last: 2\r\n"
-        b"Content-Length: 7\r\n"
-        b"Connection: close\r\n\r\n"
+        b"Content-Length: 7\r\n\r\n"
     )
     assert sent.body == b"payload"
 
@@ -172,7 +171,7 @@ async def test_host_defaults_to_the_request_host_and_get_has_no_length(
     backend = await upstreams.start(serve_once_then_close(OK_RESPONSE))
     await exchange(flow_to(backend.port, headers=()))
     [sent] = backend.requests
-    assert sent.head == b"GET /p HTTP/1.1\r\nhost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    assert sent.head == b"GET /p HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,10 +345,15 @@ async def test_tls_follows_the_cluster(
         assert (resp.status_code, resp.raw_content) == (503, CONNECT_FAILURE_BODY)
 
 
-async def test_unreadable_ca_file_raises_out_of_the_exchange(tmp_path: Path) -> None:
+async def test_unreadable_ca_file_is_a_connect_failure_named_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cluster = tls_cluster(TlsOrigination(ca_file=str(tmp_path / "missing.pem")))
-    with pytest.raises(TLSConfigError, match="ca_file"):
-        await Primary().exchange(flow_to(9, scheme="https"), TIMEOUT, cluster)
+    with caplog.at_level(logging.INFO, logger="meshmirror.primary"):
+        resp = await exchange(flow_to(9, scheme="https"), cluster=cluster)
+    assert (resp.status_code, resp.raw_content) == (503, CONNECT_FAILURE_BODY)
+    assert "primary attempt 1 of 1 to 127.0.0.1:9 failed: connect-failure" in caplog.text
+    assert "cannot load ca_file" in caplog.text
 
 
 # --- local replies to gRPC requests, the CORS filter, the retry policy chosen -------------------

@@ -20,7 +20,11 @@ class InvalidRequest(Exception):
 
 
 class ProtocolViolation(Exception):
-    """The mirror's response is not valid HTTP/1.x."""
+    """The mirror's response is not valid HTTP (or not the protocol the copy needs)."""
+
+
+class StreamReset(Exception):
+    """HTTP/2: the mirror reset the copy's stream, or went away (GOAWAY) before answering it."""
 
 
 class ConnectTimeout(TimeoutError):
@@ -73,6 +77,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return "protocol", str(exc)
     if isinstance(exc, ClosedEarly):
         return "reset", f"connection closed while {exc}"
+    if isinstance(exc, StreamReset):
+        return "reset", str(exc)
     if isinstance(exc, TLSConfigError):
         return "tls", str(exc)
     if isinstance(exc, InvalidRequest):

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from dataclasses import dataclass
 from typing import Protocol
 
 from meshmirror.mirror.failures import ClosedEarly, ProtocolViolation
+from meshmirror.mirror.sockets import reset, unsent_in_kernel
+from meshmirror.mirror.types import CapturedResponse
 
 _MAX_HEAD = 64 * 1024
 _MAX_LINE = 8 * 1024
@@ -24,6 +25,8 @@ _NO_BODY_STATUS = frozenset({204, 304})
 # Interim (1xx) responses accepted before the final one: 100 Continue and 103 Early Hints come
 # once or twice; a stream of them is a mirror keeping the exchange busy without answering.
 MAX_INTERIM = 16
+
+Captured = tuple[tuple[tuple[bytes, bytes], ...], bytes, bool]
 
 # Parser states.
 _IDLE, _HEAD, _BODY_LEN, _BODY_EOF, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _DONE = range(
@@ -68,6 +71,7 @@ class Connection(asyncio.Protocol):
         "captured",
         "head_raw",
         "first_byte",
+        "grpc_status",
     )
 
     def __init__(self, pool: ConnectionOwner, limit: int) -> None:
@@ -96,6 +100,7 @@ class Connection(asyncio.Protocol):
         self.captured = bytearray()
         self.head_raw: tuple[bytes, bytes] | None = None  # (head, line separator) when capturing
         self.first_byte = 0.0  # time.time() of the current exchange's first response byte
+        self.grpc_status: int | None = None  # `grpc-status` of the response head or trailers
 
     # -- asyncio callbacks ------------------------------------------------------------------
 
@@ -149,6 +154,7 @@ class Connection(asyncio.Protocol):
         self._body = 0
         self._interim = 0
         self.first_byte = 0.0
+        self.grpc_status = None
         self._buf.clear()
         self._head_request = head_request
         if self.capture:
@@ -181,13 +187,17 @@ class Connection(asyncio.Protocol):
         )
 
     def unsent(self) -> int:
-        """Request bytes written but still in the transport's buffer."""
+        """Request bytes written but not yet sent: in the transport's buffer or the kernel's
+        send queue."""
         transport = self.transport
-        return 0 if transport is None or self.closed else transport.get_write_buffer_size()
+        if transport is None or self.closed:
+            return 0
+        return transport.get_write_buffer_size() + unsent_in_kernel(transport)
 
     def abort(self) -> None:
+        """Give the connection up: a TCP reset, so no unsent byte lingers in the kernel."""
         if self.transport is not None and not self.closed:
-            self.transport.abort()
+            reset(self.transport)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -195,6 +205,12 @@ class Connection(asyncio.Protocol):
 
     def phase(self) -> str:
         return self._describe_state()
+
+    def take_capture(self) -> Captured:
+        return take_capture(self)
+
+    def take_response(self) -> CapturedResponse:
+        return take_response(self)
 
     def _describe_state(self) -> str:
         if self._state == _HEAD:
@@ -295,6 +311,8 @@ class Connection(asyncio.Protocol):
                 if not line:
                     self._complete(end - pos)
                     return
+                if line[:12].lower() == b"grpc-status:":
+                    self.grpc_status = _grpc_status(line[12:].strip())
             else:  # pragma: no cover - _IDLE/_DONE never reach the parser
                 return
 
@@ -379,6 +397,8 @@ class Connection(asyncio.Protocol):
             elif n == 17 and name.lower() == b"transfer-encoding":
                 has_te = True
                 chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+            elif n == 11 and name.lower() == b"grpc-status":
+                self.grpc_status = _grpc_status(value.strip())
             elif n == 10 and name.lower() == b"connection":
                 tokens = {t.strip().lower() for t in value.split(b",")}
                 # Repeated Connection fields are one list (RFC 9110 5.3): a close anywhere
@@ -427,18 +447,8 @@ class Connection(asyncio.Protocol):
             self._state = _BODY_EOF
 
 
-Captured = tuple[tuple[tuple[bytes, bytes], ...], bytes, bool]
-
-
-@dataclass(frozen=True, slots=True)
-class CapturedResponse:
-    """A finished exchange's response as captured: status line, header fields as received."""
-
-    status: int
-    reason: bytes
-    fields: tuple[tuple[bytes, bytes], ...]
-    body: bytes
-    truncated: bool  # the body went past what the connection kept
+def _grpc_status(value: bytes) -> int | None:
+    return int(value) if value.isdigit() and len(value) <= 3 else None
 
 
 def take_response(conn: Connection) -> CapturedResponse:

@@ -1,17 +1,28 @@
-"""Per-endpoint pools of idle keep-alive connections."""
+"""Per-endpoint pools: idle HTTP/1.1 keep-alive connections, reused last-in first-out, and the
+HTTP/2 connections whose streams many exchanges share."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 from meshmirror.mirror.http1 import Connection
+from meshmirror.mirror.http2 import Http2Connection
 from meshmirror.mirror.types import MirrorEndpoint
 
 
-class IdlePool:
-    """Idle keep-alive connections to one endpoint, reused last-in first-out."""
+class EndpointPool:
+    """The connections to one endpoint."""
 
-    __slots__ = ("endpoint", "idle", "max_idle", "ssl_context", "server_hostname")
+    __slots__ = (
+        "endpoint",
+        "idle",
+        "max_idle",
+        "ssl_context",
+        "server_hostname",
+        "http2",
+        "dialing",
+    )
 
     def __init__(
         self, endpoint: MirrorEndpoint, max_idle: int, ssl_context: ssl.SSLContext | None
@@ -21,6 +32,11 @@ class IdlePool:
         self.max_idle = max_idle
         self.ssl_context = ssl_context
         self.server_hostname = (endpoint.sni or endpoint.host) if endpoint.tls else None
+        self.http2: list[Http2Connection] = []
+        # An HTTP/2 connection being made: exchanges wait for it instead of opening their own.
+        self.dialing: asyncio.Future[None] | None = None
+
+    # -- HTTP/1.1 ---------------------------------------------------------------------------
 
     def take(self) -> Connection | None:
         idle = self.idle
@@ -33,9 +49,10 @@ class IdlePool:
         return None
 
     def release(self, conn: Connection) -> None:
-        """Pool a finished connection, or end it: gracefully when nothing is pending, by abort
-        when its stream is suspect or request bytes are still unsent (a mirror that answered
-        early and stopped reading: asyncio's close() would wait for that buffer forever)."""
+        """Pool a finished connection, or end it: gracefully when nothing is pending, by reset
+        when its stream is suspect or request bytes are still unsent, in asyncio's buffer or in
+        the kernel's send queue (a mirror that answered early and stopped reading: a close
+        would leave the connection and its buffers to the kernel for minutes)."""
         if conn.reusable() and len(self.idle) < self.max_idle:
             conn.idle = True
             self.idle.append(conn)
@@ -50,7 +67,29 @@ class IdlePool:
         except ValueError:
             pass
 
+    # -- HTTP/2 -----------------------------------------------------------------------------
+
+    def shared(self) -> Http2Connection | None:
+        """An HTTP/2 connection with room for one more stream."""
+        for conn in self.http2:
+            if conn.capacity() > 0:
+                return conn
+        return None
+
+    def add(self, conn: Http2Connection) -> None:
+        self.http2.append(conn)
+        conn.on_lost = self._lost
+
+    def _lost(self, conn: Http2Connection) -> None:
+        try:
+            self.http2.remove(conn)
+        except ValueError:
+            pass
+
     def close(self) -> None:
         idle, self.idle = self.idle, []
         for conn in idle:
             conn.abort()
+        shared, self.http2 = self.http2, []
+        for h2conn in shared:
+            h2conn.abort()

@@ -9,6 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+#: MirrorEndpoint.alpn values: the protocols a connection may speak, as ALPN names them.
+HTTP1_ONLY = ("http/1.1",)
+HTTP2_ONLY = ("h2",)  # plain text: h2c with prior knowledge; TLS: ALPN h2 or fail
+EITHER = ("h2", "http/1.1")  # TLS only: what the server picks
+
 
 @dataclass(frozen=True, slots=True)
 class MirrorEndpoint:
@@ -18,6 +23,9 @@ class MirrorEndpoint:
     sni: str | None = None  # TLS server_hostname; None -> host (no SNI for IP literals)
     ca_file: str | None = None  # PEM bundle; None -> system default trust
     insecure_skip_verify: bool = False
+    alpn: tuple[str, ...] = HTTP1_ONLY
+    ca_path: str | None = None  # a directory of hashed CA certificates, beside ca_file
+    client_cert: str | None = None  # PEM with the client certificate and its key
 
 
 @dataclass(slots=True)
@@ -48,6 +56,21 @@ class MirrorResult:
     # process, received by it, written to the mirror's socket, first response byte, done);
     # 0.0 where the copy never got that far.
     times: tuple[float, float, float, float, float] | None = None
+    # The gRPC status the mirror answered with (`grpc-status` of the trailers, or of the
+    # headers of a trailers-only response); None when it sent none.
+    grpc_status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedResponse:
+    """A finished exchange's response as captured: status line, header fields as received."""
+
+    status: int
+    reason: bytes  # HTTP/1.x only (HTTP/2 has none)
+    fields: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+    truncated: bool  # the body went past what the connection kept
+    trailers: tuple[tuple[bytes, bytes], ...] = ()  # HTTP/2 trailers
 
 
 class CopyWriter(Protocol):

@@ -44,6 +44,9 @@ def endpoint_message(endpoint_id: int, e: MirrorEndpoint) -> tuple[Any, ...]:
         e.sni,
         e.ca_file,
         e.insecure_skip_verify,
+        e.alpn,
+        e.ca_path,
+        e.client_cert,
     )
 
 
@@ -77,6 +80,7 @@ def result_message(token: int, r: MirrorResult) -> tuple[Any, ...]:
         r.body_truncated,
         r.resent,
         r.times,
+        r.grpc_status,
     )
 
 

@@ -1,11 +1,11 @@
-"""The mirror writer: sends fire-and-forget HTTP/1.1 copies to shadow services.
+"""The mirror writer: sends fire-and-forget copies to shadow services, over HTTP/1.1 or HTTP/2.
 
 Pure asyncio (no mitmproxy imports) so it runs on mitmproxy's event loop and is testable alone.
-Each copy is one task bounded by a per-pool-key in-flight cap and an overall timeout; connections
-are pooled per endpoint (pool.py) and reused LIFO. Responses are parsed incrementally inside the
-protocol (http1.py) and their bodies discarded as they arrive, so a copy never buffers more than a
-response head. The request head is serialised by request_head.py; exceptions are mapped to
-failure classes once, here, by failures.classify.
+Each copy is one task bounded by a per-pool-key in-flight cap and an overall timeout; the
+exchange itself is the upstream client's (client.py: pooled connections, HTTP/1.1 in http1.py,
+HTTP/2 in http2.py). Responses are parsed as they arrive and their bodies discarded, so a copy
+never buffers more than a response head (or what `capture` asks to keep). Exceptions are mapped
+to failure classes once, here, by failures.classify.
 
 Every accepted copy ends in exactly one ``on_done(MirrorResult)``; network problems never raise.
 """
@@ -13,33 +13,24 @@ Every accepted copy ends in exactly one ``on_done(MirrorResult)``; network probl
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import ssl
-import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
+from meshmirror.mirror.client import Progress, UpstreamClient
 from meshmirror.mirror.failures import (
     SELF_LOOP,
     ClosedEarly,
     ConnectTimeout,
     SelfLoop,
+    StreamReset,
     classify,
     short_error,
 )
-from meshmirror.mirror.http1 import Captured, Connection, take_capture
-from meshmirror.mirror.pool import IdlePool
-from meshmirror.mirror.request_head import encode_head
-from meshmirror.mirror.tls import ClientContexts
+from meshmirror.mirror.http1 import Captured
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
 
 log = logging.getLogger("meshmirror.writer")
-
-# RFC 9110 9.2.2: a request the server may receive twice with the effect of once. Only these are
-# sent again after a stale keep-alive; a POST that met one fails instead of being delivered twice.
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 def check_limits(timeout: float, max_inflight: int | None) -> None:
@@ -97,22 +88,10 @@ def call_on_done(
     return 0
 
 
-class _Copy:
+class _Copy(Progress):
     """Book-keeping for one accepted submit."""
 
-    __slots__ = (
-        "pool_key",
-        "on_done",
-        "started",
-        "finished",
-        "task",
-        "conn",
-        "phase",
-        "sent",
-        "capture",
-        "resent",
-        "times",
-    )
+    __slots__ = ("pool_key", "on_done", "started", "finished", "task")
 
     def __init__(
         self,
@@ -121,30 +100,12 @@ class _Copy:
         started: float,
         capture: int = 0,
     ) -> None:
+        super().__init__(capture)
         self.pool_key = pool_key
         self.on_done = on_done
         self.started = started
         self.finished = False
         self.task: asyncio.Task[None] | None = None
-        self.conn: Connection | None = None
-        self.phase = "starting"
-        self.sent = 0
-        self.capture = capture
-        self.resent = False
-        # With timeline=True: [handoff, received, written, first byte, done] (time.time()).
-        self.times: list[float] | None = None
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-# create_connection(all_errors=...) appeared in 3.12; without it, several failed addresses
-# collapse into a bare OSError("Multiple exceptions: ...") that cannot be classified.
-_CONNECT_KWARGS: dict[str, Any] = {"all_errors": True} if sys.version_info >= (3, 12) else {}
 
 
 class MirrorWriter:
@@ -167,14 +128,14 @@ class MirrorWriter:
         self._timeout = timeout
         self._timeline = timeline  # stamp each copy's progress into its result (`times`)
         self._caps = None if max_inflight is None else InflightCaps(max_inflight)
-        self._connect_timeout = connect_timeout
-        self._max_idle = max(0, max_idle_per_endpoint)
-        self._max_body = max(0, max_response_body)
+        if connect_timeout is not None and connect_timeout >= timeout:
+            connect_timeout = None  # the copy's own deadline comes first
+        self._client = UpstreamClient(
+            connect_timeout=connect_timeout,
+            max_idle_per_endpoint=max_idle_per_endpoint,
+            max_response_body=max_response_body,
+        )
         self._live: set[_Copy] = set()
-        self._pools: dict[MirrorEndpoint, IdlePool] = {}
-        self._ssl_contexts = ClientContexts()
-        self._own: list[tuple[str, int]] = []
-        self._own_ports: frozenset[int] = frozenset()
         #: How many on_done callbacks raised (only the first is logged, with its traceback).
         self.callback_errors = 0
 
@@ -218,29 +179,7 @@ class MirrorWriter:
         """The proxy's own listen addresses: a new connection whose peer is one of them is
         aborted before a byte is written, and its copy ends as `SELF_LOOP` (a name in the
         config may resolve there at run time, after the config-time check)."""
-        self._own = [(h.strip("[]").lower(), p) for h, p in addresses if p]
-        self._own_ports = frozenset(p for _, p in self._own)
-
-    def _reaches_own(self, conn: Connection) -> str | None:
-        transport = conn.transport
-        if transport is None:
-            return None
-        peer = transport.get_extra_info("peername")
-        if not peer or peer[1] not in self._own_ports:
-            return None
-        local = transport.get_extra_info("sockname")
-        peer_ip = str(peer[0]).lower()
-        for host, port in self._own:
-            if port != peer[1]:
-                continue
-            if host in ("", "0.0.0.0", "::", "*"):
-                # A wildcard listener takes any local address; a connection to a local address
-                # leaves from that same address (and loopback is always local).
-                if (local and str(local[0]).lower() == peer_ip) or _loopback(peer_ip):
-                    return f"{peer[0]}:{peer[1]}"
-            elif host == peer_ip or (_loopback(host) and _loopback(peer_ip)):
-                return f"{peer[0]}:{peer[1]}"
-        return None
+        self._client.set_own_addresses(addresses)
 
     def inflight(self, pool_key: str | None = None) -> int:
         if self._caps is not None:
@@ -270,10 +209,7 @@ class MirrorWriter:
         """Cancel every copy in flight (on_done gets "cancelled") and drop idle connections.
         Synchronous so mitmproxy's done() can call it; the writer stays usable afterwards."""
         self._cancel_all("cancelled by close()")
-        pools, self._pools = self._pools, {}
-        self._ssl_contexts.clear()
-        for pool in pools.values():
-            pool.close()
+        self._client.close()
 
     # -- internals --------------------------------------------------------------------------
 
@@ -302,6 +238,7 @@ class MirrorWriter:
         detail: str,
         received: int,
         captured: Captured | None = None,
+        grpc_status: int | None = None,
     ) -> None:
         if copy.finished:
             return
@@ -327,16 +264,17 @@ class MirrorWriter:
             truncated,
             copy.resent,
             stamps,
+            grpc_status,
         )
         self.callback_errors += call_on_done(copy.on_done, result, self.callback_errors)
 
     async def _run(self, copy: _Copy, endpoint: MirrorEndpoint, request: MirrorRequest) -> None:
         try:
             async with asyncio.timeout(self._timeout):
-                conn, detail = await self._exchange(copy, endpoint, request)
+                ex, detail = await self._client.exchange(copy, endpoint, request)
             copy.conn = None
-            captured = take_capture(conn) if copy.capture else None
-            conn.pool.release(conn)
+            captured = ex.take_capture() if copy.capture else None
+            self._client.release(ex)
         except asyncio.CancelledError:
             received = self._abort_conn(copy)
             self._finish(copy, None, "cancelled", "cancelled", received)
@@ -357,18 +295,18 @@ class MirrorWriter:
             failure, text = classify(exc)
             if (
                 failure in ("reset", "protocol", "other")
-                and copy.phase != "starting"
-                and not isinstance(exc, ClosedEarly)
+                and copy.phase not in ("starting", "connect")
+                and not isinstance(exc, ClosedEarly | StreamReset)
             ):
                 text = f"{text} ({copy.phase})"
             self._finish(copy, None, failure, text, received)
         else:
-            self._finish(copy, conn.status, None, detail, conn.wire, captured)
+            self._finish(copy, ex.status, None, detail, ex.wire, captured, ex.grpc_status)
         finally:
             self._live.discard(copy)
 
     def _abort_conn(self, copy: _Copy) -> int:
-        """Abort the connection a failed copy was using; returns its response bytes."""
+        """Give up the exchange a failed copy was using; returns its response bytes."""
         conn = copy.conn
         if conn is None:
             return 0
@@ -379,92 +317,3 @@ class MirrorWriter:
                 copy.phase = phase
         conn.abort()
         return conn.wire
-
-    async def _exchange(
-        self, copy: _Copy, endpoint: MirrorEndpoint, request: MirrorRequest
-    ) -> tuple[Connection, str]:
-        head = encode_head(request, endpoint)
-        body = request.body
-        pool = self._pools.get(endpoint)
-        if pool is None:
-            pool = self._new_pool(endpoint)
-        head_request = request.method == "HEAD"
-        may_resend = request.method in IDEMPOTENT_METHODS
-        conn = pool.take()
-        while True:
-            if conn is None:
-                copy.phase = "connect"
-                conn = await self._connect(pool)
-                if self._own_ports:
-                    own = self._reaches_own(conn)
-                    if own is not None:
-                        conn.abort()
-                        raise SelfLoop(f"connected to this proxy's own listen address {own}")
-            copy.conn = conn
-            conn.capture = copy.capture
-            copy.phase = "waiting for response head"
-            copy.sent = len(head) + len(body)
-            answered = conn.send(head, body, head_request)
-            times = copy.times
-            if times is not None:
-                times[2] = time.time()  # send() wrote the head (and a small body) already
-            await answered
-            if times is not None:
-                times[3] = conn.first_byte
-            error = conn.error
-            if error is None:
-                break
-            if conn.reused and conn.wire == 0 and may_resend and not copy.resent:
-                # Stale keep-alive: the server closed an idle connection as we reused it. No
-                # response byte arrived and the method is idempotent, so the server may see the
-                # copy twice with the effect of once: one more try on a fresh connection.
-                conn.abort()
-                copy.conn = None
-                conn = None
-                copy.resent = True
-                continue
-            copy.phase = conn.error_phase
-            raise error
-        if conn.truncated:
-            return conn, f"response body truncated at {self._max_body} bytes; connection closed"
-        if copy.resent:
-            return conn, "resent on a fresh connection after a stale keep-alive"
-        return conn, ""
-
-    async def _connect(self, pool: IdlePool) -> Connection:
-        loop = asyncio.get_running_loop()
-        endpoint = pool.endpoint
-        limit = self._max_body
-
-        def factory() -> Connection:
-            return Connection(pool, limit)
-
-        coro = loop.create_connection(
-            factory,
-            endpoint.host,
-            endpoint.port,
-            ssl=pool.ssl_context,
-            server_hostname=pool.server_hostname,
-            **_CONNECT_KWARGS,
-        )
-        connect_timeout = self._connect_timeout
-        if connect_timeout is None or connect_timeout >= self._timeout:
-            _, conn = await coro
-            return conn
-        try:
-            async with asyncio.timeout(connect_timeout) as deadline:
-                _, conn = await coro
-        except TimeoutError:
-            if deadline.expired():
-                raise ConnectTimeout(f"connect not done within {connect_timeout:g}s") from None
-            raise
-        return conn
-
-    def _new_pool(self, endpoint: MirrorEndpoint) -> IdlePool:
-        context = self._ssl_context(endpoint) if endpoint.tls else None
-        pool = self._pools[endpoint] = IdlePool(endpoint, self._max_idle, context)
-        return pool
-
-    def _ssl_context(self, endpoint: MirrorEndpoint) -> ssl.SSLContext:
-        # close() forgets the contexts and a remembered broken ca_file with them.
-        return self._ssl_contexts.get(endpoint.ca_file, endpoint.insecure_skip_verify)

@@ -27,12 +27,14 @@ from meshmirror.mirror.shadow import new_request_id, parse_redactions
 from meshmirror.mirror.types import CopyWriter
 from meshmirror.mirror.writer import MirrorWriter
 from meshmirror.mitm import primary
+from meshmirror.mitm.endpoints import UpstreamTls
 from meshmirror.mitm.fanout import EndpointPicker, Fanout
 from meshmirror.mitm.headers import (
     RequestHeaders,
     scan_request_headers,
     without_connection_token,
 )
+from meshmirror.mitm.http2 import UpstreamProtocols, serve_prior_knowledge
 from meshmirror.mitm.inspection import Inspection
 from meshmirror.mitm.liveconfig import ConfigError, LiveConfig
 from meshmirror.mitm.metrics_server import MetricsServer, parse_address
@@ -45,6 +47,7 @@ from meshmirror.mitm.options import (
     register_options,
 )
 from meshmirror.mitm.stats_table import stats_rows
+from meshmirror.mitm.streams import BodyTee, is_grpc
 from meshmirror.mitm.timeline import Timeline, reopen
 from meshmirror.mitm.units import parse_duration, parse_size
 from meshmirror.mitm.watch import ConfigWatcher
@@ -52,6 +55,7 @@ from meshmirror.outcomes.counters import MirrorStats
 from meshmirror.outcomes.metrics import Latencies, ProxyState, render_metrics
 from meshmirror.outcomes.verdict import ConditionError, evaluate, parse_condition, verdict_lines
 from meshmirror.policy.fault import FaultAbort
+from meshmirror.protocols import HTTP1, HTTP2
 from meshmirror.routing.match import match_route
 from meshmirror.routing.request_view import RequestView
 from meshmirror.routing.sampling import Sampler, pick_weighted
@@ -63,11 +67,23 @@ log = logging.getLogger("meshmirror")
 COPY_MARK = "meshmirror.copy"
 # Set in requestheaders when the body is streamed: routing was already decided there.
 ROUTED_MARK = "meshmirror.routed"
+# A gRPC call's routing (`_Routed`), kept for its copies until its body has passed through.
+CALL_MIRROR = "meshmirror.call_mirror"
 # The per-flow hooks the addon may have. mitmproxy looks every hook of every addon up on every
 # event, so each is an attribute only while the config needs it (`_install_hooks`).
 FLOW_HOOKS = ("requestheaders", "request", "responseheaders", "response", "error")
 
 FlowHook = Callable[[http.HTTPFlow], Awaitable[None] | None]
+
+# mitmproxy's own upstream TLS options, which meshmirror's connections honour as well.
+_UPSTREAM_TLS_OPTIONS = frozenset(
+    {
+        "ssl_insecure",
+        "ssl_verify_upstream_trusted_ca",
+        "ssl_verify_upstream_trusted_confdir",
+        "client_certs",
+    }
+)
 
 
 class Mirror:
@@ -85,6 +101,8 @@ class Mirror:
         self.sampler = Sampler(mode="random", seed=None)
         self.primary = primary.Primary()  # fault sampling, timeout and retries (primary.py)
         self.endpoints = EndpointPicker()
+        # HTTP/2 at mitmproxy's edges: prior-knowledge clients, upstream connections (http2.py).
+        self.upstreams = UpstreamProtocols()
         self.summary_interval = 30.0
         self._writer_params: tuple[float, int, str, bool] | None = None
         self._summary_task: asyncio.Task[None] | None = None
@@ -201,6 +219,15 @@ class Mirror:
             self.primary.seed(opts.mirror_seed)
         if "mirror_host_suffix" in updated:
             fanout.suffix = opts.mirror_host_suffix
+        if "mirror_upstream_http2" in updated:
+            self.upstreams.reverse_http2 = bool(opts.mirror_upstream_http2)
+            self._install_hooks()
+        if updated & _UPSTREAM_TLS_OPTIONS:
+            tls = UpstreamTls.from_options(opts)
+            if tls != self.primary.tls_options:
+                self.primary.tls_options = fanout.tls_options = tls
+                self.primary.close()  # its pooled connections were made with the old settings
+                fanout.serve(self.table)
         if "mirror_default_retries" in updated:
             self.primary.default_retries = parse_option(
                 "mirror_default_retries", parse_default_retries
@@ -252,7 +279,12 @@ class Mirror:
             # requestheaders: streamed bodies are routed there, recordings paced.
             hooks["requestheaders"] = self._requestheaders
             hooks["request"] = self._request
-            if self.table.rewrites_responses:
+            # Response header operations, and gRPC responses passed through as they arrive.
+            if (
+                self.table.rewrites_responses
+                or self.table.may_speak_http2
+                or self.upstreams.reverse_http2
+            ):
                 hooks["responseheaders"] = self._responseheaders
         if self.inspection.needs_flow_hooks():
             hooks["response"] = self.inspection.response
@@ -341,6 +373,7 @@ class Mirror:
         """Copy what the request path reads from the live config (after any load or check)."""
         if self.live.table is not self.table:
             self.fanout.serve(self.live.table)
+            self.upstreams.serve(self.live.table)
         self.table = self.live.table
         self._install_hooks()
         self.fanout.loop_clusters = self.live.loop_clusters
@@ -404,6 +437,7 @@ class Mirror:
         return pending
 
     def _done(self) -> asyncio.Future[None] | None:
+        self.primary.close()
         if self._summary_task is not None:
             self._summary_task.cancel()
             self._summary_task = None
@@ -473,29 +507,83 @@ class Mirror:
 
     # --- hooks ----------------------------------------------------------------------------------
 
+    def next_layer(self, nextlayer: Any) -> None:
+        serve_prior_knowledge(nextlayer)
+
+    def server_connect(self, data: Any) -> None:
+        self.upstreams.server_connect(data)
+
     # The request hooks are sync for the common case; they return an awaitable (which mitmproxy
     # awaits, holding only this flow) when a fault delay or the route's timeout/retries apply.
 
     def _requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if not flow.live:
             return self.inspection.pace(flow)  # a recording (-r) replays at its own pace
+        req = flow.request
         # A streamed body opens the upstream connection right after this hook, so routing must
         # be decided now; the body will never be available for a copy.
-        if flow.request.stream and self.table is not None:
+        if req.stream and self.table is not None:
             flow.metadata[ROUTED_MARK] = True
             return self._handle(flow, streamed=True)
+        if req.is_http2 and self.table is not None and is_grpc(req):
+            # A gRPC call is passed through as it arrives (streams.py), so it is routed now
+            # too; its copy is made when its whole body has been seen (`request`).
+            req.stream = BodyTee(req, self.fanout.max_body)
+            flow.metadata[ROUTED_MARK] = True
+            pending = self._handle(flow, streamed=False, call=True)
+            if pending is None:
+                _answered_whole(flow)
+                return None
+            return self._then_answered_whole(flow, pending)
         return None
 
+    @staticmethod
+    async def _then_answered_whole(flow: http.HTTPFlow, pending: Awaitable[None]) -> None:
+        await pending
+        _answered_whole(flow)
+
     def _request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        if self.table is None or flow.metadata.get(ROUTED_MARK):
+        if self.table is None:
+            return None
+        if flow.metadata.get(ROUTED_MARK):
+            deferred = flow.metadata.pop(CALL_MIRROR, None)
+            if deferred is not None:
+                self._mirror_call(flow, deferred)
             return None
         return self._handle(flow, streamed=False)
 
     def _responseheaders(self, flow: http.HTTPFlow) -> None:
         if primary.RESPONSE_OPS in flow.metadata:
             primary.finalize_response(flow)
+        resp = flow.response
+        if (
+            resp is not None
+            and flow.request.is_http2
+            and not resp.stream
+            and flow.live
+            and is_grpc(resp)
+        ):
+            # Messages of a streaming call reach the client when the server sends them.
+            resp.stream = BodyTee(resp, self.fanout.max_body)
 
-    def _handle(self, flow: http.HTTPFlow, *, streamed: bool) -> Awaitable[None] | None:
+    def _mirror_call(self, flow: http.HTTPFlow, routed: _Routed) -> None:
+        """The copies of a gRPC call passed through as it arrived, now that its body is whole
+        (or known to be over mirror_max_body)."""
+        self.fanout.mirror(
+            flow,
+            routed.route,
+            routed.rand,
+            routed.authority,
+            False,
+            routed.generation,
+            routed.headers,
+            routed.request_id,
+            after_body=True,
+        )
+
+    def _handle(
+        self, flow: http.HTTPFlow, *, streamed: bool, call: bool = False
+    ) -> Awaitable[None] | None:
         table = self.table
         if table is None or flow.metadata.get(COPY_MARK):
             return None
@@ -509,6 +597,8 @@ class Mirror:
         vh = table.select_virtual_host(authority)
         if vh is None:
             self.fanout.stats.requests_skipped["no_virtual_host"] += 1
+            if req.is_http2 and req.scheme == "http" and not self.upstreams.reverse_http2:
+                self.upstreams.check_grpc(req, None, HTTP1)
             return None
         if table.reads_headers:
             headers = scan_request_headers(fields)  # indexed for the header matchers
@@ -524,6 +614,12 @@ class Mirror:
         if route is None:
             # Why it is not mirrored, for mirror.stats (`requests_not_mirrored`).
             self.fanout.stats.requests_skipped["no_route_matched"] += 1
+            return None
+        if call and route.action == "route" and self.primary.upstream_for(route, req) is not None:
+            # The route's timeout/retries: meshmirror sends the whole call upstream itself, so
+            # nothing is streamed and the call is routed at `request`, with its body.
+            req.stream = False
+            del flow.metadata[ROUTED_MARK]
             return None
         if self.timeline is not None:
             self.timeline.routed(flow, route.label)
@@ -549,7 +645,9 @@ class Mirror:
                 if headers.connection:
                     fields = without_connection_token(fields, b"x-request-id")
                 req.headers.fields = (*fields, (b"x-request-id", request_id.encode()))
-        pass_on = _Routed(route, authority, streamed, table.generation, rand, headers, request_id)
+        pass_on = _Routed(
+            route, authority, streamed, table.generation, rand, headers, request_id, call
+        )
         if live and route.fault is not None:
             delay, abort = self.primary.sample_fault(route)
             if delay > 0 or abort is not None:
@@ -585,26 +683,44 @@ class Mirror:
         if live and dest is not None:
             self._route_primary(req, dest.cluster)
         if route.mirrors:
-            self.fanout.mirror(
-                flow,
-                route,
-                routed.rand,
-                authority,
-                routed.streamed,
-                routed.generation,
-                routed.headers,
-                routed.request_id,
-            )
+            if routed.call:
+                # Copied once the call's body has passed through (`_mirror_call`).
+                flow.metadata[CALL_MIRROR] = routed._replace(authority=authority)
+            else:
+                self.fanout.mirror(
+                    flow,
+                    route,
+                    routed.rand,
+                    authority,
+                    routed.streamed,
+                    routed.generation,
+                    routed.headers,
+                    routed.request_id,
+                )
         upstream = self.primary.upstream_for(route, req)
         if live and upstream is not None and not routed.streamed:
             # After the copy was handed over: mirrored once, however often this is retried.
-            return self.primary.exchange(flow, upstream, dest.cluster if dest else None)
+            cluster = dest.cluster if dest is not None else None
+            return self.primary.exchange(flow, upstream, cluster, self._protocol_of(cluster))
         return None
+
+    def _protocol_of(self, cluster: Cluster | None) -> str | None:
+        """How the primary reaches `cluster` (protocols.HTTP1, HTTP2, CLIENT); None: the
+        reverse-proxy upstream, as mitmproxy reaches it."""
+        if cluster is not None and cluster.endpoints and self.table is not None:
+            return self.table.upstream_protocol(cluster)
+        return HTTP2 if self.upstreams.reverse_http2 else None
 
     def _route_primary(self, req: http.Request, cluster: Cluster) -> None:
         ep = self.endpoints.pick(cluster)
         if ep is None:
-            return  # no endpoints in the config: the reverse-proxy upstream serves it
+            # No endpoints in the config: the reverse-proxy upstream serves it.
+            if req.is_http2 and req.scheme == "http" and not self.upstreams.reverse_http2:
+                self.upstreams.check_grpc(req, None, HTTP1)
+            return
+        if req.is_http2:
+            assert self.table is not None
+            self.upstreams.check_grpc(req, cluster, self.table.upstream_protocol(cluster))
         # Written to the request's data, not through the host/port setters: those rewrite the
         # Host header (twice, each a scan of the headers), and the primary must see the client's
         # Host (or the rewritten authority apply_rewrites already set), which stays as it is.
@@ -705,6 +821,13 @@ class Mirror:
         return json.dumps(dump, indent=2)
 
 
+def _answered_whole(flow: http.HTTPFlow) -> None:
+    """A call the proxy answered itself (a fault abort, a local reply, a CORS preflight) is
+    not streamed: mitmproxy cannot stream a request it has a response for."""
+    if flow.response is not None and flow.request.stream:
+        flow.request.stream = False
+
+
 class _Routed(NamedTuple):
     """What the request hook decided, handed on to forwarding (after a fault delay, if any)."""
 
@@ -715,3 +838,4 @@ class _Routed(NamedTuple):
     rand: int  # the request's sampling draw: weighted destinations and mirrors
     headers: RequestHeaders
     request_id: str
+    call: bool = False  # a gRPC call passed through as it arrives: copied at `request`

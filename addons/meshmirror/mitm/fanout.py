@@ -23,6 +23,7 @@ from meshmirror.mesh.clusters import Cluster, Endpoint
 from meshmirror.mirror import shadow
 from meshmirror.mirror.breaker import CircuitBreaker
 from meshmirror.mirror.types import CopyWriter, MirrorEndpoint, MirrorRequest, MirrorResult
+from meshmirror.mitm.endpoints import UpstreamTls, cluster_endpoint
 from meshmirror.mitm.headers import RequestHeaders
 from meshmirror.mitm.inspection import SAMPLED_METADATA, Inspection
 from meshmirror.mitm.probes import Probe
@@ -30,7 +31,7 @@ from meshmirror.mitm.timeline import Timeline
 from meshmirror.outcomes.counters import MirrorStats, Outcome, classify, format_outcome
 from meshmirror.outcomes.metrics import Latencies
 from meshmirror.routing.sampling import should_mirror
-from meshmirror.routing.table import MirrorPolicy, Route, RouteTable
+from meshmirror.routing.table import MirrorPolicy, Route, RouteTable, upstream_protocol
 
 log = logging.getLogger("meshmirror")
 
@@ -91,16 +92,27 @@ class Fanout:
         self.methods: frozenset[str] = frozenset()
         # Mirror clusters found to point at our own listen address: their copies are `loop`.
         self.loop_clusters: frozenset[str] = frozenset()
-        # Mirror endpoints of the served table, per cluster name (`serve`).
-        self.targets: dict[str, tuple[MirrorEndpoint, ...]] = {}
+        # Mirror endpoints of the served table, per cluster name and the client's protocol
+        # (`serve`): targets[name][client_http2][i] for the cluster's i-th endpoint.
+        self.targets: dict[str, tuple[tuple[MirrorEndpoint, ...], tuple[MirrorEndpoint, ...]]] = {}
+        # mitmproxy's upstream TLS options, for the copies' TLS (as for its own connections).
+        self.tls_options = UpstreamTls()
+        self.at_gateway = False  # the served table's proxy acts as a gateway
         # With mirror_timeline: every copy's progress is written there.
         self.timeline: Timeline | None = None
 
     def skip_reason(
-        self, flow: http.HTTPFlow, streamed: bool, authority: str, headers: RequestHeaders
+        self,
+        flow: http.HTTPFlow,
+        streamed: bool,
+        authority: str,
+        headers: RequestHeaders,
+        after_body: bool = False,
     ) -> str | None:
         """Why the request must not be mirrored; None when a copy may be sent. The Host checks
-        come before the loop guard: a copy is only ever made with a single name-based Host."""
+        come before the loop guard: a copy is only ever made with a single name-based Host.
+        `after_body`: a call passed through as it arrived (streams.py), copied at its end,
+        when its response may have begun already."""
         req = flow.request
         method = req.method  # a property that decodes on every read
         if not _TOKEN.fullmatch(method):
@@ -119,12 +131,12 @@ class Fanout:
             return "loop"
         if flow.error is not None:
             return "killed"
-        if flow.live and flow.response is not None:
+        if flow.live and flow.response is not None and not after_body:
             return "has_response"
         if headers.upgrade:
             return "upgrade"
         if streamed or req.raw_content is None:
-            return "streamed_body"
+            return "body_too_large" if after_body else "streamed_body"
         if len(req.raw_content) > self.max_body:
             return "body_too_large"
         return None
@@ -156,9 +168,13 @@ class Fanout:
         generation: int,
         headers: RequestHeaders,
         request_id: str,
+        *,
+        after_body: bool = False,
     ) -> None:
         """Sample each mirror policy of `route` with the request's draw `rand`; `headers` is
-        the request's one header scan, `request_id` the X-Request-Id the primary carries."""
+        the request's one header scan, `request_id` the X-Request-Id the primary carries.
+        `after_body`: a call passed through as it arrived, copied now that it ended (its body
+        is missing when it passed mirror_max_body: `body_too_large`)."""
         writer = self.writer
         req = flow.request
         skip: str | None = None
@@ -182,7 +198,7 @@ class Fanout:
             if not checked:
                 # Once per request, whatever the number of mirror policies.
                 checked = True
-                skip = self.skip_reason(flow, streamed, authority, headers)
+                skip = self.skip_reason(flow, streamed, authority, headers, after_body)
                 if skip is None and writer is None:
                     skip = "no_writer"
                 shadow_authority = (
@@ -215,7 +231,12 @@ class Fanout:
                     body=req.raw_content or b"",
                 )
             targets = self.targets.get(cluster.name)
-            target = targets[i] if targets is not None else mirror_endpoint(cluster, ep)
+            if targets is not None:
+                target = targets[req.is_http2][i]
+            else:
+                # A request still on the table served before a reload (held by a fault delay).
+                protocol = upstream_protocol(cluster, at_gateway=self.at_gateway)
+                target = cluster_endpoint(cluster, ep, protocol, req.is_http2, self.tls_options)
             allowed, transition = self.breaker.allow(cluster.name)
             if transition is not None:
                 log.info(f"meshmirror: {transition.format()}")
@@ -234,15 +255,24 @@ class Fanout:
                 self._not_sent(copy, Outcome.DROPPED, "overflow", probe)
 
     def serve(self, table: RouteTable | None) -> None:
-        """Build the mirror endpoints of a newly served table, once per config generation:
-        `targets[cluster][i]` is what the writer gets for the cluster's i-th endpoint."""
-        targets: dict[str, tuple[MirrorEndpoint, ...]] = {}
+        """Build the mirror endpoints of a newly served table, once per config generation (and
+        when the TLS options change): `targets[cluster][client_http2][i]` is what the writer
+        gets for the cluster's i-th endpoint, for a request over HTTP/1.x or HTTP/2."""
+        targets: dict[str, tuple[tuple[MirrorEndpoint, ...], tuple[MirrorEndpoint, ...]]] = {}
+        options = self.tls_options
+        self.at_gateway = table is not None and table.gateway is not None
         for vh in table.virtual_hosts if table is not None else ():
             for route in vh.routes:
                 for policy in route.mirrors:
                     c = policy.cluster
-                    if c.name not in targets:
-                        targets[c.name] = tuple(mirror_endpoint(c, ep) for ep in c.endpoints)
+                    if c.name in targets:
+                        continue
+                    protocol = table.upstream_protocol(c)  # type: ignore[union-attr]
+                    http1, http2 = (
+                        tuple(cluster_endpoint(c, ep, protocol, h2, options) for ep in c.endpoints)
+                        for h2 in (False, True)
+                    )
+                    targets[c.name] = (http1, http2 if http2 != http1 else http1)
         self.targets = targets
 
     # --- the recorder: every sampled copy's outcome is classified and recorded here, once ------
@@ -386,17 +416,3 @@ class Fanout:
                 generation=generation,
             )
         )
-
-
-def mirror_endpoint(cluster: Cluster, ep: Endpoint) -> MirrorEndpoint:
-    tls = cluster.tls
-    if tls is None:
-        return MirrorEndpoint(host=ep.address, port=ep.port)
-    return MirrorEndpoint(
-        host=ep.address,
-        port=ep.port,
-        tls=True,
-        sni=tls.sni or cluster.host,
-        ca_file=tls.ca_file,
-        insecure_skip_verify=tls.insecure_skip_verify,
-    )

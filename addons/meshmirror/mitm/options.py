@@ -60,6 +60,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "Istio >= 1.28 does by default.",
     ),
     OptionSpec(
+        "mirror_upstream_http2",
+        bool,
+        False,
+        "The reverse-proxy upstream speaks HTTP/2 (a gRPC server): reach it with h2c (prior "
+        "knowledge) in plain text, ALPN h2 over TLS. Off: HTTP/1.1 in plain text, and over TLS "
+        "what the client offered. Clusters with endpoints follow their port protocol instead.",
+    ),
+    OptionSpec(
         "mirror_timeout",
         str,
         "5s",

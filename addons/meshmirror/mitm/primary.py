@@ -30,23 +30,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import ssl
 import sys
 from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
-from meshmirror.mirror.failures import InvalidRequest
-from meshmirror.mirror.http1 import CapturedResponse, Connection, take_response
-from meshmirror.mirror.pool import IdlePool
-from meshmirror.mirror.request_head import HOP_BY_HOP, encode_head
-from meshmirror.mirror.tls import ClientContexts
-from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest
+from meshmirror.mirror.client import Progress, UpstreamClient
+from meshmirror.mirror.failures import InvalidRequest, TLSConfigError, classify
+from meshmirror.mirror.request_head import HOP_BY_HOP
+from meshmirror.mirror.types import CapturedResponse, MirrorEndpoint, MirrorRequest
+from meshmirror.mitm.endpoints import UpstreamTls, alpn_for, endpoint_for
 from meshmirror.percent import MILLION
 from meshmirror.policy.fault import FaultAbort
 from meshmirror.policy.local_reply import grpc_local_reply, is_grpc_request
 from meshmirror.policy.rewrites import HeaderOps, rewrite_request
 from meshmirror.policy.upstream import Failure, UpstreamPolicy
+from meshmirror.protocols import CLIENT, HTTP1
 
 if TYPE_CHECKING:
     from meshmirror.mesh.clusters import Cluster
@@ -204,15 +203,18 @@ class Primary:
 
     def __init__(self, seed: int | None = None) -> None:
         self.rng = random.Random(seed)
-        self._ssl = ClientContexts()
+        # The same client as the copies' (HTTP/1.1 and HTTP/2, pooled), keeping whole bodies.
+        self.client = UpstreamClient(max_response_body=_WHOLE_BODY)
+        self.tls_options = UpstreamTls()  # mitmproxy's upstream TLS options
         # mirror_default_retries=istio: routes without `retries` get Istio's mesh default.
         self.default_retries = False
 
     def upstream_for(self, route: Route, req: http.Request) -> UpstreamPolicy | None:
         """The timeout and retry policy `req` is sent upstream with on `route`; None: mitmproxy
         forwards it itself. Istio's mesh default is applied only where the owned exchange
-        (HTTP/1.1, whole bodies, no trailers) carries the request as mitmproxy would: not to an
-        upgrade (websocket) and not to gRPC, which keep mitmproxy's own forwarding."""
+        (whole bodies, nothing streamed) carries the request as mitmproxy would: not to an
+        upgrade (websocket) and not to gRPC (streaming calls), which keep mitmproxy's own
+        forwarding."""
         mesh = route.mesh_default_upstream
         if (
             self.default_retries
@@ -241,34 +243,53 @@ class Primary:
         )
 
     async def exchange(
-        self, flow: http.HTTPFlow, policy: UpstreamPolicy, cluster: Cluster | None
+        self,
+        flow: http.HTTPFlow,
+        policy: UpstreamPolicy,
+        cluster: Cluster | None,
+        protocol: str | None = None,
     ) -> None:
         """Send the primary upstream with the route's timeout and retry policy, and set
-        flow.response (upstream's, or Envoy's 503/504 local reply)."""
+        flow.response (upstream's, or Envoy's 503/504 local reply). `protocol` is the cluster's
+        (protocols.HTTP1, HTTP2, CLIENT); None for the reverse-proxy upstream as mitmproxy
+        reaches it (HTTP/1.1 in plain text, over TLS what the client offered)."""
         req = flow.request
         loop = asyncio.get_running_loop()
         deadline = loop.time() + policy.timeout if policy.timeout > 0 else None
         https = req.scheme == "https"
-        endpoint = MirrorEndpoint(
-            req.host, req.port, tls=https, sni=_sni(cluster, req.host) if https else None
+        if protocol is None:
+            protocol = CLIENT if https else HTTP1
+        endpoint = endpoint_for(
+            req.host,
+            req.port,
+            tls=https,
+            sni=_sni(cluster, req.host) if https else None,
+            alpn=alpn_for(protocol, https, req.is_http2),
+            options=self.tls_options,
+            cluster=cluster,
         )
-        # No idle connection is ever kept: the pool only owns each attempt's connection.
-        pool = IdlePool(endpoint, 0, self._context(cluster) if https else None)
         request = MirrorRequest(req.method, req.path, _request_headers(req), req.raw_content or b"")
+        where = f"{req.host}:{req.port}"
+        attempts = policy.retries + 1
         retries = 0
         while True:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
+                log.info(f"meshmirror: primary {where}: the route's timeout passed; 504")
                 flow.response = local_reply(504, TIMEOUT_BODY, request=req)
                 return
             limits = [t for t in (policy.per_try_timeout, remaining) if t]
             reply: CapturedResponse | None = None
             failure: Failure | None = None
             try:
-                reply = await _send_once(pool, request, limits)
+                reply = await self._send_once(endpoint, request, limits)
             except _Failed as e:
-                failure, detail = e.kind, e.detail
-                log.debug(f"meshmirror: primary attempt {retries + 1} failed: {failure} ({detail})")
+                failure = e.kind
+                # The client's answer depends on it: shown at the default verbosity.
+                log.info(
+                    f"meshmirror: primary attempt {retries + 1} of {attempts} to {where} "
+                    f"failed: {e.kind} ({e.detail})"
+                )
             if retries < policy.retries and (
                 (reply is not None and policy.retry_for_status(reply.status, _grpc_status(reply)))
                 or (failure is not None and policy.retry_for_failure(failure))
@@ -286,22 +307,55 @@ class Primary:
             flow.response = _to_response(reply, failure, req)
             return
 
-    def _context(self, cluster: Cluster | None) -> ssl.SSLContext:
-        """The cluster's TLS settings (none: system trust, verified); an unloadable ca_file
-        raises TLSConfigError out of the hook."""
-        tls = cluster.tls if cluster is not None else None
-        if tls is None:
-            return self._ssl.get(None, False)
-        return self._ssl.get(tls.ca_file, tls.insecure_skip_verify)
+    async def _send_once(
+        self, endpoint: MirrorEndpoint, request: MirrorRequest, limits: list[float]
+    ) -> CapturedResponse:
+        """One attempt. Raises _Failed(connect-failure | reset | timeout)."""
+        progress = Progress(capture=_WHOLE_BODY)
+        client = self.client
+        try:
+            async with asyncio.timeout(min(limits) if limits else None):
+                ex, _ = await client.exchange(progress, endpoint, request)
+            reply = ex.take_response()
+            client.release(ex)
+            return reply
+        except TimeoutError as e:
+            _give_up(progress)
+            if progress.phase == "connect":
+                raise _Failed("connect-failure", "connect timed out") from e
+            raise _Failed("timeout", "attempt timed out") from e
+        except asyncio.CancelledError:
+            _give_up(progress)
+            raise
+        except InvalidRequest as e:
+            raise _Failed("reset", f"invalid request: {e}") from e
+        except Exception as e:
+            _give_up(progress)
+            _, detail = classify(e)
+            # No connection (refused, unreachable, DNS, TLS handshake or verification): Envoy's
+            # connect-failure; anything after the connection was made: a reset.
+            at_connect = progress.phase == "connect" or isinstance(e, TLSConfigError)
+            raise _Failed("connect-failure" if at_connect else "reset", detail) from e
+
+    def close(self) -> None:
+        self.client.close()
 
 
-# --- the HTTP/1.1 exchange ---
+# --- the exchange's helpers ---
+
+
+def _give_up(progress: Progress) -> None:
+    conn = progress.conn
+    if conn is not None:
+        progress.conn = None
+        conn.abort()
 
 
 def _grpc_status(reply: CapturedResponse) -> str | None:
-    for name, value in reply.fields:
-        if name.lower() == b"grpc-status":
-            return value.decode("latin-1")
+    for fields in (reply.trailers, reply.fields):
+        for name, value in fields:
+            if name.lower() == b"grpc-status":
+                return value.decode("latin-1")
     return None
 
 
@@ -320,46 +374,10 @@ def _sni(cluster: Cluster | None, host: str) -> str:
 
 def _request_headers(req: http.Request) -> list[tuple[bytes, bytes]]:
     """Host first (the client's, or the rewritten authority; an HTTP/2 client sent it as
-    :authority), then the client's fields; encode_head drops the hop-by-hop ones."""
+    :authority), then the client's fields; the encoders drop the hop-by-hop ones."""
     out = [(b"host", (req.host_header or req.host).encode("utf-8", "surrogateescape"))]
     out.extend((n, v) for n, v in req.headers.fields if n.lower() != b"host")
     return out
-
-
-async def _send_once(
-    pool: IdlePool, request: MirrorRequest, limits: list[float]
-) -> CapturedResponse:
-    """One attempt on a fresh connection. Raises _Failed(connect-failure | reset | timeout)."""
-    loop = asyncio.get_running_loop()
-    endpoint = pool.endpoint
-    conn: Connection | None = None
-    try:
-        async with asyncio.timeout(min(limits) if limits else None):
-            try:
-                _, conn = await loop.create_connection(
-                    lambda: Connection(pool, _WHOLE_BODY),
-                    endpoint.host,
-                    endpoint.port,
-                    ssl=pool.ssl_context,
-                    server_hostname=pool.server_hostname,
-                )
-            except OSError as e:  # ssl.SSLError (handshake, verification) is an OSError too
-                raise _Failed("connect-failure", str(e) or type(e).__name__) from e
-            try:
-                head = encode_head(request, endpoint, close=True)
-            except InvalidRequest as e:
-                raise _Failed("reset", f"invalid request: {e}") from e
-            conn.capture = _WHOLE_BODY
-            await conn.send(head, request.body, request.method == "HEAD")
-            error = conn.error
-            if error is not None:
-                raise _Failed("reset", str(error) or type(error).__name__) from error
-            return take_response(conn)
-    except TimeoutError as e:
-        raise _Failed("timeout", "attempt timed out") from e
-    finally:
-        if conn is not None:
-            pool.release(conn)  # never kept (no idle room): closed, or aborted if unclean
 
 
 def _to_response(
@@ -378,9 +396,12 @@ def _to_response(
     resp = http.Response.make(reply.status, b"", fields)
     resp.reason = reply.reason.decode("latin-1")
     resp.raw_content = reply.body  # as received: content-encoding untouched
-    # make() wrote its own content-length; the body is already de-chunked.
-    if method.upper() == "HEAD":
-        upstream_length = [v for n, v in reply.fields if n.lower() == b"content-length"]
+    if reply.trailers and req.is_http2:
+        resp.trailers = http.Headers(list(reply.trailers))
+    upstream_length = [v for n, v in reply.fields if n.lower() == b"content-length"]
+    # make() wrote its own content-length; the body is already de-chunked. An HTTP/2 message
+    # needs none (a gRPC response has none), so one is kept only where upstream sent it.
+    if method.upper() == "HEAD" or (req.is_http2 and not upstream_length):
         if upstream_length:
             resp.headers[b"content-length"] = upstream_length[0]
         else:

@@ -229,6 +229,9 @@ class RouteTable:
     # Whether a route changes its primary's response headers (`headers.response` of the route
     # or a destination, CORS): only then does the proxy need the response headers hook.
     rewrites_responses: bool = field(init=False, compare=False, repr=False)
+    # Whether a route's destination or mirror may be reached over HTTP/2 (its protocol, or the
+    # client's): only then can a gRPC call need its response passed through as it arrives.
+    may_speak_http2: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         exact: dict[str, tuple[VirtualHost, str]] = {}
@@ -265,6 +268,13 @@ class RouteTable:
             for r in routes
         )
         object.__setattr__(self, "rewrites_responses", rewrites)
+        at_gateway = self.gateway is not None
+        http2 = any(
+            upstream_protocol(c, at_gateway=at_gateway) != HTTP1
+            for r in routes
+            for c in [*(wc.cluster for wc in r.clusters), *(m.cluster for m in r.mirrors)]
+        )
+        object.__setattr__(self, "may_speak_http2", http2)
 
     @property
     def name(self) -> str:
@@ -273,13 +283,8 @@ class RouteTable:
         return f"http.{self.listener_port}" if self.gateway else str(self.listener_port)
 
     def upstream_protocol(self, cluster: Cluster) -> str:
-        """How this proxy reaches `cluster`: `protocols.HTTP1`, `HTTP2` or `CLIENT` (the client's
-        own). A port without a protocol is sniffed by Istio: a sidecar keeps the client's
-        protocol, a gateway speaks HTTP/1.1 (clients negotiate `h2` with the gateway whatever the
-        service speaks)."""
-        if cluster.upstream == SNIFFED:
-            return HTTP1 if self.gateway else CLIENT
-        return cluster.upstream
+        """How this proxy reaches `cluster` (`upstream_protocol`)."""
+        return upstream_protocol(cluster, at_gateway=self.gateway is not None)
 
     def lookup_host(self, host: str) -> tuple[VirtualHost, str] | None:
         """(virtual host, matched domain) for a lower-case host without port. Envoy's order:
@@ -347,6 +352,16 @@ class RouteTable:
                     )
                 )
         return rows
+
+
+def upstream_protocol(cluster: Cluster, *, at_gateway: bool) -> str:
+    """How a proxy reaches `cluster`: `protocols.HTTP1`, `HTTP2` or `CLIENT` (the client's own).
+    A port without a protocol is sniffed by Istio: a sidecar keeps the client's protocol, a
+    gateway speaks HTTP/1.1 (clients negotiate `h2` with a gateway whatever the service
+    speaks)."""
+    if cluster.upstream == SNIFFED:
+        return HTTP1 if at_gateway else CLIENT
+    return cluster.upstream
 
 
 # --- Envoy dump helpers ------------------------------------------------------------------------
