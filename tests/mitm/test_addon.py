@@ -618,7 +618,8 @@ def test_the_response_headers_hook_is_there_when_a_call_may_be_http2(
     path.write_text(
         CONFIG.replace(
             "protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.2",
-            f"protocol: {primary_protocol}}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.2",
+            f"protocol: {primary_protocol}}}]\n  resolution: STATIC\n"
+            "  endpoints: [{address: 127.0.0.2",
             1,
         )
     )
