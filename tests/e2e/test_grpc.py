@@ -8,6 +8,7 @@ Plaintext clients come with prior knowledge (grpc.insecure_channel, curl
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import subprocess
@@ -21,7 +22,7 @@ from pytest_httpserver import HTTPServer
 
 from tests.support import grpc_servers as gs
 from tests.support import meshconfig as mc
-from tests.support.mitmdump import Proxy, start_proxy
+from tests.support.mitmdump import MESHMIRROR, Proxy, start_proxy
 from tests.support.processes import wait_for
 
 HOST = "greeter.example.internal"
@@ -106,7 +107,7 @@ def test_plaintext_grpc_is_served_by_the_primary_and_copied_over_h2c(
     wait_for(lambda: v2.handled() == 10, 15, what="10 copies at the mirror")
     assert sorted(v2.seen) == sorted(f"m{i}".encode() for i in range(10))
     assert primary.handled() == 10
-    wait_for(lambda: len(proxy.log_lines("mirror sent 200")) == 10, 10, what="10 outcomes")
+    wait_for(lambda: len(proxy.log_lines("mirror sent 200 grpc=OK")) == 10, 10, what="outcomes")
 
 
 def test_a_copy_over_http2_carries_the_shadow_authority_and_the_proxys_headers(
@@ -272,8 +273,9 @@ def test_bidirectional_and_client_streaming_calls_pass_and_are_copied_when_whole
         (gs.goaway, "failed: reset (mirror sent GOAWAY (NO_ERROR) before this stream)"),
         (gs.ping_flood, "failed: protocol (mirror sent more than 1000 frames"),
         (gs.never_trailers, "failed: timeout (no answer within 1s ("),
+        (gs.no_grpc_status, "failed: protocol (answered HTTP 200 without a grpc-status)"),
     ],
-    ids=["reset-stream", "goaway", "ping-flood", "never-trailers"],
+    ids=["reset-stream", "goaway", "ping-flood", "never-trailers", "no-grpc-status"],
 )
 def test_a_misbehaving_http2_mirror_is_a_failed_copy_with_its_reason(
     tmp_path: Path,
@@ -312,3 +314,44 @@ def test_a_mirror_that_does_not_speak_http2_is_a_protocol_failure(
     wait_for(lambda: proxy.log_lines("mirror failed"), 15, what="the failure")
     [line] = proxy.log_lines("mirror failed")
     assert "failed: protocol (mirror does not speak HTTP/2" in line, line
+
+
+def test_grpc_statuses_are_counted_logged_and_gate_a_release(
+    tmp_path: Path, grpc_servers: Callable[..., gs.GrpcServer], proxy_for: Callable[..., Proxy]
+) -> None:
+    """The candidate answers some calls INVALID_ARGUMENT where the primary answers OK: the
+    outcome lines, the outcome log, the report and its verdict all show it."""
+    primary = grpc_servers("primary")
+    mirror = gs.H2Server()
+    failing = gs.H2Server(gs.grpc_status(3, "bad field: price"))
+    log = tmp_path / "outcomes.jsonl"
+    try:
+        cfg = grpc_config(tmp_path / "c.yaml", primary.port, mirror.port)
+        proxy = proxy_for(cfg, f"mirror_log={log}")
+        with channel(proxy.port) as ch:
+            for i in range(4):
+                echo(ch, f"m{i}".encode())
+        wait_for(lambda: len(proxy.log_lines("mirror sent 200 grpc=OK")) == 4, 15, what="4 OKs")
+        cfg.write_text(cfg.read_text().replace(str(mirror.port), str(failing.port)))
+        proxy.stop()
+        proxy = proxy_for(cfg, f"mirror_log={log}")
+        with channel(proxy.port) as ch:
+            assert echo(ch, b"x") == b"primary:x"  # the client never sees the candidate
+        wait_for(
+            lambda: proxy.log_lines("mirror sent 200 grpc=INVALID_ARGUMENT"), 15, what="the error"
+        )
+        proxy.stop()
+    finally:
+        mirror.close()
+        failing.close()
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["grpc"], r["grpc_status"]) for r in records] == [(True, 0)] * 4 + [(True, 3)]
+    report = subprocess.run(
+        [str(MESHMIRROR), "report", str(log), "--fail-on", "grpc_error_rate > 10%"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert report.returncode == 1, report.stdout + report.stderr
+    assert "grpc status INVALID_ARGUMENT:1,OK:4  errors 1/5" in report.stdout
+    assert "grpc_error_rate" in report.stdout

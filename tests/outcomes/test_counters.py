@@ -123,6 +123,7 @@ def filled(stats: MirrorStats, name: str, scale: int) -> None:
     c.statuses.update({200: scale, 503: 1})
     c.latency_sum = 0.0123456 * scale
     c.bytes_sent, c.bytes_received, c.resent = 100 * scale, 1000 * scale, scale
+    c.grpc_statuses.update({0: scale, 14: 1, 99: 1})
 
 
 def test_a_cluster_snapshot_holds_every_counter_with_its_unit() -> None:
@@ -142,6 +143,7 @@ def test_a_cluster_snapshot_holds_every_counter_with_its_unit() -> None:
                 "skipped": {"body_too_large": 2},
                 "in_flight": 4,
                 "status": {"200": 2, "503": 1},
+                "grpc_status": {"OK": 2, "UNAVAILABLE": 1, "other": 1},
                 "mean_latency_ms": 12.346,  # milliseconds per answered copy
                 "bytes_sent": 200,
                 "bytes_received": 2000,
@@ -172,6 +174,7 @@ def test_totals_add_every_cluster_up() -> None:
         "skipped": {"body_too_large": 4},
         "in_flight": 2,
         "status": {"200": 4, "503": 2},
+        "grpc_status": {"OK": 4, "UNAVAILABLE": 2, "other": 2},
         "mean_latency_ms": 12.346,
         "bytes_sent": 400,
         "bytes_received": 4000,
@@ -191,7 +194,8 @@ def test_the_summary_line_lists_each_cluster_and_nonzero_counter() -> None:
     stats.cluster("a").sampled = 1
     assert stats.summary_line() == (
         "mirror summary: a: matched=0 sampled=1 sent=0; "
-        "b: matched=3 sampled=1 (33.3%, configured 33.33%) sent=1 resent=1"
+        "b: matched=3 sampled=1 (33.3%, configured 33.33%) sent=1"
+        " grpc=OK:1,UNAVAILABLE:1,other:1 resent=1"
         " failed=reset:1,timeout:1 dropped=overflow:1 skipped=body_too_large:1"
     )
 
@@ -209,6 +213,16 @@ def test_the_summary_line_lists_each_cluster_and_nonzero_counter() -> None:
             "mirror sent 204 rule=r cluster=c endpoint=- host=- latency=12.3ms bytes=5/0"
             " resent=1 gen=2",
             id="sent-all-fields",
+        ),
+        pytest.param(
+            {"status": 200, "grpc_status": 14},
+            "mirror sent 200 grpc=UNAVAILABLE rule=r cluster=c endpoint=- host=- gen=0",
+            id="grpc-status-by-name",
+        ),
+        pytest.param(
+            {"outcome": Outcome.FAILED, "reason": "protocol", "grpc_status": 0},
+            "mirror failed: protocol rule=r cluster=c endpoint=- host=- gen=0",
+            id="grpc-status-only-for-sent",
         ),
         pytest.param(
             {"latency": 1.5},

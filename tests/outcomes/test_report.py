@@ -6,12 +6,19 @@ import io
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from meshmirror.outcomes.report import build_report, percentile, render_html, render_text
+from meshmirror.outcomes.report import (
+    GroupStats,
+    build_report,
+    percentile,
+    render_html,
+    render_text,
+)
 
 
 def rec(**kw: Any) -> dict[str, Any]:
@@ -149,3 +156,31 @@ def test_cli_report(tmp_path: Path) -> None:
         timeout=60,
     )
     assert missing.returncode == 2 and "nope.jsonl" in missing.stderr
+
+
+def test_grpc_copies_are_counted_by_status_with_their_error_rate() -> None:
+    records = [
+        rec(grpc=True, grpc_status=0),
+        rec(grpc=True, grpc_status=0),
+        rec(grpc=True, grpc_status=14),
+        rec(grpc=True, outcome="failed", reason="protocol", shadow_status=None, grpc_status=None),
+        rec(grpc=False, grpc_status=None),  # an HTTP request of the same rule
+        rec(grpc=True, grpc_status=True),  # not a status: never counted as one
+    ]
+    [g] = build_report(records)
+    assert (g.grpc_sampled, g.grpc_errors) == (5, 2)
+    assert g.grpc_status == Counter({"OK": 2, "UNAVAILABLE": 1})
+    assert g.grpc_error_rate == 0.4
+    out = io.StringIO()
+    render_text([g], out)
+    assert "  grpc status OK:2,UNAVAILABLE:1  errors 2/5\n" in out.getvalue()
+    assert "<td>OK:2,UNAVAILABLE:1</td>" in render_html([g])
+    [plain] = build_report([rec()])
+    assert plain.grpc_error_rate is None
+    assert "grpc status" not in render_text_of(plain)
+
+
+def render_text_of(g: GroupStats) -> str:
+    out = io.StringIO()
+    render_text([g], out)
+    return out.getvalue()

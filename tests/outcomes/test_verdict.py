@@ -81,6 +81,10 @@ def test_figures_of_a_group() -> None:
     assert figure_of(g, "primary_p50") == 0.01
     assert figure_of(g, "sampled") == 200
     assert figure_of(group(), "mismatch_rate") is None  # nothing compared
+    assert figure_of(group(), "grpc_error_rate") is None  # no gRPC call copied
+    assert figure_of(group(grpc_sampled=50, grpc_errors=2), "grpc_error_rate") == 0.04
+    [ok] = [c for c in [parse_condition("grpc_error_rate > 1%")]]
+    assert (ok.figure, ok.value) == ("grpc_error_rate", 0.01)
 
 
 def test_a_condition_fails_when_it_holds_and_is_unknown_without_data() -> None:

@@ -15,7 +15,6 @@ from meshmirror.policy.local_reply import (
     compile_redirect,
     grpc_local_reply,
     grpc_status_for_http,
-    is_grpc_request,
 )
 
 
@@ -101,21 +100,6 @@ def test_redirect_prefix_rewrite_with_authority_and_code() -> None:
         "https://foo.example.com/bar",
     )
     assert rd.describe() == "308 to (scheme)://foo.example.com, prefix /foo/ -> /"
-
-
-@pytest.mark.parametrize(
-    ("content_type", "grpc"),
-    [
-        ("application/grpc", True),
-        ("application/grpc+proto", True),
-        ("application/grpc-web", False),
-        ("application/grpc-web+proto", False),
-        ("application/json", False),
-        ("", False),
-    ],
-)
-def test_is_grpc_request(content_type: str, grpc: bool) -> None:
-    assert is_grpc_request(content_type) is grpc
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from tests.support.processes import spawn, stop, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 ADDON = ROOT / "addons" / "mirror.py"
 MITMDUMP = Path(sys.executable).with_name("mitmdump")
+MESHMIRROR = Path(sys.executable).with_name("meshmirror")
 LISTEN_RE = re.compile(r"listening at (?:http://)?127\.0\.0\.1:(\d+)")
 
 

@@ -11,6 +11,7 @@ once per copy on the request path, so they are kept ready-made (frozensets, pars
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -19,6 +20,7 @@ from typing import NamedTuple
 
 from mitmproxy import http
 
+from meshmirror import grpc
 from meshmirror.mesh.clusters import Cluster, Endpoint
 from meshmirror.mirror import shadow
 from meshmirror.mirror.breaker import CircuitBreaker
@@ -181,6 +183,7 @@ class Fanout:
         checked = False
         shadow_authority = ""
         mreq: MirrorRequest | None = None
+        grpc_call = False
         stats = self.stats
         # mirror_replay_sample=all: a recorded request goes to every mirror its rule names.
         every = not flow.live and self.inspection.replay_all
@@ -230,6 +233,7 @@ class Fanout:
                     headers=copy_headers,
                     body=req.raw_content or b"",
                 )
+                grpc_call = grpc.is_grpc(req.headers.get("content-type", ""))
             targets = self.targets.get(cluster.name)
             if targets is not None:
                 target = targets[req.is_http2][i]
@@ -249,6 +253,8 @@ class Fanout:
             done = self._on_done(copy, probe)
             if self.timeline is not None:
                 done = self._timed(done, self.timeline, request_id, cluster.name)
+            if grpc_call:
+                done = _grpc_checked(done)
             capture = probe.capture if probe is not None else 0
             if not writer.submit(cluster.name, target, mreq, done, capture=capture):
                 self.breaker.release(cluster.name)
@@ -348,6 +354,8 @@ class Fanout:
                 assert result.status is not None
                 counters.sent += 1
                 counters.statuses[result.status] += 1
+                if result.grpc_status is not None:
+                    counters.grpc_statuses[result.grpc_status] += 1
                 counters.latency_sum += result.latency
                 if self.latencies is not None:
                     self.latencies.observe_shadow(policy.cluster.name, result.latency)
@@ -361,6 +369,7 @@ class Fanout:
                             endpoint=f"{ep.address}:{ep.port}",
                             shadow_host=shadow_authority,
                             status=result.status,
+                            grpc_status=result.grpc_status,
                             latency=result.latency,
                             bytes_sent=result.bytes_sent,
                             bytes_received=result.bytes_received,
@@ -416,3 +425,20 @@ class Fanout:
                 generation=generation,
             )
         )
+
+
+def _grpc_checked(done: Callable[[MirrorResult], None]) -> Callable[[MirrorResult], None]:
+    """A gRPC call's copy answered HTTP 200 without a `grpc-status` got an answer, but not a
+    gRPC one, which proves nothing about the service: it fails as `protocol`."""
+
+    def checked(result: MirrorResult) -> None:
+        if result.status == 200 and result.grpc_status is None:
+            result = dataclasses.replace(
+                result,
+                status=None,
+                failure="protocol",
+                detail="answered HTTP 200 without a grpc-status",
+            )
+        done(result)
+
+    return checked

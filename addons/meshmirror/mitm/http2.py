@@ -27,7 +27,7 @@ from mitmproxy import http
 from mitmproxy.proxy import commands, events, layer, mode_specs
 from mitmproxy.proxy.context import Context
 
-from meshmirror.policy.local_reply import is_grpc_request
+from meshmirror import grpc
 from meshmirror.protocols import CLIENT, HTTP1, HTTP2
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ class UpstreamProtocols:
     def check_grpc(self, request: http.Request, cluster: Cluster | None, protocol: str) -> None:
         """One warning per cluster (or for the reverse upstream) when a gRPC call goes to an
         upstream that speaks HTTP/1.1: gRPC servers answer only HTTP/2."""
-        if protocol != HTTP1 or not is_grpc_request(request.headers.get("content-type", "")):
+        if protocol != HTTP1 or not grpc.is_grpc(request.headers.get("content-type", "")):
             return
         key = cluster.name if cluster is not None else ""
         if key in self._warned:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
+from meshmirror import grpc
 from meshmirror.mirror.client import Progress, UpstreamClient
 from meshmirror.mirror.failures import InvalidRequest, TLSConfigError, classify
 from meshmirror.mirror.request_head import HOP_BY_HOP
@@ -42,7 +43,7 @@ from meshmirror.mirror.types import CapturedResponse, MirrorEndpoint, MirrorRequ
 from meshmirror.mitm.endpoints import UpstreamTls, alpn_for, endpoint_for
 from meshmirror.percent import MILLION
 from meshmirror.policy.fault import FaultAbort
-from meshmirror.policy.local_reply import grpc_local_reply, is_grpc_request
+from meshmirror.policy.local_reply import grpc_local_reply
 from meshmirror.policy.rewrites import HeaderOps, rewrite_request
 from meshmirror.policy.upstream import Failure, UpstreamPolicy
 from meshmirror.protocols import CLIENT, HTTP1
@@ -90,7 +91,7 @@ def local_reply(
     """The proxy's own answer to `request`: `status` with `body` (text/plain), or for a gRPC
     request Envoy's trailers-only form of it."""
     h = dict(headers or {})
-    if request is not None and is_grpc_request(request.headers.get("content-type", "")):
+    if request is not None and grpc.is_grpc(request.headers.get("content-type", "")):
         fields = [(k.encode(), v.encode()) for k, v in h.items()]
         resp = http.Response.make(200, b"", fields + grpc_local_reply(status, body, grpc_status))
         if request.is_http2:
@@ -220,7 +221,7 @@ class Primary:
             self.default_retries
             and mesh is not None
             and "upgrade" not in req.headers
-            and not is_grpc_request(req.headers.get("content-type", ""))
+            and not grpc.is_grpc(req.headers.get("content-type", ""))
         ):
             return mesh
         return route.upstream

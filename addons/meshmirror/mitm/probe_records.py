@@ -16,6 +16,7 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.net import encoding
 
+from meshmirror import grpc
 from meshmirror.mirror.types import MirrorResult
 from meshmirror.mitm.probes import Primary, Probe
 from meshmirror.outcomes.compare import Comparison, Side
@@ -46,6 +47,9 @@ def outcome_record(
         "primary_latency_ms": _ms(primary.latency) if primary else None,
         "shadow_status": result.status if result else None,
         "shadow_latency_ms": _ms(result.latency) if result else None,
+        # A gRPC call's copy: its answer's gRPC status (None when it gave none).
+        "grpc": grpc.is_grpc(request.headers.get("content-type", "")),
+        "grpc_status": result.grpc_status if result else None,
         "bytes_sent": result.bytes_sent if result else 0,
         "bytes_received": result.bytes_received if result else 0,
         "comparison": comparison.summary() if comparison is not None else None,
@@ -63,7 +67,10 @@ def _ms(seconds: float | None) -> float | None:
 
 def outcome_text(probe: Probe, result: MirrorResult | None) -> str:
     if probe.outcome is Outcome.SENT and result is not None:
-        return f"sent {result.status} in {result.latency * 1000:.1f}ms"
+        status = f"{result.status}"
+        if result.grpc_status is not None:
+            status += f" grpc={grpc.status_label(result.grpc_status)}"
+        return f"sent {status} in {result.latency * 1000:.1f}ms"
     if result is not None:
         detail = f" ({result.detail})" if result.detail else ""
         return f"failed: {probe.reason}{detail}"

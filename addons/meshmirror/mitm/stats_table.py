@@ -64,7 +64,8 @@ def _cluster_row(name: str, c: Mapping[str, Any]) -> list[str]:
         str(c.get("matched", 0)),
         str(c.get("sampled", 0)),
         share,
-        str(c.get("sent", 0)),
+        str(c.get("sent", 0))
+        + (f" (grpc {_pairs(c['grpc_status'])})" if c.get("grpc_status") else ""),
         _pairs(c.get("failed") or {}) or "0",
         _pairs(c.get("dropped") or {}) or "0",
         _pairs(c.get("skipped") or {}) or "0",

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from meshmirror.policy.local_reply import is_grpc_request
+from meshmirror import grpc
 
 
 def is_grpc(message: http.Message) -> bool:
     """A gRPC message by its content-type (gRPC-Web is not gRPC: it is plain HTTP/1.1-able)."""
-    return is_grpc_request(message.headers.get("content-type", ""))
+    return grpc.is_grpc(message.headers.get("content-type", ""))
 
 
 class BodyTee:

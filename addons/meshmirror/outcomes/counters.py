@@ -18,6 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshmirror import grpc
+
 
 class Outcome(enum.Enum):
     SENT = "sent"
@@ -57,6 +59,9 @@ class ClusterCounters:
     # Copies sent a second time after a stale keep-alive (idempotent methods only); each is
     # still one copy with one outcome.
     resent: int = 0
+    # gRPC copies answered with a status (`grpc-status`), by code: a sent copy of a gRPC call
+    # is counted here too.
+    grpc_statuses: Counter[int] = field(default_factory=Counter)
 
     @property
     def finished(self) -> int:
@@ -87,6 +92,7 @@ class ClusterCounters:
             "skipped": dict(self.skipped),
             "in_flight": inflight,
             "status": {str(k): v for k, v in sorted(self.statuses.items())},
+            "grpc_status": _grpc_labels(self.grpc_statuses),
             "mean_latency_ms": round(self.latency_sum / answered * 1000, 3) if answered else None,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
@@ -127,6 +133,7 @@ class MirrorStats:
             t.bytes_sent += c.bytes_sent
             t.bytes_received += c.bytes_received
             t.resent += c.resent
+            t.grpc_statuses.update(c.grpc_statuses)
         return t
 
     def snapshot(self, inflight: dict[str, int] | None = None) -> dict[str, Any]:
@@ -149,6 +156,10 @@ class MirrorStats:
             if share is not None:
                 text += f" ({share[0]:.3g}%, configured {share[1]:.4g}%)"
             text += f" sent={c.sent}"
+            if c.grpc_statuses:
+                text += " grpc=" + ",".join(
+                    f"{k}:{v}" for k, v in _grpc_labels(c.grpc_statuses).items()
+                )
             if c.resent:
                 text += f" resent={c.resent}"
             for label, counter in (
@@ -160,6 +171,15 @@ class MirrorStats:
                     text += f" {label}=" + ",".join(f"{k}:{v}" for k, v in sorted(counter.items()))
             parts.append(text)
         return "mirror summary: " + "; ".join(parts)
+
+
+def _grpc_labels(codes: Counter[int]) -> dict[str, int]:
+    """gRPC status counts by name (`OK`, `UNAVAILABLE`, ...; `other` past the defined codes),
+    in code order."""
+    out: Counter[str] = Counter()
+    for code, n in sorted(codes.items()):
+        out[grpc.status_label(code)] += n
+    return dict(out)
 
 
 #: Longest a field of an outcome line may be, in characters after escaping; a longer one is cut
@@ -183,6 +203,7 @@ def format_outcome(
     bytes_received: int = 0,
     generation: int = 0,
     resent: bool = False,
+    grpc_status: int | None = None,
 ) -> str:
     """One event-log line per mirror outcome. Never includes header values (they may be secrets).
 
@@ -193,6 +214,8 @@ def format_outcome(
     head = f"mirror {outcome.value}"
     if outcome is Outcome.SENT and status is not None:
         head += f" {status}"
+        if grpc_status is not None:
+            head += f" grpc={grpc.status_label(grpc_status)}"
     elif reason:
         head += f": {_safe(reason, keep_spaces=True)}"
     text = (

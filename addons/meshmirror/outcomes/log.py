@@ -18,6 +18,9 @@ Fields (null when unknown):
     detail          short failure text
     primary_status, primary_latency_ms
     shadow_status,  shadow_latency_ms
+    grpc            true when the request was a gRPC call (content-type application/grpc)
+    grpc_status     the gRPC status code of the copy's answer (trailers, or a trailers-only
+                    answer); null when it gave none
     bytes_sent, bytes_received      the copy's request and response bytes
     comparison      null when not compared, else {"match": bool, "fields": [...], ...}
     generation      config generation the decision was made with
@@ -49,6 +52,8 @@ FIELDS = (
     "primary_latency_ms",
     "shadow_status",
     "shadow_latency_ms",
+    "grpc",
+    "grpc_status",
     "bytes_sent",
     "bytes_received",
     "comparison",

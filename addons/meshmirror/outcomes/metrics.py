@@ -27,6 +27,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from meshmirror import grpc
 from meshmirror.outcomes.counters import MirrorStats
 
 #: Seconds; the same for the shadow and the primary.
@@ -135,6 +136,11 @@ class _Families(Collector):
         inflight = GaugeMetricFamily(
             "meshmirror_copies_in_flight", "Copies in flight.", labels=("cluster",)
         )
+        grpc_answers = CounterMetricFamily(
+            "meshmirror_copies_grpc",
+            "Copies of gRPC calls the mirror answered, by the gRPC status of its answer.",
+            labels=("cluster", "grpc_status"),
+        )
         for name, c in sorted(clusters.items()):
             sampled.add_metric((name,), c.sampled)
             by_class: dict[str, int] = {}
@@ -152,11 +158,18 @@ class _Families(Collector):
                     outcomes[kind].add_metric((name, reason), n)
             resent.add_metric((name,), c.resent)
             inflight.add_metric((name,), state.inflight.get(name, 0))
+            by_name: dict[str, int] = {}
+            for code, n in c.grpc_statuses.items():
+                label = grpc.status_label(code)  # bounded: 17 names and `other`
+                by_name[label] = by_name.get(label, 0) + n
+            for label, n in sorted(by_name.items()):
+                grpc_answers.add_metric((name, label), n)
         yield sampled
         yield sent
         yield from outcomes.values()
         yield resent
         yield inflight
+        yield grpc_answers
         for side, hists in (("shadow", self.latencies.shadow), ("primary", self.latencies.primary)):
             family = HistogramMetricFamily(
                 f"meshmirror_{side}_latency_seconds",

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from meshmirror import grpc
+
 _TOP_FIELDS = 10
 
 
@@ -37,6 +39,11 @@ class GroupStats:
     dropped: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     shadow_status: Counter[str] = field(default_factory=Counter)
+    # gRPC calls' copies: how many, their answers' gRPC statuses by name, and how many failed
+    # or were answered with a status other than OK.
+    grpc_sampled: int = 0
+    grpc_status: Counter[str] = field(default_factory=Counter)
+    grpc_errors: int = 0
     primary_latency: list[float] = field(default_factory=list)
     shadow_latency: list[float] = field(default_factory=list)
     compared: int = 0
@@ -74,6 +81,8 @@ class GroupStats:
             self.dropped[reason] += 1
         elif outcome == "skipped":
             self.skipped[reason] += 1
+        if rec.get("grpc") is True:
+            self._add_grpc(outcome, rec.get("grpc_status"))
         if isinstance(rec.get("primary_latency_ms"), int | float) and outcome == "sent":
             self.primary_latency.append(float(rec["primary_latency_ms"]))
         if isinstance(rec.get("shadow_latency_ms"), int | float) and outcome == "sent":
@@ -91,6 +100,20 @@ class GroupStats:
                         where = str(rec.get("request_id") or _request_line(rec))
                         self.examples[name] = (where, str(examples.get(name, "")))
 
+    def _add_grpc(self, outcome: Any, status: Any) -> None:
+        self.grpc_sampled += 1
+        if isinstance(status, int) and not isinstance(status, bool) and outcome == "sent":
+            self.grpc_status[grpc.status_label(status)] += 1
+            if status != 0:
+                self.grpc_errors += 1
+        elif outcome == "failed":
+            self.grpc_errors += 1
+
+    @property
+    def grpc_error_rate(self) -> float | None:
+        """(gRPC copies failed + answered with a status other than OK) / gRPC copies sampled."""
+        return self.grpc_errors / self.grpc_sampled if self.grpc_sampled else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "rule": self.rule,
@@ -103,6 +126,9 @@ class GroupStats:
             "dropped": dict(self.dropped),
             "skipped": dict(self.skipped),
             "shadow_status": dict(self.shadow_status),
+            "grpc_sampled": self.grpc_sampled,
+            "grpc_status": dict(self.grpc_status),
+            "grpc_error_rate": self.grpc_error_rate,
             "latency_ms": {"primary": self.latency("primary"), "shadow": self.latency("shadow")},
             "compared": self.compared,
             "mismatched": self.mismatched,
@@ -200,6 +226,11 @@ def render_text(groups: Sequence[GroupStats], out: TextIO, source: str = "") -> 
         )
         if g.shadow_status:
             out.write(f"  shadow status {_fmt_counter(g.shadow_status)}\n")
+        if g.grpc_sampled:
+            out.write(
+                f"  grpc status {_fmt_counter(g.grpc_status)}  errors "
+                f"{g.grpc_errors}/{g.grpc_sampled}\n"
+            )
         for which in ("primary", "shadow"):
             lat = g.latency(which)
             out.write(
@@ -301,7 +332,8 @@ def render_html(
         _latency_svg(groups),
         "<h2>Outcomes</h2>",
         "<table id='outcomes'><tr><th>rule</th><th>mirror</th><th>sampled</th><th>sent</th>"
-        "<th>failed</th><th>dropped</th><th>skipped</th><th>mismatch rate</th></tr>",
+        "<th>failed</th><th>dropped</th><th>skipped</th><th>gRPC status</th>"
+        "<th>mismatch rate</th></tr>",
     ]
     for g in groups:
         rate_class = "ok" if not g.mismatched else "bad"
@@ -310,6 +342,7 @@ def render_html(
             f"<td class='num'>{g.sampled}</td><td class='num'>{g.sent}</td>"
             f"<td>{esc(_fmt_counter(g.failed))}</td><td>{esc(_fmt_counter(g.dropped))}</td>"
             f"<td>{esc(_fmt_counter(g.skipped))}</td>"
+            f"<td>{esc(_fmt_counter(g.grpc_status)) if g.grpc_sampled else '-'}</td>"
             f"<td class='{rate_class}'>{esc(_fmt_rate(g))}</td></tr>"
         )
     body.append("</table>")

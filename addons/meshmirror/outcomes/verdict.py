@@ -9,6 +9,8 @@ FIGUREs, per (rule, mirror cluster) of the report:
     mismatch_rate       mismatched / compared copies (needs mirror_compare)
     shadow_error_rate   (failed copies + shadow 5xx answers) / sampled
     failed_rate         failed copies / sampled
+    grpc_error_rate     (failed copies + answers with a gRPC status other than OK) / sampled,
+                        over the copies of gRPC calls (unknown without any)
     shadow_p50/p95/p99, primary_p50/p95/p99     latency of the sent copies and their primaries
     sampled, sent, compared                     counts
 VALUE is a number, with `%` (a fraction), `ms` or `s` (seconds; latencies are compared in
@@ -47,6 +49,7 @@ FIGURES = (
     "mismatch_rate",
     "shadow_error_rate",
     "failed_rate",
+    "grpc_error_rate",
     *LATENCIES,
     "sampled",
     "sent",
@@ -133,6 +136,8 @@ def figure_of(g: GroupStats, figure: str) -> float | None:
     """One figure of a group; latencies in seconds, rates as fractions; None: no data."""
     if figure == "mismatch_rate":
         return g.mismatch_rate
+    if figure == "grpc_error_rate":
+        return g.grpc_error_rate
     if figure in ("shadow_error_rate", "failed_rate"):
         if not g.sampled:
             return None

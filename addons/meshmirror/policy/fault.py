@@ -10,20 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from meshmirror import grpc
 from meshmirror.config.base import Percent
 from meshmirror.config.virtualservice import HTTPFaultInjection
 from meshmirror.golang import parse_duration_ns
 from meshmirror.percent import MILLION
-
-#: Istio's `SupportedGRPCStatus`: the names `grpcStatus` takes, and their codes.
-GRPC_STATUS_CODES = {
-    name: code
-    for code, name in enumerate(
-        "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS "
-        "PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE "
-        "UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED".split()
-    )
-}
 
 
 class FaultAbort(NamedTuple):
@@ -82,10 +73,10 @@ def compile_fault(f: HTTPFaultInjection | None) -> FaultPolicy | None:
     if f.abort is not None and f.abort.http_status:
         status = f.abort.http_status
         abort_pm = _per_million(f.abort.percentage)
-    elif f.abort is not None and f.abort.grpc_status in GRPC_STATUS_CODES:
+    elif f.abort is not None and f.abort.grpc_status in grpc.STATUS_CODES:
         # Envoy's fault filter: "If gRPC status code is set, then http status will be set to
         # Http::Code::OK (200)"; the local reply then carries the gRPC status.
-        status, grpc_status = 200, GRPC_STATUS_CODES[f.abort.grpc_status]
+        status, grpc_status = 200, grpc.STATUS_CODES[f.abort.grpc_status]
         abort_pm = _per_million(f.abort.percentage)
     if delay <= 0 and status is None:
         return None  # only unserved kinds (exponentialDelay, http2Error): nothing to do

@@ -13,6 +13,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 
+from meshmirror import grpc
 from meshmirror.config.virtualservice import HTTPDirectResponse, HTTPRedirect
 from meshmirror.hosts import strip_port
 from meshmirror.policy.rewrites import PathRewrite, split_query
@@ -112,17 +113,6 @@ def compile_direct_response(dr: HTTPDirectResponse) -> DirectResponsePolicy:
 
 # --- gRPC ---
 
-GRPC_CONTENT_TYPE = "application/grpc"
-
-
-def is_grpc_request(content_type: str) -> bool:
-    """Envoy `Grpc::Common::hasGrpcContentType`: `application/grpc` or `application/grpc+...`
-    (gRPC-Web, `application/grpc-web`, is not gRPC)."""
-    if not content_type.startswith(GRPC_CONTENT_TYPE):
-        return False
-    rest = content_type[len(GRPC_CONTENT_TYPE) :]
-    return rest == "" or rest[0] == "+"
-
 
 def grpc_status_for_http(status: int) -> int:
     """Envoy `Grpc::Utility::httpToGrpcStatus` (gRPC's HTTP-to-gRPC status mapping)."""
@@ -140,12 +130,7 @@ def grpc_local_reply(
     as `grpc-message`, percent-encoded as gRPC requires; no body. The header fields only: the
     status is always 200."""
     code = grpc_status if grpc_status is not None else grpc_status_for_http(status)
-    fields = [(b"content-type", GRPC_CONTENT_TYPE.encode()), (b"grpc-status", str(code).encode())]
+    fields = [(b"content-type", grpc.CONTENT_TYPE.encode()), (b"grpc-status", str(code).encode())]
     if body:
-        fields.append((b"grpc-message", _grpc_percent_encode(body)))
+        fields.append((b"grpc-message", grpc.percent_encode(body)))
     return fields
-
-
-def _grpc_percent_encode(value: bytes) -> bytes:
-    # gRPC's Percent-Byte-Unencoded: printable ASCII (space included) except "%".
-    return b"".join(bytes([c]) if 0x20 <= c <= 0x7E and c != 0x25 else b"%%%02X" % c for c in value)
