@@ -291,10 +291,19 @@ class Primary:
                     f"meshmirror: primary attempt {retries + 1} of {attempts} to {where} "
                     f"failed: {e.kind} ({e.detail})"
                 )
+            grpc_status = _grpc_status(reply) if reply is not None else None
             if retries < policy.retries and (
-                (reply is not None and policy.retry_for_status(reply.status, _grpc_status(reply)))
+                (reply is not None and policy.retry_for_status(reply.status, grpc_status))
                 or (failure is not None and policy.retry_for_failure(failure))
             ):
+                if reply is not None:
+                    answer = f"{reply.status}" + (
+                        f" grpc-status {grpc_status}" if grpc_status else ""
+                    )
+                    log.info(
+                        f"meshmirror: primary attempt {retries + 1} of {attempts} to {where} "
+                        f"answered {answer}: retried"
+                    )
                 retries += 1
                 base = policy.backoff
                 cap = min(base * 2 ** (retries - 1), base * _MAX_BACKOFF_FACTOR)
