@@ -12,6 +12,7 @@ import json
 import queue
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from pytest_httpserver import HTTPServer
 
 from tests.support import grpc_servers as gs
 from tests.support import meshconfig as mc
-from tests.support.mitmdump import MESHMIRROR, Proxy, start_proxy
+from tests.support.mitmdump import MESHMIRROR, ROOT, Proxy, start_proxy
 from tests.support.processes import wait_for
 
 HOST = "greeter.example.internal"
@@ -355,3 +356,27 @@ def test_grpc_statuses_are_counted_logged_and_gate_a_release(
     assert report.returncode == 1, report.stdout + report.stderr
     assert "grpc status INVALID_ARGUMENT:1,OK:4  errors 1/5" in report.stdout
     assert "grpc_error_rate" in report.stdout
+
+
+def test_the_readme_grpc_example_runs(tmp_path: Path, proxy_for: Callable[..., Proxy]) -> None:
+    """configs/examples/grpc-mirror with scripts/example_grpc.py, as the README shows them
+    (on ports the OS chose)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import example_grpc
+
+    (v1, v1_port), (v2, v2_port) = example_grpc.server("v1", 0), example_grpc.server("v2", 0)
+    try:
+        text = (ROOT / "configs/examples/grpc-mirror/mesh.yaml").read_text()
+        cfg = tmp_path / "mesh.yaml"
+        cfg.write_text(text.replace("28300", str(v1_port)).replace("28301", str(v2_port)))
+        proxy = proxy_for(cfg)
+        replies = example_grpc.call(f"127.0.0.1:{proxy.port}", 3)
+        assert replies == ["Hello world0", "Hello world1", "Hello world2"]
+        wait_for(
+            lambda: len(proxy.log_lines("mirror sent 200 grpc=OK")) == 3,
+            15,
+            what="3 copies answered by v2",
+        )
+    finally:
+        v1.stop(grace=None)
+        v2.stop(grace=None)

@@ -24,7 +24,13 @@ class ProtocolViolation(Exception):
 
 
 class StreamReset(Exception):
-    """HTTP/2: the mirror reset the copy's stream, or went away (GOAWAY) before answering it."""
+    """HTTP/2: the mirror reset the copy's stream, or went away (GOAWAY) before answering it;
+    `refused` when it says it never processed it (REFUSED_STREAM, or above GOAWAY's last
+    stream)."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class ConnectTimeout(TimeoutError):

@@ -287,13 +287,13 @@ class Http2Connection(asyncio.Protocol):
             return
         try:
             events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+            for event in events:
+                self._event(event)
+                if self.closed:
+                    return
+        except h2.exceptions.H2Error as exc:
             self._fail(ProtocolViolation(f"HTTP/2 protocol error: {_short(exc)}"))
             return
-        for event in events:
-            self._event(event)
-            if self.closed:
-                return
         self._flush()
 
     def eof_received(self) -> bool:
@@ -370,10 +370,7 @@ class Http2Connection(asyncio.Protocol):
         if exchange in self._sending:
             self._sending.remove(exchange)
         if not self.closed:
-            try:
-                self.h2.reset_stream(exchange.stream_id, code)
-            except h2.exceptions.ProtocolError:
-                pass  # already closed on the peer's side
+            self._reset_stream(exchange.stream_id, code)
             self._flush()
         exchange._finish(ClosedEarly(exchange.phase()))
 
@@ -394,12 +391,21 @@ class Http2Connection(asyncio.Protocol):
 
     # -- internals --------------------------------------------------------------------------
 
+    def _reset_stream(self, stream_id: int, code: int) -> None:
+        try:
+            self.h2.reset_stream(stream_id, code)
+        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError):
+            pass  # already closed, by the peer or by the end of its answer
+
     def _event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.DataReceived):
             stream = self.streams.get(event.stream_id or 0)
             size = event.flow_controlled_length or 0
             if size:
-                self.h2.acknowledge_received_data(size, event.stream_id or 0)
+                try:
+                    self.h2.acknowledge_received_data(size, event.stream_id or 0)
+                except h2.exceptions.StreamClosedError:
+                    pass  # the stream ended with this frame: the connection's window counts
             if stream is None:
                 return
             data = event.data or b""
@@ -410,7 +416,8 @@ class Http2Connection(asyncio.Protocol):
             if not stream._data(data, self.limit):
                 # Reading on would cost for bytes nobody wants: only this stream dies.
                 self.streams.pop(stream.stream_id, None)
-                self.h2.reset_stream(stream.stream_id, h2.errors.ErrorCodes.CANCEL)
+                if not event.stream_ended:
+                    self._reset_stream(stream.stream_id, h2.errors.ErrorCodes.CANCEL)
                 stream._finish(None)
         elif isinstance(event, h2.events.ResponseReceived):
             self._idle_frames = 0
@@ -442,9 +449,9 @@ class Http2Connection(asyncio.Protocol):
                 if stream in self._sending:
                     self._sending.remove(stream)
                 code = _code_name(event.error_code)
-                if event.error_code == _REFUSED and not stream.wire:
-                    stream.retryable = True
-                stream._finish(StreamReset(f"stream reset by the mirror ({code})"))
+                refused = event.error_code == _REFUSED and not stream.wire
+                stream.retryable = refused
+                stream._finish(StreamReset(f"stream reset by the mirror ({code})", refused=refused))
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._goaway(event)
         elif isinstance(event, h2.events.RemoteSettingsChanged):
@@ -484,7 +491,9 @@ class Http2Connection(asyncio.Protocol):
             if stream in self._sending:
                 self._sending.remove(stream)
             stream.retryable = True
-            stream._finish(StreamReset(f"mirror sent GOAWAY ({code}) before this stream"))
+            stream._finish(
+                StreamReset(f"mirror sent GOAWAY ({code}) before this stream", refused=True)
+            )
         if event.error_code:
             # An error GOAWAY ends the streams it let through too.
             self._fail(StreamReset(f"mirror sent GOAWAY ({code})"))

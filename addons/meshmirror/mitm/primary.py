@@ -37,7 +37,7 @@ from mitmproxy import http
 
 from meshmirror import grpc
 from meshmirror.mirror.client import Progress, UpstreamClient
-from meshmirror.mirror.failures import InvalidRequest, TLSConfigError, classify
+from meshmirror.mirror.failures import InvalidRequest, StreamReset, TLSConfigError, classify
 from meshmirror.mirror.request_head import HOP_BY_HOP
 from meshmirror.mirror.types import CapturedResponse, MirrorEndpoint, MirrorRequest
 from meshmirror.mitm.endpoints import UpstreamTls, alpn_for, endpoint_for
@@ -68,6 +68,10 @@ CONNECT_FAILURE_BODY = (
 RESET_BODY = (
     b"upstream connect error or disconnect/reset before headers. reset reason: "
     b"connection termination"
+)
+REFUSED_BODY = (
+    b"upstream connect error or disconnect/reset before headers. reset reason: "
+    b"remote refused stream reset"
 )
 FAULT_ABORT_BODY = b"fault filter abort"
 
@@ -345,7 +349,11 @@ class Primary:
             # No connection (refused, unreachable, DNS, TLS handshake or verification): Envoy's
             # connect-failure; anything after the connection was made: a reset.
             at_connect = progress.phase == "connect" or isinstance(e, TLSConfigError)
-            raise _Failed("connect-failure" if at_connect else "reset", detail) from e
+            if at_connect:
+                raise _Failed("connect-failure", detail) from e
+            if isinstance(e, StreamReset) and e.refused:
+                raise _Failed("refused-stream", detail) from e
+            raise _Failed("reset", detail) from e
 
     def close(self) -> None:
         self.client.close()
@@ -399,6 +407,8 @@ def _to_response(
             return local_reply(504, TIMEOUT_BODY, request=req)
         if failure == "connect-failure":
             return local_reply(503, CONNECT_FAILURE_BODY, request=req)
+        if failure == "refused-stream":
+            return local_reply(503, REFUSED_BODY, request=req)
         return local_reply(503, RESET_BODY, request=req)
     # Names lower-cased (they are case-insensitive, RFC 9110 5.1): the spelling HTTP/2 uses,
     # and the same whatever the upstream's.

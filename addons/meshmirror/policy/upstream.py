@@ -43,7 +43,7 @@ _GRPC_CODES = {
     "unavailable": "14",
 }
 # Why an attempt produced no response.
-Failure = Literal["connect-failure", "reset", "timeout"]
+Failure = Literal["connect-failure", "refused-stream", "reset", "timeout"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +107,8 @@ class UpstreamPolicy:
             return bool(on & {"5xx", "gateway-error"})
         if failure == "connect-failure":
             return bool(on & {"connect-failure", "5xx", "gateway-error", "reset"})
+        if failure == "refused-stream":  # an HTTP/2 stream the upstream did not process
+            return bool(on & {"refused-stream", "5xx", "gateway-error", "reset"})
         return bool(on & {"5xx", "gateway-error", "reset"})
 
 
