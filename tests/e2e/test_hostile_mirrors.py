@@ -26,7 +26,7 @@ from tests.support import meshconfig as mc
 from tests.support import servers as srv
 from tests.support.mitmdump import Proxy
 from tests.support.processes import wait_for
-from tests.support.procfs import fds_and_rss, process_tree
+from tests.support.procfs import fds_and_rss, process_tree, tcp_states_to
 
 CLUSTER = "outbound|80||shadow.local"
 HOSTS = {"Host": "app.example.com"}
@@ -144,6 +144,34 @@ def test_a_mirror_that_answers_early_and_stops_reading_leaks_nothing(
             time.sleep(0.1)
         assert fds1 - fds0 <= 3, (fds0, fds1)
         assert rss1 - rss0 < 32 * 1024, (rss0, rss1)  # KiB; the leak kept ~80 MiB per burst
+    finally:
+        mirror.close()
+
+
+@pytest.mark.parametrize("sender", ["process", "loop"])
+def test_copies_given_up_with_bytes_unsent_do_not_linger_in_the_kernel(
+    sender: str, start: Callable[..., Proxy]
+) -> None:
+    """A mirror that answers early and never reads: the copies' connections are reset, not
+    closed, so none is left to the kernel in FIN_WAIT1 with its send queue (an orphan the
+    kernel keeps for minutes: unbounded memory at a steady rate)."""
+    mirror = EarlyAnswer()
+    try:
+        proxy = start(mirror.port, "mirror_timeout=1s", f"mirror_sender={sender}")
+        body = b"p" * (2 * 1024 * 1024)
+        for i in range(30):
+            assert request(proxy.port, "POST", f"/upload/{i}", body) == (200, b"primary")
+        wait_for(lambda: len(outcomes(proxy)) >= 30, timeout=60, what="30 outcomes")
+
+        def lingering() -> dict[str, int]:
+            states = tcp_states_to(mirror.port)
+            return {k: n for k, n in states.items() if k in ("FIN_WAIT1", "CLOSING", "LAST_ACK")}
+
+        # Four seconds after the last outcome, as the reproduction looked.
+        deadline = time.monotonic() + 4.0
+        while lingering() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert lingering() == {}, tcp_states_to(mirror.port)
     finally:
         mirror.close()
 

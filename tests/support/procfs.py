@@ -106,3 +106,39 @@ def listening_ports(pid: int) -> set[int]:
                 if cols[3] == LISTEN and cols[9] in inodes:
                     ports.add(int(cols[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+# /proc/net/tcp's `st` column (include/net/tcp_states.h).
+TCP_STATES = {
+    "01": "ESTABLISHED",
+    "02": "SYN_SENT",
+    "03": "SYN_RECV",
+    "04": "FIN_WAIT1",
+    "05": "FIN_WAIT2",
+    "06": "TIME_WAIT",
+    "07": "CLOSE",
+    "08": "CLOSE_WAIT",
+    "09": "LAST_ACK",
+    "0A": "LISTEN",
+    "0B": "CLOSING",
+}
+
+
+def tcp_states_to(port: int) -> dict[str, int]:
+    """How many of this machine's TCP sockets connected to `port` (their remote port) are in
+    each state, orphans the kernel keeps for closed sockets included (they belong to no
+    process, so only /proc/net/tcp shows them)."""
+    counts: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            remote, state = fields[2], fields[3]
+            if int(remote.rsplit(":", 1)[1], 16) == port:
+                name = TCP_STATES.get(state, state)
+                counts[name] = counts.get(name, 0) + 1
+    return counts
