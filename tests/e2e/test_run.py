@@ -14,7 +14,6 @@ import http.client
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from tests.support import meshconfig as mc
+from tests.support.meshmirror_run import MESHMIRROR, Running
 from tests.support.mitmdump import ADDON, LISTEN_RE, ROOT, read_lines
 from tests.support.processes import spawn, stop, wait_for
 from tests.support.servers import Recorder
 
 BIN = Path(sys.executable).parent
-MESHMIRROR = BIN / "meshmirror"
 
 
 @pytest.fixture
@@ -37,45 +36,6 @@ def backends() -> Iterator[tuple[Recorder, Recorder]]:
     yield primary, mirror
     primary.close()
     mirror.close()
-
-
-class Running:
-    """A `meshmirror run` process and its output lines."""
-
-    def __init__(self, *args: str, cwd: Path | None = None) -> None:
-        self.lines: list[str] = []
-        self.proc = spawn(
-            [str(MESHMIRROR), "run", "--listen", "127.0.0.1:0", *args],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=cwd,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        self.reader = read_lines(self.proc, self.lines)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def port(self) -> int:
-        def found() -> int | None:
-            m = LISTEN_RE.search(self.output)
-            if m is None and self.proc.poll() is not None:
-                raise AssertionError(f"meshmirror run exited:\n{self.output}")
-            return int(m.group(1)) if m else None
-
-        return wait_for(found, timeout=30, what="the proxy to listen")
-
-    def interrupt(self) -> int:
-        """Ctrl-C as a terminal sends it to the process group: here to `meshmirror run` alone
-        (it runs in its own session), which must pass it on and wait for mitmdump."""
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            code = self.proc.wait(20)
-        finally:
-            stop(self.proc)
-            self.reader.join(5)
-        return code
 
 
 def get(port: int, host: str = "app.example.com") -> tuple[int, bytes]:

@@ -32,6 +32,7 @@ from meshmirror.mirror.failures import (
 from meshmirror.mirror.http1 import Captured, Connection, take_capture
 from meshmirror.mirror.pool import IdlePool
 from meshmirror.mirror.request_head import encode_head
+from meshmirror.mirror.sockets import tune_mirror_connection
 from meshmirror.mirror.tls import ClientContexts
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
 
@@ -449,15 +450,16 @@ class MirrorWriter:
         )
         connect_timeout = self._connect_timeout
         if connect_timeout is None or connect_timeout >= self._timeout:
-            _, conn = await coro
-            return conn
-        try:
-            async with asyncio.timeout(connect_timeout) as deadline:
-                _, conn = await coro
-        except TimeoutError:
-            if deadline.expired():
-                raise ConnectTimeout(f"connect not done within {connect_timeout:g}s") from None
-            raise
+            transport, conn = await coro
+        else:
+            try:
+                async with asyncio.timeout(connect_timeout) as deadline:
+                    transport, conn = await coro
+            except TimeoutError:
+                if deadline.expired():
+                    raise ConnectTimeout(f"connect not done within {connect_timeout:g}s") from None
+                raise
+        tune_mirror_connection(transport)
         return conn
 
     def _new_pool(self, endpoint: MirrorEndpoint) -> IdlePool:
