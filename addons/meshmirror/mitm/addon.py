@@ -27,6 +27,7 @@ from meshmirror.mirror.shadow import new_request_id, parse_redactions
 from meshmirror.mirror.types import CopyWriter
 from meshmirror.mirror.writer import MirrorWriter
 from meshmirror.mitm import primary
+from meshmirror.mitm.connection_log import show_connection_lines
 from meshmirror.mitm.fanout import EndpointPicker, Fanout
 from meshmirror.mitm.headers import (
     RequestHeaders,
@@ -207,6 +208,8 @@ class Mirror:
             )
         if "mirror_verbosity" in updated:
             fanout.verbosity = opts.mirror_verbosity
+        if "mirror_connection_log" in updated:
+            show_connection_lines(opts.mirror_connection_log)
         if "mirror_metrics" in updated:
             self._configure_metrics(opts.mirror_metrics)
         if "mirror_timeline" in updated:
