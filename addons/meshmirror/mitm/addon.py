@@ -512,6 +512,8 @@ class Mirror:
         vh = table.select_virtual_host(authority)
         if vh is None:
             self.fanout.stats.requests_skipped["no_virtual_host"] += 1
+            if not flow.live:
+                self.inspection.unclaimed_recording(flow)
             return None
         if table.reads_headers:
             headers = scan_request_headers(fields)  # indexed for the header matchers

@@ -291,25 +291,28 @@ class Inspection:
         would cost every live request a coroutine, and live requests are never paced."""
         if flow.live or flow.metadata.get(MIRROR_FLOW_MARK):
             return None
-        if not self._host_warned:
-            self._warn_rewritten_host(flow)
         if self.pacer is None:
             return None
         return self.pacer.wait(flow.request.timestamp_start, self.writer_room)
 
-    def _warn_rewritten_host(self, flow: http.HTTPFlow) -> None:
-        """Once per run: a recording made in reverse mode without keep_host_header holds the
-        upstream's address as every Host, so rules for the client's Host cannot match it."""
+    def unclaimed_recording(self, flow: http.HTTPFlow) -> None:
+        """A recorded request whose Host no virtual host claims. Warned once per run when that
+        Host is also the address the request was sent to: a recording made in reverse mode
+        without keep_host_header holds the upstream's address as every Host, so rules for the
+        client's Host cannot match it. (A request that matched is never warned about: a HAR's
+        URL is made from its Host, so the two always agree there.)"""
+        if self._host_warned:
+            return
         req = flow.request
         host = (req.host_header or "").lower()
         upstream = req.host.lower()
         if host in (upstream, f"{upstream}:{req.port}", f"[{upstream}]:{req.port}"):
             self._host_warned = True
             log.warning(
-                f"meshmirror: recorded requests carry Host {req.host_header}, the upstream's "
-                "own address: the recording was probably made in reverse mode without "
-                "keep_host_header (meshmirror turns it on), so rules for the client's Host do "
-                "not match and copies get that address plus the suffix"
+                f"meshmirror: recorded requests carry Host {req.host_header}, which no rule "
+                "claims and which is also the address they were sent to: a recording made in "
+                "reverse mode without keep_host_header holds the upstream's address there "
+                "(meshmirror turns it on), so rules for the client's Host do not match"
             )
 
     # --- the primary ------------------------------------------------------------------------------
