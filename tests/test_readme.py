@@ -3,6 +3,7 @@ its table of contents every section, and it links nothing outside the repository
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from meshmirror.mitm.inspection_options import INSPECTION_OPTIONS
 from meshmirror.mitm.options import OPTIONS
+from meshmirror.outcomes.log import FIELDS
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 ROW = re.compile(r"^\| `(mirror_\w+)` \| ([^|]*) \|", re.M)
@@ -66,3 +68,12 @@ def test_what_the_readmes_commands_write_in_the_checkout_is_ignored_by_git() -> 
             ["git", "check-ignore", "--no-index", "-q", path], cwd=root, capture_output=True
         )
         assert check.returncode == 0, f"{path} (written by a README command) is not git-ignored"
+
+
+def test_the_outcome_logs_fields_are_the_ones_it_writes() -> None:
+    listed = re.search(r"flushed, so `tail -f` works\. Fields: (.+?)\(", README, re.S)
+    assert listed, "the outcome log's field list"
+    assert re.findall(r"`(\w+)`", listed.group(1)) == list(FIELDS)
+    example = re.search(r'^(\{"time":.+?\})\n```', README, re.M | re.S)
+    assert example, "the outcome log's example line"
+    assert list(json.loads(example.group(1).replace("\n", ""))) == list(FIELDS)

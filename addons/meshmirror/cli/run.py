@@ -40,6 +40,8 @@ from meshmirror.hosts import is_ip, split_host_port
 GATEWAY_NAME = "meshmirror-run"
 CONFIG_FILE = "meshmirror-run.yaml"
 DEFAULT_LISTEN = "127.0.0.1:8000"
+# mitmweb's default columns (mitmproxy 11 and 12), and the comment.
+WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comment")
 # Signals that end `run` cleanly: passed on to the proxy, which drains its copies and exits.
 _FORWARDED = (signal.SIGTERM, signal.SIGHUP)
 
@@ -209,6 +211,11 @@ def proxy_command(
         cmd += ["--set", "mirror_connection_log=false"]
     if not web and not verbose and not _sets(extra, "flow_detail"):
         cmd += ["--set", "flow_detail=0"]
+    if web and not _sets(extra, "web_columns"):
+        # mitmweb's columns plus the comment, where each original names the filter that lists
+        # it with its copies and each copy its original (a list option: one --set per value).
+        for column in WEB_COLUMNS:
+            cmd += ["--set", f"web_columns={column}"]
     return cmd + list(extra)
 
 

@@ -45,6 +45,8 @@ from meshmirror.mitm.flows import (
     ORIGINAL_MARK,
     MirrorFlows,
     build_mirror_flow,
+    pairing_line,
+    settle_mirror_flow,
 )
 from meshmirror.mitm.inspection_options import INSPECTION_OPTIONS
 from meshmirror.mitm.options import option_error
@@ -382,9 +384,31 @@ class Inspection:
             # A recorded flow: its recorded response stands in for the primary's.
             pending.primary = primary_of(flow, pending.needs_body)
         pending.outstanding += 1
-        return Probe(
+        probe = Probe(
             self, pending, route, policy, ep, target, request, generation, compare, capture
         )
+        if request is not None and target is not None and self.flows.shows_early:
+            # In the view at once, right after its original: listed in the originals' order,
+            # however long the mirror takes (the result updates it).
+            probe.mirror_flow = build_mirror_flow(
+                original=flow,
+                request=request,
+                endpoint=target,
+                started=probe.started,
+                comment=f"mirror of flow {flow.id} ({route.label}): in flight",
+            )
+            self._mark_original(pending)
+            self.flows.show(probe.mirror_flow)
+        return probe
+
+    def _mark_original(self, pending: Pending) -> None:
+        """The original's marker (unless the user marked it) and comment: the filter that lists
+        it with its copies, then a line per copy done."""
+        flow = pending.flow
+        if not flow.marked:
+            flow.marked = ORIGINAL_MARK
+        flow.comment = "\n".join([pairing_line(flow.id), *pending.lines])
+        self.flows.update(flow)
 
     def not_sent(
         self,
@@ -486,28 +510,34 @@ class Inspection:
         if comparison is not None:
             text += f", {comparison.short()}"
         flow = pending.flow
-        mf = None
-        if self.flows.wanted and probe.request is not None and probe.target is not None:
+        mf = probe.mirror_flow
+        shown = mf is not None
+        if (
+            mf is None
+            and self.flows.wanted
+            and probe.request is not None
+            and probe.target is not None
+        ):
             mf = build_mirror_flow(
-                original_id=flow.id,
+                original=flow,
                 request=probe.request,
                 endpoint=probe.target,
-                result=result,
                 started=probe.started,
-                comment=f"mirror of flow {flow.id} ({probe.route.label}): {text}"
-                + comparison_detail(comparison),
+                comment="",
             )
+        if mf is not None:
+            comment = f"mirror of flow {flow.id} ({probe.route.label}): {text}"
+            settle_mirror_flow(mf, result, text, comment + comparison_detail(comparison))
         # The original names each copy's flow, and is marked in the flow list (unless the user
         # marked it already): pairing them needs no Comment tab.
         line = f"mirror {probe.cluster}: {text}"
         pending.lines.append(line + (f" (mirror flow {mf.id})" if mf is not None else ""))
-        flow.comment = "\n".join(pending.lines)
         if self.flows.wanted:
-            if not flow.marked:
-                flow.marked = ORIGINAL_MARK
-            self.flows.update(flow)
+            self._mark_original(pending)
             if mf is not None:
-                self.flows.publish(mf)
+                self.flows.publish(mf, shown)
+        else:
+            flow.comment = "\n".join(pending.lines)
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """Comparison counters per `rule cluster`, for mirror.stats."""
