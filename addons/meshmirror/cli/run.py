@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import meshmirror
 from meshmirror.cli.watchdog import STOP_WAIT, Watchdog
 from meshmirror.hosts import is_ip, split_host_port
+from meshmirror.pipeline import load_config_set
 
 GATEWAY_NAME = "meshmirror-run"
 CONFIG_FILE = "meshmirror-run.yaml"
@@ -222,8 +223,6 @@ def proxy_command(
 def check_configs(configs: Sequence[str], extra: Sequence[str], port: int, err: TextIO) -> int:
     """Validate `-f` configs as the proxy will load them; print the errors (as `meshmirror
     validate` does) and return their number. Warnings are the proxy's to log."""
-    from meshmirror.pipeline import load_config_set
-
     gateway = next((a.split("=", 1)[1] for a in extra if a.startswith("mirror_gateway=")), "")
     cs = load_config_set(configs, gateway=gateway or None, listener_port=port)
     for d in cs.errors:
