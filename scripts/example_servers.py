@@ -52,13 +52,20 @@ def handler(version: str, delay: float = 0.0) -> type[BaseHTTPRequestHandler]:
     return Catalog
 
 
+class CatalogServer(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 drops connection attempts when a proxy opens several
+    # at once (its sender's pool growing), and a dropped SYN is retried only after 1 s: a
+    # latency of the backlog, not of the server.
+    request_queue_size = 128
+
+
 def serve(ports: list[int], candidate_delay: float = 0.0) -> list[ThreadingHTTPServer]:
     """Start v1 on ports[0] and ports[1], v2 on ports[2] (0: any), v2 answering
     `candidate_delay` seconds late; returns the servers."""
     servers = []
     for port, version in zip(ports, ("v1", "v1", "v2"), strict=True):
         delay = candidate_delay if version == "v2" else 0.0
-        server = ThreadingHTTPServer(("127.0.0.1", port), handler(version, delay))
+        server = CatalogServer(("127.0.0.1", port), handler(version, delay))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
     return servers
