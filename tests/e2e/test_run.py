@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -27,7 +28,7 @@ from tests.support import meshconfig as mc
 from tests.support.meshmirror_run import MESHMIRROR, Running
 from tests.support.mitmdump import ADDON, LISTEN_RE, ROOT, read_lines
 from tests.support.ports import refused_port
-from tests.support.processes import spawn, stop, wait_for, wait_gone
+from tests.support.processes import gone, spawn, stop, wait_for, wait_gone
 from tests.support.procfs import process_tree
 from tests.support.servers import Recorder
 
@@ -304,12 +305,14 @@ def test_nothing_run_starts_outlives_it_whatever_signal_ends_it(
     temporary config directory is removed."""
     primary, mirror = backends
     run = Running("--primary", primary.url, "--mirror", mirror.url)
+    started: list[int] = []
+    temp: Path | None = None
     try:
         port = run.port()
         assert get(port) == (200, b"primary")
         wait_for(lambda: mirror.hosts, timeout=10, what="the copy")  # the sender runs
         temp = _temporary_config(run)
-        started = [p for p in process_tree(run.proc.pid) if p != run.proc.pid]
+        started += [p for p in process_tree(run.proc.pid) if p != run.proc.pid]
         assert len(started) >= 2, started  # mitmdump and its sender process at least
         run.proc.send_signal(sig)
         run.proc.wait(30)
@@ -328,6 +331,13 @@ def test_nothing_run_starts_outlives_it_whatever_signal_ends_it(
     finally:
         stop(run.proc)
         run.reader.join(5)
+        # Should the test fail, what outlived `run` is stopped here, by pid.
+        for pid in started:
+            if not gone(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.parametrize(
