@@ -4,7 +4,8 @@
 
 v1 twice (the primary and the baseline) and v2 (the candidate). Every answer is JSON with a
 timestamp and a request id of its own (noise: they differ between any two answers); v2 differs
-from v1 in one real way: the price of /items/N is 10% higher. Runs until Ctrl-C.
+from v1 in one real way: the price of /items/N is 10% higher (`--candidate-delay MS` makes it
+slower as well). Each answer is written in one send. Runs until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,11 +18,17 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def handler(version: str) -> type[BaseHTTPRequestHandler]:
+def handler(version: str, delay: float = 0.0) -> type[BaseHTTPRequestHandler]:
     class Catalog(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Buffered: the head and the body leave in one send when handle_one_request flushes.
+        # Unbuffered (http.server's default) they are two sends, and on a reused connection
+        # Nagle here plus a delayed ACK at the client hold the body back about 40 ms.
+        wbufsize = 64 * 1024
 
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            if delay:
+                time.sleep(delay)
             body: dict[str, object] = {
                 "served_at": time.time_ns(),
                 "trace": uuid.uuid4().hex,
@@ -45,11 +52,20 @@ def handler(version: str) -> type[BaseHTTPRequestHandler]:
     return Catalog
 
 
-def serve(ports: list[int]) -> list[ThreadingHTTPServer]:
-    """Start v1 on ports[0] and ports[1], v2 on ports[2] (0: any); returns the servers."""
+class CatalogServer(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 drops connection attempts when a proxy opens several
+    # at once (its sender's pool growing), and a dropped SYN is retried only after 1 s: a
+    # latency of the backlog, not of the server.
+    request_queue_size = 128
+
+
+def serve(ports: list[int], candidate_delay: float = 0.0) -> list[ThreadingHTTPServer]:
+    """Start v1 on ports[0] and ports[1], v2 on ports[2] (0: any), v2 answering
+    `candidate_delay` seconds late; returns the servers."""
     servers = []
     for port, version in zip(ports, ("v1", "v1", "v2"), strict=True):
-        server = ThreadingHTTPServer(("127.0.0.1", port), handler(version))
+        delay = candidate_delay if version == "v2" else 0.0
+        server = CatalogServer(("127.0.0.1", port), handler(version, delay))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
     return servers
@@ -60,8 +76,15 @@ def main() -> None:
     ap.add_argument(
         "--ports", default="28160,28161,28162", help="v1, v1-b and v2 (default: %(default)s)"
     )
+    ap.add_argument(
+        "--candidate-delay",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="v2 answers this many milliseconds late (a slower candidate; default: 0)",
+    )
     args = ap.parse_args()
-    servers = serve([int(p) for p in args.ports.split(",")])
+    servers = serve([int(p) for p in args.ports.split(",")], args.candidate_delay / 1000)
     for s, name in zip(
         servers,
         ("catalog v1 (primary)", "catalog v1-b (baseline)", "catalog v2 (candidate)"),

@@ -410,3 +410,57 @@ def test_the_two_natural_service_entry_mistakes_get_a_hint(tmp_path: Path) -> No
         'domain name "0.0.1" invalid (top level domain "1" cannot be all-numeric); a destination '
         "host is a service name, not an address"
     ) in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("host", "entry"),
+    [
+        (
+            "http://127.0.0.1:9090",
+            "`hosts: [shadow.local]`, `ports: [{number: 80, name: http, protocol: HTTP}]`, "
+            "`resolution: STATIC`, `endpoints: [{address: 127.0.0.1, ports: {http: 9090}}]`",
+        ),
+        (
+            "https://shadow.example.com",
+            "`hosts: [shadow.local]`, `ports: [{number: 80, name: https, protocol: HTTPS}]`, "
+            "`resolution: DNS`, `endpoints: [{address: shadow.example.com, ports: {https: 443}}]`",
+        ),
+    ],
+    ids=["http-ip-port", "https-name"],
+)
+def test_a_mirror_host_written_as_a_url_gets_a_hint(tmp_path: Path, host: str, entry: str) -> None:
+    """What a `meshmirror run --mirror URL` user pastes into YAML."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(MIRROR_WITHOUT_SERVICE_ENTRY.replace("shadow.nowhere", f'"{host}"'))
+    r = run("validate", str(cfg))
+    assert r.returncode == 1
+    (line,) = [x for x in r.stdout.splitlines() if "spec.http[0].mirror.host" in x]
+    # Istio's message first, then meshmirror's hint.
+    assert f'domain name "{host}" invalid' in line, line
+    assert (
+        f"; a destination host is a service name, not a URL: declare {host} in a ServiceEntry "
+        f"({entry}) and use its host here"
+    ) in line, line
+
+
+def test_a_value_the_message_already_states_is_not_repeated(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        MIRROR_WITHOUT_SERVICE_ENTRY.replace(
+            "mirror: {host: shadow.nowhere}",
+            "mirror: {host: app.local}\n    mirrorPercentage: {value: 150}",
+        )
+        + "  - route: [{destination: {host: app.local}}]\n"
+        "    mirror: {host: app.local}\n    mirror_percent: 150\n"
+    )
+    r = run("validate", str(cfg))
+    assert r.returncode == 1
+    lines = [x for x in r.stdout.splitlines() if "must have a max value of 100" in x]
+    assert len(lines) == 2, r.stdout
+    assert lines[0].endswith(
+        "spec.http[0].mirrorPercentage.value: mirror_percentage must have a max value of 100 "
+        "(it has 150.000000)"
+    ), lines
+    assert lines[1].endswith(
+        "spec.http[1].mirrorPercent: mirror_percent must have a max value of 100 (it has 150)"
+    ), lines

@@ -3,8 +3,11 @@
 Every message names where it comes from (file, line, document, kind, namespace/name), the YAML path
 in the CRD's spelling and the offending value, so a user can fix all mistakes in one pass:
 
-    configs/vs.yaml:12: doc 1 (VirtualService default/httpbin): spec.http[0].mirrorPercentage.value:
-        mirror_percentage must have a max value of 100 (it has 150.000000) (got 150.0)
+    configs/vs.yaml:14: doc 1 (VirtualService default/httpbin): spec.http[0].timeout:
+        only durations to ms precision are supported (got '1.0005s')
+
+A message that states the value itself (Istio's percentage messages: `(it has 150.000000)`)
+carries no value, so it is not shown twice.
 """
 
 from __future__ import annotations

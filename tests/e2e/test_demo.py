@@ -118,3 +118,22 @@ def test_the_expected_range_is_three_binomial_sigmas() -> None:
     assert demo.expected_range(10, 100.0) == (10, 10)
     assert demo.expected_range(10, 0.0) == (0, 0)
     assert demo.expected_range(10, None) is None
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_needs_no_setup(tmp_path: Path, flag: str) -> None:
+    """Usage comes at once: no virtual environment is created for it (setup is made to fail
+    here, so running it at all fails the test)."""
+    venv = tmp_path / "venv"
+    proc = subprocess.run(
+        [str(DEMO), flag],
+        cwd=ROOT,
+        env=dict(os.environ, MESHMIRROR_VENV=str(venv), MESHMIRROR_PYTHON=str(tmp_path / "none")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("usage:") and "--once" in proc.stdout
+    assert "scripts/setup" not in proc.stdout + proc.stderr
+    assert not venv.exists()

@@ -3,6 +3,7 @@ when every copy is done."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -143,3 +144,62 @@ def test_a_recording_without_the_clients_host_is_warned_about(
     warnings = [line for line in done.stdout.splitlines() if "without keep_host_header" in line]
     assert len(warnings) == 1, done.stdout
     assert "Host 127.0.0.1:18080" in warnings[0]
+
+
+def write_har(path: Path, n: int) -> None:
+    """A HAR as a browser or `mitmdump --set hardump=` writes it: the URL and the Host header
+    name the same host, and there is no separate server address to compare them with."""
+    entries = [
+        {
+            "startedDateTime": f"2026-11-25T21:42:{i:02d}.000Z",
+            "time": 3.5,
+            "request": {
+                "method": "GET",
+                "url": f"http://app.example.com/har/{i}",
+                "httpVersion": "HTTP/1.1",
+                "headers": [{"name": "Host", "value": "app.example.com"}],
+                "queryString": [],
+                "headersSize": -1,
+                "bodySize": 0,
+            },
+            "response": {
+                "status": 200,
+                "statusText": "OK",
+                "httpVersion": "HTTP/1.1",
+                "headers": [{"name": "Content-Type", "value": "text/plain"}],
+                "content": {"size": 7, "mimeType": "text/plain", "text": "primary"},
+                "redirectURL": "",
+                "headersSize": -1,
+                "bodySize": 7,
+            },
+            "cache": {},
+            "timings": {"send": 0, "wait": 3.5, "receive": 0},
+        }
+        for i in range(n)
+    ]
+    path.write_text(json.dumps({"log": {"version": "1.2", "entries": entries}}))
+
+
+def test_a_har_recording_replays_without_a_false_warning(
+    tmp_path: Path, mirror_server: HTTPServer
+) -> None:
+    mirror_server.expect_request(re.compile(".*")).respond_with_data("m")
+    n = 4
+    har = tmp_path / "session.har"
+    write_har(har, n)
+    cfg = write_config(
+        tmp_path,
+        service_entry("shadow", "shadow.local", mirror_server.port),
+        virtual_service(
+            "  - route:\n    - destination: {host: primary.local}\n"
+            "    mirror: {host: shadow.local}\n"
+        ),
+    )
+    done = _replay(har, cfg)
+    assert done.returncode == 0, done.stdout + done.stderr
+    got = requests_of(mirror_server)
+    assert sorted(r.path for r in got) == sorted(f"/har/{i}" for i in range(n))
+    assert all(r.headers["Host"] == "app.example.com-shadow" for r in got)
+    # Every request matched its rule: nothing to warn about.
+    assert "without keep_host_header" not in done.stdout + done.stderr, done.stdout
+    assert f"matched={n} sampled={n} (100%, configured 100%) sent={n}" in done.stdout

@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,12 +25,14 @@ from pathlib import Path
 import pytest
 
 from tests.support import meshconfig as mc
+from tests.support.meshmirror_run import MESHMIRROR, Running
 from tests.support.mitmdump import ADDON, LISTEN_RE, ROOT, read_lines
-from tests.support.processes import spawn, stop, wait_for
+from tests.support.ports import refused_port
+from tests.support.processes import gone, spawn, stop, wait_for, wait_gone
+from tests.support.procfs import process_tree
 from tests.support.servers import Recorder
 
 BIN = Path(sys.executable).parent
-MESHMIRROR = BIN / "meshmirror"
 
 
 @pytest.fixture
@@ -37,45 +41,6 @@ def backends() -> Iterator[tuple[Recorder, Recorder]]:
     yield primary, mirror
     primary.close()
     mirror.close()
-
-
-class Running:
-    """A `meshmirror run` process and its output lines."""
-
-    def __init__(self, *args: str, cwd: Path | None = None) -> None:
-        self.lines: list[str] = []
-        self.proc = spawn(
-            [str(MESHMIRROR), "run", "--listen", "127.0.0.1:0", *args],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=cwd,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        self.reader = read_lines(self.proc, self.lines)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def port(self) -> int:
-        def found() -> int | None:
-            m = LISTEN_RE.search(self.output)
-            if m is None and self.proc.poll() is not None:
-                raise AssertionError(f"meshmirror run exited:\n{self.output}")
-            return int(m.group(1)) if m else None
-
-        return wait_for(found, timeout=30, what="the proxy to listen")
-
-    def interrupt(self) -> int:
-        """Ctrl-C as a terminal sends it to the process group: here to `meshmirror run` alone
-        (it runs in its own session), which must pass it on and wait for mitmdump."""
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            code = self.proc.wait(20)
-        finally:
-            stop(self.proc)
-            self.reader.join(5)
-        return code
 
 
 def get(port: int, host: str = "app.example.com") -> tuple[int, bytes]:
@@ -264,6 +229,115 @@ def test_f_serves_existing_yaml(backends: tuple[Recorder, Recorder], tmp_path: P
         assert mirror.hosts == ["app.example.com-shadow"]
     finally:
         assert run.interrupt() == 0, run.output[-3000:]
+
+
+def test_f_with_an_invalid_config_starts_no_proxy(tmp_path: Path) -> None:
+    cfg = mc.mirror_config(
+        tmp_path / "bad.yaml",
+        1,
+        {"shadow.local": mc.service_entry("shadow", "shadow.local", 2)},
+        percentage=150,
+    )
+    done = subprocess.run(
+        [str(MESHMIRROR), "run", "-f", str(cfg), "--primary", "http://127.0.0.1:1"]
+        + ["--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done
+    # The lines `meshmirror validate` prints, and no proxy was started to print them.
+    assert "percentage.value: mirror percentage must have a max value of 100" in done.stderr
+    assert "configuration error(s); the proxy was not started" in done.stderr
+    assert "listening at" not in done.stdout + done.stderr
+    assert "mitmdump" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+CONNECTION_LINE = re.compile(r"\] (client|server) (connect|disconnect)\b")
+
+
+def test_by_default_the_output_is_meshmirrors_and_the_rest_is_one_flag_away(
+    backends: tuple[Recorder, Recorder],
+) -> None:
+    """20 requests, each on a new connection as curl makes them, copied to a mirror that
+    refuses: the default output is meshmirror's lines (the failures first of all), not four
+    connection lines per request; `--verbose` brings mitmproxy's lines back."""
+    primary, _ = backends
+    refused = f"http://127.0.0.1:{refused_port()}"
+    for verbose in (False, True):
+        run = Running(
+            *(["--verbose"] if verbose else []), "--primary", primary.url, "--mirror", refused
+        )
+        try:
+            port = run.port()
+            for _ in range(20):
+                assert get(port) == (200, b"primary")
+            wait_for(lambda: "mirror failed" in run.output, timeout=10, what="a failed copy")  # noqa: B023
+        finally:
+            assert run.interrupt() == 0, run.output[-3000:]
+        connection_lines = [line for line in run.lines if CONNECTION_LINE.search(line)]
+        if verbose:
+            assert len(connection_lines) >= 4 * 20, run.output
+            assert run.output.count("/hello\n") >= 20, run.output  # and a line per flow
+        else:
+            assert connection_lines == [], run.output
+            assert "/hello\n" not in run.output
+            assert "mirror failed: refused" in run.output, run.output
+            assert "mirror summary:" in run.output
+
+
+def _temporary_config(run: Running) -> Path:
+    m = re.search(r"config written to (\S+) \(removed at exit", run.output)
+    assert m, run.output
+    return Path(m.group(1)).parent
+
+
+@pytest.mark.parametrize(
+    "sig",
+    [signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT],
+    ids=lambda s: signal.Signals(s).name,
+)
+def test_nothing_run_starts_outlives_it_whatever_signal_ends_it(
+    backends: tuple[Recorder, Recorder], sig: int
+) -> None:
+    """As a CI runner that kills the top pid does: mitmdump, its sender process and whatever
+    else `meshmirror run` started are gone soon after it, the port is free again and the
+    temporary config directory is removed."""
+    primary, mirror = backends
+    run = Running("--primary", primary.url, "--mirror", mirror.url)
+    started: list[int] = []
+    temp: Path | None = None
+    try:
+        port = run.port()
+        assert get(port) == (200, b"primary")
+        wait_for(lambda: mirror.hosts, timeout=10, what="the copy")  # the sender runs
+        temp = _temporary_config(run)
+        started += [p for p in process_tree(run.proc.pid) if p != run.proc.pid]
+        assert len(started) >= 2, started  # mitmdump and its sender process at least
+        run.proc.send_signal(sig)
+        run.proc.wait(30)
+        for pid in started:
+            assert wait_gone(pid, 30), (pid, run.output[-3000:])
+        assert not temp.exists(), run.output[-3000:]
+
+        def refused() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        wait_for(refused, timeout=10, what="the port to be free")
+    finally:
+        stop(run.proc)
+        run.reader.join(5)
+        # Should the test fail, what outlived `run` is stopped here, by pid.
+        for pid in started:
+            if not gone(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,13 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
 from meshmirror.mitm.addon import COPY_MARK
-from meshmirror.mitm.flows import MIRROR_FLOW_MARK, MirrorFlows, build_mirror_flow
+from meshmirror.mitm.flows import (
+    MIRROR_FLOW_MARK,
+    MirrorFlows,
+    build_mirror_flow,
+    pairing_key,
+    settle_mirror_flow,
+)
 from meshmirror.mitm.inspection import Inspection
 from meshmirror.mitm.probes import Probe
 from meshmirror.outcomes.counters import Outcome, classify
@@ -41,24 +47,43 @@ def test_marker_matches_the_addon() -> None:
     assert MIRROR_FLOW_MARK == COPY_MARK
 
 
-def test_mirror_flow_holds_the_copy_as_sent_and_the_shadow_response() -> None:
+def mirror_flow(
+    result: MirrorResult | None, comment: str = "c", started: float = 1000.0, original: Any = None
+) -> Any:
     f = build_mirror_flow(
-        original_id="orig", request=REQ, endpoint=EP, result=OK, started=1000.0, comment="c"
+        original=original or tflow.tflow(),
+        request=REQ,
+        endpoint=EP,
+        started=started,
+        comment="in flight",
     )
-    assert f.marked == ":ghost:" and f.is_replay == "request" and f.comment == "c"
+    settle_mirror_flow(f, result, "dropped: overflow", comment)
+    return f
+
+
+def test_mirror_flow_holds_the_copy_as_sent_and_the_shadow_response() -> None:
+    original = tflow.tflow()
+    original.timestamp_created = 1000.0
+    f = mirror_flow(OK, original=original)
+    assert f.marked == ":left_right_arrow:" and f.is_replay == "request" and f.comment == "c"
     assert (f.request.method, f.request.host, f.request.port) == ("POST", "127.0.0.1", 9999)
     assert f.request.path == "/items?x=1" and f.request.headers["host"] == "app-shadow"
+    # Its URL is where it went, not the shadow Host with the endpoint's port.
+    assert f.request.pretty_url == "http://127.0.0.1:9999/items?x=1"
+    assert f.request.pretty_host == "127.0.0.1"
     assert f.request.raw_content == b"payload"
     assert f.response is not None and f.response.status_code == 201
     assert f.response.headers["content-type"] == "application/json"
     assert f.response.raw_content == b'{"v": 2}'
     assert f.response.timestamp_end == pytest.approx(1000.012)
-    assert f.metadata == {MIRROR_FLOW_MARK: True, "meshmirror.original": "orig"}
-    failed = build_mirror_flow(
-        original_id="o", request=REQ, endpoint=EP, result=FAILED, started=1.0, comment=""
-    )
+    assert f.metadata == {MIRROR_FLOW_MARK: True, "meshmirror.original": original.id}
+    # Listed right after its original, before anything created later.
+    assert 1000.0 < f.timestamp_created < 1000.001
+    failed = mirror_flow(FAILED)
     assert failed.response is None and failed.error is not None
     assert failed.error.msg == "refused: connection refused"
+    never_sent = mirror_flow(None)
+    assert never_sent.error is not None and never_sent.error.msg == "dropped: overflow"
 
 
 async def test_view_keeps_at_most_max_mirror_flows(tmp_path: Path) -> None:
@@ -68,24 +93,14 @@ async def test_view_keeps_at_most_max_mirror_flows(tmp_path: Path) -> None:
         record = tmp_path / "shadow.mitm"
         sink.configure("auto", 3, str(record))
         assert sink.mode == "view"  # a view exists: auto means view
-        made = []
         for i in range(5):
-            f = build_mirror_flow(
-                original_id=str(i),
-                request=REQ,
-                endpoint=EP,
-                result=OK,
-                started=float(i),
-                comment=f"#{i}",
-            )
-            made.append(f)
-            sink.publish(f)
+            sink.publish(mirror_flow(OK, comment=f"#{i}", started=float(i)))
         assert [f.comment for f in view] == ["#2", "#3", "#4"]
         sink.close()
     with open(record, "rb") as fo:
         back = list(io.FlowReader(fo).stream())
     assert [f.comment for f in back] == [f"#{i}" for i in range(5)]
-    assert all(f.marked == ":ghost:" and f.is_replay == "request" for f in back)
+    assert all(f.marked == ":left_right_arrow:" and f.is_replay == "request" for f in back)
 
 
 async def test_auto_is_off_without_a_view() -> None:
@@ -203,17 +218,32 @@ async def test_the_original_is_marked_and_names_its_mirror_flows() -> None:
     with taddons.context(view, insp) as tctx:
         tctx.configure(insp, mirror_flows="view")
         f = primary_flow()
+        f.timestamp_created = 1000.0
         view.add([f])
+        later = primary_flow()
+        later.timestamp_created = 1000.001
+        view.add([later])
         probe = insp.probe(f, route(), POLICY, EPT, EP, REQ, 1, "rid-1")
         assert probe is not None
+        # In the view while in flight, right after its original (not after `later`).
+        (copy,) = [x for x in view if x.metadata.get(MIRROR_FLOW_MARK)]
+        assert [x.id for x in view] == [f.id, copy.id, later.id]
+        assert copy.response is None and copy.error is None and "in flight" in copy.comment
+        assert f.marked == ":black_small_square:"
+        key = pairing_key(f.id)
+        assert f.comment == f"~comment {key} lists this flow and its copies"
         insp.response(f)
         settle(probe, OK)
-        (copy,) = [x for x in view if x.metadata.get(MIRROR_FLOW_MARK)]
-        assert f.marked == ":twisted_rightwards_arrows:"
-        assert f"(mirror flow {copy.id})" in f.comment
-        assert f"mirror of flow {f.id}" in copy.comment
-        # Both carry the request id: `~hq "x-request-id: rid-1"` lists the pair.
-        assert [x.id for x in view if x.request.headers.get("x-request-id") == "rid-1"] == [
+        assert [x for x in view if x.metadata.get(MIRROR_FLOW_MARK)] == [copy]  # updated
+        assert copy.response is not None and copy.response.status_code == 201
+        assert f.comment.splitlines() == [
+            f"~comment {key} lists this flow and its copies",
+            f"mirror outbound|80||shadow.local: sent 201 in 12.0ms (mirror flow {copy.id})",
+        ]
+        assert copy.comment.startswith(f"mirror of flow {f.id} (default/app[0]): sent 201")
+        assert key in copy.comment  # `~comment KEY` lists the pair
+        # Both carry the request id: `~hq "x-request-id: rid-1"` lists the pair too.
+        assert [x.id for x in view if x.request.headers.get("x-request-id") == "rid-1"][:2] == [
             f.id,
             copy.id,
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from meshmirror.outcomes.report import (
+    LATENCY_MEASURES,
     GroupStats,
     build_report,
     percentile,
@@ -134,6 +136,18 @@ def test_html_is_self_contained_with_an_svg_chart() -> None:
         'xmlns="http://www.w3.org/2000/svg"', ""
     )
     assert "<code>body:/v</code>" in page
+
+
+def test_the_report_says_how_each_latency_was_measured() -> None:
+    out = io.StringIO()
+    render_text(build_report(RECORDS), out, "o.jsonl")
+    text = out.getvalue()
+    page = render_html(build_report(RECORDS), "o.jsonl")
+    for which, how in LATENCY_MEASURES:
+        assert f"  {which} latency: {how}\n" in text
+        assert f"<li>{which} latency: {html.escape(how)}</li>" in page
+    assert [which for which, _ in LATENCY_MEASURES] == ["primary", "shadow"]
+    assert "mitmproxy" in LATENCY_MEASURES[0][1] and "pooled" in LATENCY_MEASURES[1][1]
 
 
 def test_cli_report(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """destinations.py: Istio's rules for route destinations, mirrors and mirror percentages, with
-every diagnostic checked whole: severity, path, message and the value it names."""
+every diagnostic checked whole: severity, path, message and the value it names (none when the
+message states it already, as Istio's percentage messages do)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ ROUTE = "route: [{destination: {host: b}}]"
                     "ERROR",
                     "spec.http[0].mirrorPercentage.value",
                     "mirror_percentage must be a number (it has NaN)",
-                    "nan",
+                    NONE,
                 )
             ],
             id="nan-percentage",
@@ -59,7 +60,7 @@ ROUTE = "route: [{destination: {host: b}}]"
                     "ERROR",
                     "spec.http[0].mirrors[0].percentage.value",
                     "mirror percentage must be a number (it has NaN)",
-                    "nan",
+                    NONE,
                 )
             ],
             id="nan-mirrors-percentage",
@@ -71,7 +72,7 @@ ROUTE = "route: [{destination: {host: b}}]"
                     "ERROR",
                     "spec.http[0].mirrorPercentage.value",
                     "mirror_percentage must have a max value of 100 (it has 100.500000)",
-                    100.5,
+                    NONE,
                 )
             ],
             id="over-100",
@@ -84,7 +85,7 @@ ROUTE = "route: [{destination: {host: b}}]"
                     "ERROR",
                     "spec.http[0].mirrors[0].percentage.value",
                     "mirror percentage must have a min value of 0 (it has -0.250000)",
-                    -0.25,
+                    NONE,
                 )
             ],
             id="below-0",
@@ -245,7 +246,7 @@ ROUTE = "route: [{destination: {host: b}}]"
                     "ERROR",
                     "spec.http[0].mirrors[2].percentage.value",
                     "mirror percentage must have a max value of 100 (it has 101.000000)",
-                    101.0,
+                    NONE,
                 ),
             ],
             id="mirrors-entries",

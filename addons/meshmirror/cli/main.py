@@ -178,6 +178,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--web", action="store_true", help="run mitmweb instead of mitmdump")
     run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print mitmproxy's lines for every connection and flow (default: meshmirror's "
+        "lines and warnings only)",
+    )
+    run.add_argument(
         "--write-config",
         default=None,
         metavar="DIR",
@@ -206,6 +213,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         write_config=args.write_config,
         extra=args.extra,
         out=out,
+        verbose=args.verbose,
     )
 
 

@@ -5,13 +5,21 @@
 writes the Istio YAML one would `kubectl apply` for that (a ServiceEntry per backend, a Gateway
 and a VirtualService with its mirrors), then runs mitmdump (mitmweb with `--web`) in reverse
 mode to the primary with the addon and that config, listening on 127.0.0.1. With `-f CONFIG...`
-it runs existing YAML the same way. The config is written to a temporary directory that is
-removed at exit, unless `--write-config DIR` keeps it. Ctrl-C stops the proxy cleanly (it drains
-the copies in flight); the exit code is mitmdump's.
+it runs existing YAML the same way, after validating it as the proxy would (errors: exit 1, no
+proxy started). The config is written to a temporary directory that is removed at exit, unless
+`--write-config DIR` keeps it. Ctrl-C (or SIGTERM, SIGHUP) stops the proxy cleanly (it drains the
+copies in flight); the exit code is mitmdump's.
+
+Quiet by default: meshmirror's lines and warnings, without mitmproxy's per-connection and
+per-flow lines (`--verbose` brings them back). Nothing it starts outlives it: the proxy gets
+SIGTERM when `run` dies (Linux: PR_SET_PDEATHSIG), and a watchdog process (watchdog.py) stops
+the proxy and removes the temporary directory when `run` ended without doing so, SIGKILL
+included.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import shutil
@@ -19,19 +27,24 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
 import meshmirror
+from meshmirror.cli.watchdog import STOP_WAIT, Watchdog
 from meshmirror.hosts import is_ip, split_host_port
+from meshmirror.pipeline import load_config_set
 
 GATEWAY_NAME = "meshmirror-run"
 CONFIG_FILE = "meshmirror-run.yaml"
 DEFAULT_LISTEN = "127.0.0.1:8000"
-_STOP_WAIT = 15.0  # seconds mitmdump gets to drain its copies after Ctrl-C
+# mitmweb's default columns (mitmproxy 11 and 12), and the comment.
+WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comment")
+# Signals that end `run` cleanly: passed on to the proxy, which drains its copies and exits.
+_FORWARDED = (signal.SIGTERM, signal.SIGHUP)
 
 
 class RunError(ValueError):
@@ -163,6 +176,11 @@ def addon_path() -> Path:
     return Path(meshmirror.__file__).resolve().parent / "mitm" / "script.py"
 
 
+def _sets(extra: Sequence[str], option: str) -> bool:
+    """Whether the arguments for mitmdump set `option` (`--set option=...`)."""
+    return any(a.startswith(f"{option}=") for a in extra)
+
+
 def proxy_command(
     *,
     web: bool,
@@ -170,6 +188,7 @@ def proxy_command(
     listen: tuple[str, int],
     configs: Sequence[str],
     extra: Sequence[str],
+    verbose: bool = False,
 ) -> list[str]:
     tool = "mitmweb" if web else "mitmdump"
     beside = Path(sys.executable).with_name(tool)
@@ -187,11 +206,28 @@ def proxy_command(
     ]
     for c in configs:
         cmd += ["--set", f"mirror_config={c}"]
-    if not web and not any(a.startswith("flow_detail") for a in extra):
-        # The addon's lines, not a dump of every flow (mitmproxy drops every value of an option
-        # set twice, so a user's own flow_detail after `--` replaces this one instead).
+    # The addon's lines, not four lines per connection and one per flow (mitmproxy drops every
+    # value of an option set twice, so a user's own setting after `--` replaces ours instead).
+    if not verbose and not _sets(extra, "mirror_connection_log"):
+        cmd += ["--set", "mirror_connection_log=false"]
+    if not web and not verbose and not _sets(extra, "flow_detail"):
         cmd += ["--set", "flow_detail=0"]
+    if web and not _sets(extra, "web_columns"):
+        # mitmweb's columns plus the comment, where each original names the filter that lists
+        # it with its copies and each copy its original (a list option: one --set per value).
+        for column in WEB_COLUMNS:
+            cmd += ["--set", f"web_columns={column}"]
     return cmd + list(extra)
+
+
+def check_configs(configs: Sequence[str], extra: Sequence[str], port: int, err: TextIO) -> int:
+    """Validate `-f` configs as the proxy will load them; print the errors (as `meshmirror
+    validate` does) and return their number. Warnings are the proxy's to log."""
+    gateway = next((a.split("=", 1)[1] for a in extra if a.startswith("mirror_gateway=")), "")
+    cs = load_config_set(configs, gateway=gateway or None, listener_port=port)
+    for d in cs.errors:
+        print(d.format(), file=err)
+    return len(cs.errors)
 
 
 def run(
@@ -205,6 +241,8 @@ def run(
     write_config: str | None,
     extra: Sequence[str],
     out: TextIO,
+    verbose: bool = False,
+    err: TextIO = sys.stderr,
 ) -> int:
     """Write the config (unless `configs` are given), run the proxy until it exits; its code."""
     target = parse_backend(primary, "--primary")
@@ -213,6 +251,14 @@ def run(
         raise RunError("give either --mirror URL... or -f CONFIG..., not both")
     if not configs and not mirrors:
         raise RunError("nothing to mirror to: give --mirror URL[@PERCENT] or -f CONFIG...")
+    if configs:
+        errors = check_configs(configs, extra, where[1], err)
+        if errors:
+            print(
+                f"meshmirror run: {errors} configuration error(s); the proxy was not started",
+                file=err,
+            )
+            return 1
     temp: str | None = None
     if not configs:
         parsed = [parse_mirror(m) for m in mirrors]
@@ -226,25 +272,53 @@ def run(
         configs = [path]
         kept = "kept" if temp is None else "removed at exit; --write-config DIR keeps it"
         print(f"meshmirror run: config written to {path} ({kept})", file=out)
-    cmd = proxy_command(web=web, primary=target, listen=where, configs=configs, extra=extra)
+    cmd = proxy_command(
+        web=web, primary=target, listen=where, configs=configs, extra=extra, verbose=verbose
+    )
     print(f"meshmirror run: {shlex.join(cmd)}", file=out, flush=True)
+    return _supervise(cmd, temp)
+
+
+def _exit_with_parent() -> Callable[[], None] | None:
+    """For Popen's preexec_fn on Linux: the child gets SIGTERM when this process dies, however
+    it dies (PR_SET_PDEATHSIG). None elsewhere (the watchdog alone covers it there)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        return _supervise(cmd)
-    finally:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # this process died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def _supervise(cmd: list[str], temp: str | None) -> int:
+    """Run the proxy in the foreground; Ctrl-C (which the terminal sends it too), SIGTERM or
+    SIGHUP to us lets it drain and exit, and its exit code is ours. The watchdog is told what
+    to stop and remove should this process die without doing it."""
+    watchdog = Watchdog()
+    if temp is not None:
+        watchdog.directory(temp)
+    try:
+        proc = subprocess.Popen(cmd, preexec_fn=_exit_with_parent())
+    except BaseException:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
-
-
-def _supervise(cmd: list[str]) -> int:
-    """Run the proxy in the foreground; Ctrl-C (which the terminal sends it too) or a SIGTERM to
-    us lets it drain and exit, and its exit code is ours."""
-    proc = subprocess.Popen(cmd)
+        watchdog.release()
+        raise
+    watchdog.process(proc.pid)
 
     def forward(signum: int, _frame: object) -> None:
         if proc.poll() is None:
             proc.send_signal(signum)
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED}
     try:
         while True:
             try:
@@ -254,9 +328,16 @@ def _supervise(cmd: list[str]) -> int:
                 # were signalled alone, then give it time to drain its copies.
                 forward(signal.SIGINT, None)
                 try:
-                    return proc.wait(_STOP_WAIT)
+                    return proc.wait(STOP_WAIT)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     return proc.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if proc.poll() is None:  # only an exception gets here with the proxy still up
+            proc.kill()
+            proc.wait()
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+        watchdog.release()

@@ -28,6 +28,7 @@ from meshmirror.mirror.http1 import Connection
 from meshmirror.mirror.http2 import Http2Connection, Http2Exchange, request_headers
 from meshmirror.mirror.pool import EndpointPool
 from meshmirror.mirror.request_head import encode_head
+from meshmirror.mirror.sockets import tune_mirror_connection
 from meshmirror.mirror.tls import ClientContexts
 from meshmirror.mirror.types import HTTP2_ONLY, MirrorEndpoint, MirrorRequest
 
@@ -275,6 +276,7 @@ class UpstreamClient:
                 if deadline.expired():
                     raise ConnectTimeout(f"connect not done within {connect_timeout:g}s") from None
                 raise
+        tune_mirror_connection(transport)
         if self._own_ports:
             own = self._reaches_own(transport)
             if own is not None:

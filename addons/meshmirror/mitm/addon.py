@@ -27,6 +27,7 @@ from meshmirror.mirror.shadow import new_request_id, parse_redactions
 from meshmirror.mirror.types import CopyWriter
 from meshmirror.mirror.writer import MirrorWriter
 from meshmirror.mitm import primary
+from meshmirror.mitm.connection_log import show_connection_lines
 from meshmirror.mitm.endpoints import UpstreamTls
 from meshmirror.mitm.fanout import EndpointPicker, Fanout
 from meshmirror.mitm.headers import (
@@ -234,6 +235,8 @@ class Mirror:
             )
         if "mirror_verbosity" in updated:
             fanout.verbosity = opts.mirror_verbosity
+        if "mirror_connection_log" in updated:
+            show_connection_lines(opts.mirror_connection_log)
         if "mirror_metrics" in updated:
             self._configure_metrics(opts.mirror_metrics)
         if "mirror_timeline" in updated:
@@ -599,6 +602,8 @@ class Mirror:
             self.fanout.stats.requests_skipped["no_virtual_host"] += 1
             if req.is_http2 and req.scheme == "http" and not self.upstreams.reverse_http2:
                 self.upstreams.check_grpc(req, None, HTTP1)
+            if not flow.live:
+                self.inspection.unclaimed_recording(flow)
             return None
         if table.reads_headers:
             headers = scan_request_headers(fields)  # indexed for the header matchers

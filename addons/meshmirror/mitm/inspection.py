@@ -45,6 +45,8 @@ from meshmirror.mitm.flows import (
     ORIGINAL_MARK,
     MirrorFlows,
     build_mirror_flow,
+    pairing_line,
+    settle_mirror_flow,
 )
 from meshmirror.mitm.inspection_options import INSPECTION_OPTIONS
 from meshmirror.mitm.options import option_error
@@ -291,25 +293,28 @@ class Inspection:
         would cost every live request a coroutine, and live requests are never paced."""
         if flow.live or flow.metadata.get(MIRROR_FLOW_MARK):
             return None
-        if not self._host_warned:
-            self._warn_rewritten_host(flow)
         if self.pacer is None:
             return None
         return self.pacer.wait(flow.request.timestamp_start, self.writer_room)
 
-    def _warn_rewritten_host(self, flow: http.HTTPFlow) -> None:
-        """Once per run: a recording made in reverse mode without keep_host_header holds the
-        upstream's address as every Host, so rules for the client's Host cannot match it."""
+    def unclaimed_recording(self, flow: http.HTTPFlow) -> None:
+        """A recorded request whose Host no virtual host claims. Warned once per run when that
+        Host is also the address the request was sent to: a recording made in reverse mode
+        without keep_host_header holds the upstream's address as every Host, so rules for the
+        client's Host cannot match it. (A request that matched is never warned about: a HAR's
+        URL is made from its Host, so the two always agree there.)"""
+        if self._host_warned:
+            return
         req = flow.request
         host = (req.host_header or "").lower()
         upstream = req.host.lower()
         if host in (upstream, f"{upstream}:{req.port}", f"[{upstream}]:{req.port}"):
             self._host_warned = True
             log.warning(
-                f"meshmirror: recorded requests carry Host {req.host_header}, the upstream's "
-                "own address: the recording was probably made in reverse mode without "
-                "keep_host_header (meshmirror turns it on), so rules for the client's Host do "
-                "not match and copies get that address plus the suffix"
+                f"meshmirror: recorded requests carry Host {req.host_header}, which no rule "
+                "claims and which is also the address they were sent to: a recording made in "
+                "reverse mode without keep_host_header holds the upstream's address there "
+                "(meshmirror turns it on), so rules for the client's Host do not match"
             )
 
     # --- the primary ------------------------------------------------------------------------------
@@ -379,9 +384,31 @@ class Inspection:
             # A recorded flow: its recorded response stands in for the primary's.
             pending.primary = primary_of(flow, pending.needs_body)
         pending.outstanding += 1
-        return Probe(
+        probe = Probe(
             self, pending, route, policy, ep, target, request, generation, compare, capture
         )
+        if request is not None and target is not None and self.flows.shows_early:
+            # In the view at once, right after its original: listed in the originals' order,
+            # however long the mirror takes (the result updates it).
+            probe.mirror_flow = build_mirror_flow(
+                original=flow,
+                request=request,
+                endpoint=target,
+                started=probe.started,
+                comment=f"mirror of flow {flow.id} ({route.label}): in flight",
+            )
+            self._mark_original(pending)
+            self.flows.show(probe.mirror_flow)
+        return probe
+
+    def _mark_original(self, pending: Pending) -> None:
+        """The original's marker (unless the user marked it) and comment: the filter that lists
+        it with its copies, then a line per copy done."""
+        flow = pending.flow
+        if not flow.marked:
+            flow.marked = ORIGINAL_MARK
+        flow.comment = "\n".join([pairing_line(flow.id), *pending.lines])
+        self.flows.update(flow)
 
     def not_sent(
         self,
@@ -483,28 +510,34 @@ class Inspection:
         if comparison is not None:
             text += f", {comparison.short()}"
         flow = pending.flow
-        mf = None
-        if self.flows.wanted and probe.request is not None and probe.target is not None:
+        mf = probe.mirror_flow
+        shown = mf is not None
+        if (
+            mf is None
+            and self.flows.wanted
+            and probe.request is not None
+            and probe.target is not None
+        ):
             mf = build_mirror_flow(
-                original_id=flow.id,
+                original=flow,
                 request=probe.request,
                 endpoint=probe.target,
-                result=result,
                 started=probe.started,
-                comment=f"mirror of flow {flow.id} ({probe.route.label}): {text}"
-                + comparison_detail(comparison),
+                comment="",
             )
+        if mf is not None:
+            comment = f"mirror of flow {flow.id} ({probe.route.label}): {text}"
+            settle_mirror_flow(mf, result, text, comment + comparison_detail(comparison))
         # The original names each copy's flow, and is marked in the flow list (unless the user
         # marked it already): pairing them needs no Comment tab.
         line = f"mirror {probe.cluster}: {text}"
         pending.lines.append(line + (f" (mirror flow {mf.id})" if mf is not None else ""))
-        flow.comment = "\n".join(pending.lines)
         if self.flows.wanted:
-            if not flow.marked:
-                flow.marked = ORIGINAL_MARK
-            self.flows.update(flow)
+            self._mark_original(pending)
             if mf is not None:
-                self.flows.publish(mf)
+                self.flows.publish(mf, shown)
+        else:
+            flow.comment = "\n".join(pending.lines)
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """Comparison counters per `rule cluster`, for mirror.stats."""

@@ -18,7 +18,8 @@ INSPECTION_OPTIONS: tuple[OptionSpec, ...] = (
         "mirror_flows",
         str,
         "auto",
-        "Show each mirrored copy as its own flow (marked :ghost:, is_replay=request, so "
+        "Show each mirrored copy as its own flow, right after its original (marked "
+        ":left_right_arrow:, the original :black_small_square:; is_replay=request, so "
         "~replayq selects them): view adds them to mitmweb's / the console's view only; "
         "hooks also runs them through every addon (-w saves them, mitmdump prints them); "
         "off. auto: view where a view exists (mitmweb, console), else off.",

@@ -134,6 +134,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "skipped: method. Empty: every method, as Istio does.",
     ),
     OptionSpec(
+        "mirror_connection_log",
+        bool,
+        True,
+        "mitmproxy's per-connection lines in the event log (client connect / disconnect, "
+        "server connect / disconnect). false leaves them out (meshmirror run's default); "
+        "mitmproxy's other lines stay.",
+    ),
+    OptionSpec(
         "mirror_summary_interval",
         str,
         "30s",

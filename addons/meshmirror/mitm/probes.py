@@ -55,6 +55,7 @@ class Probe:
         "result",
         "outcome",
         "reason",
+        "mirror_flow",
     )
 
     def __init__(
@@ -84,6 +85,8 @@ class Probe:
         self.result: MirrorResult | None = None
         self.outcome: Outcome | None = None
         self.reason: str | None = None
+        # The copy's flow when the view shows it while it is in flight (mirror_flows=view).
+        self.mirror_flow: http.HTTPFlow | None = None
 
     def settle(
         self, outcome: Outcome, reason: str | None, result: MirrorResult | None = None

@@ -18,6 +18,23 @@ from meshmirror import grpc
 
 _TOP_FIELDS = 10
 
+#: How each side's latency in an outcome record is measured, as the report states it.
+LATENCY_MEASURES = (
+    (
+        "primary",
+        "from the request's last byte read from the client to the primary's last response "
+        "byte, as mitmproxy stamps them: the proxy's own work on the request is included, and "
+        "the connection is mitmproxy's, one per client connection (its connect counts only as "
+        "far as it was still under way when the request had been read); for a replayed "
+        "recording, the recorded times",
+    ),
+    (
+        "shadow",
+        "from the sender taking the copy to the mirror's last response byte, over the sender's "
+        "pooled keep-alive connections (a connect included when no idle one was there)",
+    ),
+)
+
 
 def percentile(values: Sequence[float], p: float) -> float | None:
     """Nearest-rank percentile (p in 0..100) of unsorted values; None when empty."""
@@ -252,6 +269,9 @@ def render_text(groups: Sequence[GroupStats], out: TextIO, source: str = "") -> 
             if where:
                 out.write(f"  [{where}]")
             out.write("\n")
+    out.write("\nlatency, as measured:\n")
+    for which, how in LATENCY_MEASURES:
+        out.write(f"  {which} latency: {how}\n")
 
 
 _CSS = """
@@ -330,6 +350,9 @@ def render_html(
     body += [
         "<h2>Latency (ms), primary versus shadow</h2>",
         _latency_svg(groups),
+        "<ul id='latency-measures'>"
+        + "".join(f"<li>{which} latency: {esc(how)}</li>" for which, how in LATENCY_MEASURES)
+        + "</ul>",
         "<h2>Outcomes</h2>",
         "<table id='outcomes'><tr><th>rule</th><th>mirror</th><th>sampled</th><th>sent</th>"
         "<th>failed</th><th>dropped</th><th>skipped</th><th>gRPC status</th>"

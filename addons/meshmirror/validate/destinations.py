@@ -25,12 +25,13 @@ def check_percent(c: Checker, path: Path, pct: Percent, what: str) -> None:
     """The mirror percentage rule: 0..100, no lower bound like fault injection's 0.0001."""
     value = pct.value
     vp = path + ("value",)
+    # Istio's messages state the value ("it has ..."): no `(got ...)` repeats it.
     if math.isnan(value):
-        c.err(vp, f"{what} must be a number (it has NaN)", value)
+        c.err(vp, f"{what} must be a number (it has NaN)")
     elif value > 100:
-        c.err(vp, f"{what} must have a max value of 100 (it has {go_float(value)})", value)
+        c.err(vp, f"{what} must have a max value of 100 (it has {go_float(value)})")
     elif value < 0:
-        c.err(vp, f"{what} must have a min value of 0 (it has {go_float(value)})", value)
+        c.err(vp, f"{what} must have a min value of 0 (it has {go_float(value)})")
 
 
 def validate_destination(c: Checker, path: Path, d: Destination) -> None:

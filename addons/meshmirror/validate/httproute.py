@@ -75,11 +75,8 @@ def validate_http_route(c: Checker, p: Path, h: HTTPRoute, *, delegate: bool) ->
     if h.mirror_percent is not None:
         mp = p + ("mirrorPercent",)
         if h.mirror_percent > 100:
-            c.err(
-                mp,
-                f"mirror_percent must have a max value of 100 (it has {h.mirror_percent})",
-                h.mirror_percent,
-            )
+            # Istio's message states the value: no `(got ...)` repeats it.
+            c.err(mp, f"mirror_percent must have a max value of 100 (it has {h.mirror_percent})")
         elif h.mirror_percent < 0:
             # Not reachable in Istio (uint32 in the proto); the CRD schema rejects it.
             c.err(mp, "mirrorPercent should be greater than or equal to 0", h.mirror_percent)

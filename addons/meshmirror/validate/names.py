@@ -6,6 +6,7 @@ import ipaddress
 import posixpath
 import re
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from meshmirror.golang import go_atoi_ok, go_quote
 from meshmirror.hosts import is_ip, split_host_port
@@ -181,11 +182,33 @@ def endpoint_address_hint(address: str) -> str:
 
 
 def destination_host_hint(host: str) -> str:
-    """meshmirror's hint after Istio's message for a destination host written as an address."""
+    """meshmirror's hint after Istio's message for a destination host written as an address
+    or as a URL (what `meshmirror run --mirror URL` takes)."""
+    if "://" in host:
+        return _url_hint(host)
     ip, _ = address_hints(host)
     if ip is None:
         return ""
     return (
         "; a destination host is a service name, not an address: declare it in a ServiceEntry "
         f"(`hosts: [shadow.local]`, `endpoints: [{{address: {ip}}}]`) and use that name here"
+    )
+
+
+def _url_hint(url: str) -> str:
+    """The ServiceEntry that sends a name to `url`'s host and port, spelled out."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return ""
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        return ""
+    resolution = "STATIC" if is_ip(parts.hostname) else "DNS"
+    return (
+        f"; a destination host is a service name, not a URL: declare {url} in a ServiceEntry "
+        f"(`hosts: [shadow.local]`, `ports: [{{number: 80, name: {scheme}, protocol: "
+        f"{scheme.upper()}}}]`, `resolution: {resolution}`, `endpoints: [{{address: "
+        f"{parts.hostname}, ports: {{{scheme}: {port}}}}}]`) and use its host here"
     )
