@@ -22,8 +22,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
+from tests.support import grpc_servers as gs
 from tests.support import meshconfig as mc
 from tests.support.meshmirror_run import MESHMIRROR, Running
 from tests.support.mitmdump import ADDON, LISTEN_RE, ROOT, read_lines
@@ -78,6 +80,32 @@ def test_one_line_mirrors_and_stops_cleanly_on_ctrl_c(
     assert "mirror sent 200" in run.output
     assert "mirror summary:" in run.output  # it drained and summarised: a clean stop
     assert "not as a reverse proxy" not in run.output
+
+
+def test_grpc_urls_serve_and_mirror_a_grpc_service() -> None:
+    """`run --primary grpc://... --mirror grpc://...`: ServiceEntries of protocol GRPC, so the
+    primary and the copies are reached over HTTP/2 (h2c), as a plaintext gRPC client expects."""
+    primary, v2 = gs.GrpcServer("primary"), gs.GrpcServer("v2")
+    run = Running(
+        "--primary",
+        f"grpc://127.0.0.1:{primary.port}",
+        "--mirror",
+        f"grpc://127.0.0.1:{v2.port}",
+        "--",
+        "--set",
+        "mirror_verbosity=each",
+    )
+    try:
+        port = run.port()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            answers = [ch.unary_unary(gs.ECHO)(f"r{i}".encode(), timeout=10) for i in range(3)]
+        assert answers == [b"primary:r0", b"primary:r1", b"primary:r2"]
+        wait_for(lambda: v2.handled() == 3, timeout=15, what="3 copies")
+        wait_for(lambda: run.output.count("mirror sent 200 grpc=OK") == 3, 10, what="outcomes")
+    finally:
+        run.interrupt()
+        primary.stop()
+        v2.stop()
 
 
 def test_the_share_mirrored_is_shown_beside_the_configured_one(
@@ -344,7 +372,7 @@ def test_nothing_run_starts_outlives_it_whatever_signal_ends_it(
     ("args", "message"),
     [
         (["--primary", "http://127.0.0.1:1"], "nothing to mirror to"),
-        (["--primary", "ftp://x", "--mirror", "http://127.0.0.1:2"], "http or https"),
+        (["--primary", "ftp://x", "--mirror", "http://127.0.0.1:2"], "http, https, grpc or grpcs"),
         (["--primary", "http://127.0.0.1:1", "--mirror", "http://127.0.0.1:2@abc"], "percentage"),
         (["--primary", "http://127.0.0.1:1", "--mirror", "http://h:2/path"], "no path"),
         (["--primary", "http://127.0.0.1:1", "--mirror", "x", "--listen", "nope"], "HOST:PORT"),

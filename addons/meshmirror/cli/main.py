@@ -145,7 +145,13 @@ def _parser() -> argparse.ArgumentParser:
         "-f configs/ --primary http://127.0.0.1:8080`. Arguments after `--` go to mitmdump. "
         "Ctrl-C stops the proxy after it drained its copies.",
     )
-    run.add_argument("--primary", required=True, metavar="URL", help="where requests are served")
+    run.add_argument(
+        "--primary",
+        required=True,
+        metavar="URL",
+        help="where requests are served: http://, https://, grpc:// (gRPC in plain text) or "
+        "grpcs:// (gRPC over TLS), HOST:PORT",
+    )
     run.add_argument(
         "--mirror",
         action="append",

@@ -55,14 +55,23 @@ class RunError(ValueError):
 class Backend:
     """A primary or mirror given as a URL: where the ServiceEntry's endpoint points."""
 
-    scheme: str  # http | https
+    scheme: str  # http | https | grpc (h2c) | grpcs (gRPC over TLS)
     host: str
     port: int
 
     @property
+    def tls(self) -> bool:
+        return self.scheme in ("https", "grpcs")
+
+    @property
+    def grpc(self) -> bool:
+        return self.scheme in ("grpc", "grpcs")
+
+    @property
     def url(self) -> str:
+        """As mitmproxy's reverse mode takes it (gRPC as http/https)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     @property
     def is_ip(self) -> bool:
@@ -70,16 +79,17 @@ class Backend:
 
 
 def parse_backend(text: str, what: str) -> Backend:
-    """`http://host:port` (the port defaults to the scheme's); anything else is a RunError."""
+    """`http://host:port`, `https://`, `grpc://` (gRPC in plain text, h2c) or `grpcs://` (gRPC
+    over TLS); the port defaults to the scheme's. Anything else is a RunError."""
     parts = urlsplit(text if "://" in text else f"http://{text}")
-    if parts.scheme not in ("http", "https"):
-        raise RunError(f"{what} {text!r}: the scheme must be http or https")
+    if parts.scheme not in ("http", "https", "grpc", "grpcs"):
+        raise RunError(f"{what} {text!r}: the scheme must be http, https, grpc or grpcs")
     if not parts.hostname:
         raise RunError(f"{what} {text!r}: no host (expected e.g. http://127.0.0.1:8080)")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise RunError(f"{what} {text!r}: give scheme, host and port only, no path")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = parts.port or (443 if parts.scheme in ("https", "grpcs") else 80)
     except ValueError as e:
         raise RunError(f"{what} {text!r}: {e}") from None
     return Backend(parts.scheme, parts.hostname, port)
@@ -108,9 +118,22 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def _service_entry(name: str, host: str, backend: Backend) -> str:
-    protocol = "HTTPS" if backend.scheme == "https" else "HTTP"
+    # gRPC: port protocol GRPC (reached over HTTP/2), and TLS originated by a DestinationRule.
+    protocol = "GRPC" if backend.grpc else ("HTTPS" if backend.tls else "HTTP")
     pname = protocol.lower()
     resolution = "STATIC" if backend.is_ip else "DNS"
+    tls = ""
+    if backend.grpc and backend.tls:
+        tls = f"""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: {name}
+spec:
+  host: {host}
+  trafficPolicy:
+    tls: {{mode: SIMPLE}}
+"""
     return f"""apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata:
@@ -124,7 +147,7 @@ spec:
   endpoints:
   - address: "{backend.host}"
     ports: {{{pname}: {backend.port}}}
-"""
+{tls}"""
 
 
 def mesh_yaml(
@@ -206,6 +229,10 @@ def proxy_command(
     ]
     for c in configs:
         cmd += ["--set", f"mirror_config={c}"]
+    if primary.grpc and not _sets(extra, "mirror_upstream_http2"):
+        # The primary is the reverse-proxy upstream too: what no route claims reaches it over
+        # HTTP/2 as well.
+        cmd += ["--set", "mirror_upstream_http2=true"]
     # The addon's lines, not four lines per connection and one per flow (mitmproxy drops every
     # value of an option set twice, so a user's own setting after `--` replaces ours instead).
     if not verbose and not _sets(extra, "mirror_connection_log"):
