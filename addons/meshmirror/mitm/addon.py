@@ -27,6 +27,7 @@ from meshmirror.mirror.shadow import new_request_id, parse_redactions
 from meshmirror.mirror.types import CopyWriter
 from meshmirror.mirror.writer import MirrorWriter
 from meshmirror.mitm import primary
+from meshmirror.mitm.edge import connection_manager_fields
 from meshmirror.mitm.endpoints import UpstreamTls
 from meshmirror.mitm.fanout import EndpointPicker, Fanout
 from meshmirror.mitm.headers import (
@@ -588,6 +589,16 @@ class Mirror:
         if table is None or flow.metadata.get(COPY_MARK):
             return None
         req = flow.request
+        if flow.live:
+            # As Envoy's connection manager forwards it, before routing (edge.py).
+            edited = connection_manager_fields(
+                req.headers.fields,
+                client=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+                scheme="https" if flow.client_conn.tls_established else "http",
+                edge=table.gateway is not None,
+            )
+            if edited is not None:
+                req.headers.fields = edited
         fields = req.headers.fields
         # The one pass over the fields the request path needs (nothing else is decoded); the
         # Host as mitmproxy's `Request.host_header` returns it. A Host no virtual host claims is

@@ -189,7 +189,7 @@ def apply_rewrites(
         authority_rewrite=host_rewrite,
         path_rewrite=route.rewrite,
     )
-    if dest_req is not None or route.request_headers is not None:
+    if fields != list(req.headers.fields):
         req.headers.fields = tuple(fields)
     if path != req.path:
         req.path = path
