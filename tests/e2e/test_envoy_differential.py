@@ -93,7 +93,33 @@ def test_meshmirror_and_envoy_agree_request_by_request(
     seen_mitm = diff.observe(proxy.port, cases, prepared, lambda: diff.meshmirror_quiet(metrics))  # type: ignore[attr-defined]
     report = []
     for case in cases:
+        if case.path.startswith(REFUSED_PRIMARY):
+            _check_refused_primary(case, seen_envoy, seen_mitm)
+            continue
         found = diff.differences(case, seen_envoy, seen_mitm)
         if found:
             report.append(diff.describe(case) + "\n    " + "\n    ".join(found))
     assert not report, f"{len(report)} of {len(cases)} requests differ:\n" + "\n".join(report)
+
+
+# The one difference left, listed in the README: a primary that refuses the connection, on a
+# route mitmproxy forwards itself (no timeout or retries), gets mitmproxy's own 502 page, which
+# it writes in its protocol layer where no addon hook reaches; Envoy answers 503 in its words.
+# Both send the copy (Envoy with the body it had read when the primary failed: none).
+REFUSED_PRIMARY = "/primary-refused"
+
+
+def _check_refused_primary(
+    case: diff.Case, envoy: diff.Observation, mitm: diff.Observation
+) -> None:
+    a, b = envoy.answers[case.id], mitm.answers[case.id]
+    assert a.status == 503 and a.content_type == "text/plain", (case, a)
+    assert case.method == "HEAD" or a.body.startswith(b"upstream connect error"), (case, a)
+    assert b.status == 502, (case, b)
+    for seen in (envoy, mitm):
+        copies = [
+            r
+            for r in seen.received[case.id]
+            if (r.header("host") or "").split(":")[0].endswith("-shadow")
+        ]
+        assert len(copies) == 1, (case, seen.received[case.id])

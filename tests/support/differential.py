@@ -390,6 +390,19 @@ def corpus(table: RouteTable, *, prefix: str = "") -> list[Case]:
                     full,
                     [*headers[:i], (headers[i][0], "zz-other"), *headers[i + 1 :]],
                 )
+            if route.cors is not None:  # a preflight and a request, allowed or not
+                for origin in ("https://ok.example", "https://no.example"):
+                    add(
+                        "OPTIONS",
+                        host,
+                        full,
+                        [
+                            ("origin", origin),
+                            ("access-control-request-method", "POST"),
+                            ("access-control-request-headers", "x-a"),
+                        ],
+                    )
+                    add(method, host, full, [*headers, ("origin", origin)])
             if m.query_params:
                 add(method, host, path, headers)
                 add(method, host, path + "?" + query.replace("=", "=zz", 1), headers)
@@ -412,6 +425,7 @@ class Answer:
     body: bytes
     location: str | None
     content_type: str | None
+    cors: tuple[tuple[str, str], ...] = ()  # the access-control-* response fields
 
 
 def send(port: int, case: Case, timeout: float = 15.0) -> Answer:
@@ -429,7 +443,16 @@ def send(port: int, case: Case, timeout: float = 15.0) -> Answer:
         conn.endheaders(case.body or None)
         resp = conn.getresponse()
         body = resp.read()
-        return Answer(resp.status, body, resp.getheader("location"), resp.getheader("content-type"))
+        cors = tuple(
+            sorted(
+                (n.lower(), v)
+                for n, v in resp.getheaders()
+                if n.lower().startswith("access-control-")
+            )
+        )
+        return Answer(
+            resp.status, body, resp.getheader("location"), resp.getheader("content-type"), cors
+        )
     except (OSError, http.client.HTTPException) as e:
         return Answer(0, f"{type(e).__name__}".encode(), None, None)
     finally:
@@ -521,6 +544,7 @@ def differences(case: Case, envoy: Observation, mitm: Observation) -> list[str]:
         ("status", a.status, b.status),
         ("body", a.body, b.body),
         ("location", a.location, b.location),
+        ("cors", a.cors, b.cors),
     ):
         if x != y:
             out.append(f"{what}: envoy {x!r} != meshmirror {y!r}")

@@ -40,7 +40,6 @@ def build_bootstrap(
         table,
         default_retries=settings.default_retries,
         upstream=upstream is not None,
-        listen_port=listen[1],
         shadow_suffix=settings.shadow_suffix,
     )
     bootstrap = {

@@ -1,9 +1,8 @@
 """The route configuration Envoy serves: the compiled table's own (`RouteTable.to_envoy`), plus
 what makes Envoy answer as the meshmirror proxy does around it.
 
-- Domains with any port (`DOMAIN:*`): meshmirror selects a virtual host by the Host without its
-  port, Envoy by the whole Host. A suffix wildcard (`*.example.com`) cannot carry a second
-  wildcard, so it gets the listener's port.
+- A Host with a port selects the virtual host of its name (`ignore_port_in_host_matching`), as
+  meshmirror selects it; the Host forwarded keeps its port.
 - The reverse-proxy upstream: a request no route claims goes there, unchanged and not mirrored
   (a last route of each virtual host, and a last `*` virtual host when none claims `*`).
 - `mirror_host_suffix` empty: the copies keep the Host (`disable_shadow_host_suffix_append`).
@@ -25,16 +24,15 @@ def route_configuration(
     *,
     default_retries: bool,
     upstream: bool,
-    listen_port: int,
     shadow_suffix: bool = True,
 ) -> dict[str, Any]:
     """Envoy's `RouteConfiguration` for `table`. `upstream`: whether a cluster for the
     reverse-proxy upstream exists (else a request no route claims gets Envoy's 404);
     `shadow_suffix` False: copies keep the Host."""
     config = table.to_envoy(default_retries=default_retries)
+    config["ignore_port_in_host_matching"] = True
     claims_all = False
     for vh, dumped in zip(table.virtual_hosts, config["virtual_hosts"], strict=True):
-        dumped["domains"] = domains_with_ports(dumped["domains"], listen_port)
         claims_all = claims_all or "*" in dumped["domains"]
         served = [r for r in vh.routes if r.action != "delegate"]
         if upstream and not (served and served[-1].matcher.is_catch_all):
@@ -48,18 +46,6 @@ def route_configuration(
             {"name": UPSTREAM_VIRTUAL_HOST, "domains": ["*"], "routes": [_upstream_route()]}
         )
     return config
-
-
-def domains_with_ports(domains: list[str], listen_port: int) -> list[str]:
-    """Each domain, then the same with a port: `:*`, or `:LISTEN_PORT` for a suffix wildcard;
-    `*` and prefix wildcards (`app.*`) match any port already."""
-    out: list[str] = []
-    for d in domains:
-        out.append(d)
-        if d == "*" or d.endswith("*"):
-            continue
-        out.append(f"{d}:{listen_port}" if d.startswith("*") else f"{d}:*")
-    return out
 
 
 def _upstream_route() -> dict[str, Any]:

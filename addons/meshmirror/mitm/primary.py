@@ -62,7 +62,8 @@ CORS_OPS = "meshmirror.cors_ops"
 # Envoy's local-reply bodies, so clients and dashboards see what a sidecar would send.
 TIMEOUT_BODY = b"upstream request timeout"
 CONNECT_FAILURE_BODY = (
-    b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+    b"upstream connect error or disconnect/reset before headers. reset reason: remote "
+    b"connection failure"
 )
 RESET_BODY = (
     b"upstream connect error or disconnect/reset before headers. reset reason: "
