@@ -19,6 +19,7 @@ import h2.connection
 import h2.events
 import pytest
 
+from meshmirror.mirror.shadow import host_address
 from tests.support import meshconfig as mc
 from tests.support.mitmdump import Proxy
 from tests.support.processes import wait_for
@@ -178,10 +179,11 @@ def test_connection_tokens_do_not_strip_the_proxys_own_headers(
     names = [name for name, _ in fields]
     assert ("x-meshmirror-shadow", "1") in fields, fields
     xff = [value for name, value in fields if name == "x-forwarded-for"]
-    assert len(xff) == 1 and xff[0].endswith("127.0.0.1"), fields
+    assert len(xff) == 1 and xff[0].endswith("," + host_address()), fields
     if "x-forwarded-for" in connection:
-        # As Envoy does: the field the client named in Connection is dropped, ours is added.
-        assert xff == ["127.0.0.1"], fields
+        # As Envoy does: the field the client named in Connection is dropped, ours is added
+        # (the connection manager's own, at this Gateway, then the copy's).
+        assert xff == [f"{host_address()},{host_address()}"], fields
     assert names.count("x-request-id") == 1, fields
     assert re.fullmatch(r"[0-9a-f-]{36}", dict(fields)["x-request-id"]), fields
     # Whatever the client's Connection said is gone; the writer's own framing is the only one.

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from meshmirror.mirror.shadow import host_address
 from tests.e2e.test_proxy import Client
 from tests.support import meshconfig as mc
 from tests.support.mitmdump import Proxy
@@ -154,7 +155,8 @@ def test_echoed_secrets_never_reach_records_or_reports(
     copy = shadow.seen[0]
     assert "Authorization" not in copy and copy["Cookie"] == "[redacted]"
     assert copy["Host"] == "app.example.com-shadow" and copy["X-Meshmirror-Shadow"] == "1"
-    assert copy["X-Forwarded-For"] == "127.0.0.1" and "X-Forwarded-For" not in primary.seen[0]
+    before = primary.seen[0].get("X-Forwarded-For")
+    assert copy["X-Forwarded-For"] == (f"{before}," if before else "") + host_address()
 
     text = log.read_text()
     for secret in SECRETS:

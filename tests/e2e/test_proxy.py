@@ -13,6 +13,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from meshmirror.mirror.shadow import host_address
 from tests.support import servers as srv
 from tests.support.mitmdump import Proxy
 from tests.support.ports import refused_port
@@ -183,11 +184,12 @@ def test_mirror_receives_full_copy_with_shadow_host(
     assert copy.headers["Host"] == shadow
     assert copy.headers["X-Custom"] == "v1"
     assert copy.headers["X-Request-Id"] == "rid-123"
-    assert copy.headers["X-Forwarded-For"].endswith("127.0.0.1")
     assert copy.get_data() == b"the body"
     primary = requests_of(httpserver)[0]
     assert primary.headers["Host"] == host
-    assert "X-Forwarded-For" not in primary.headers
+    # As Envoy builds a copy's: the primary's X-Forwarded-For, then the proxy's own address.
+    before = primary.headers.get("X-Forwarded-For")
+    assert copy.headers["X-Forwarded-For"] == (f"{before}," if before else "") + host_address()
     client.close()
 
 

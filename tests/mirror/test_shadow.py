@@ -6,7 +6,7 @@ import pytest
 
 from meshmirror.mirror import shadow
 from meshmirror.mirror.request_head import without_hop_by_hop
-from meshmirror.mirror.shadow import mirror_headers, shadow_host
+from meshmirror.mirror.shadow import host_address, mirror_headers, shadow_host
 
 
 @pytest.mark.parametrize(
@@ -37,10 +37,11 @@ def test_mirror_headers_replace_host_and_extend_xff() -> None:
         (b"X-Forwarded-For", b"10.0.0.2"),
     ]
     out = mirror_headers(
-        fields, shadow="httpbin-shadow:8000", client_ip="127.0.0.1", request_id="r1"
+        fields, shadow="httpbin-shadow:8000", forwarded_for="127.0.0.1", request_id="r1"
     )
     assert out[0] == (b"host", b"httpbin-shadow:8000")
-    assert (b"X-Forwarded-For", b"10.0.0.1, 10.0.0.2, 127.0.0.1") in out
+    # Joined and appended with ",", as Envoy's copies carry it.
+    assert (b"X-Forwarded-For", b"10.0.0.1,10.0.0.2,127.0.0.1") in out
     assert (b"Accept", b"*/*") in out
     assert (b"x-request-id", b"r1") in out
     assert sum(1 for k, _ in out if k.lower() == b"host") == 1
@@ -48,7 +49,7 @@ def test_mirror_headers_replace_host_and_extend_xff() -> None:
 
 def test_mirror_headers_keep_existing_request_id_and_join_cookies() -> None:
     fields = [(b"x-request-id", b"keep"), (b"cookie", b"a=1"), (b"cookie", b"b=2")]
-    out = mirror_headers(fields, shadow="h-shadow", client_ip=None, request_id="new")
+    out = mirror_headers(fields, shadow="h-shadow", forwarded_for=None, request_id="new")
     assert (b"x-request-id", b"keep") in out
     assert (b"x-request-id", b"new") not in out
     assert (b"cookie", b"a=1; b=2") in out
@@ -75,7 +76,7 @@ def test_connection_tokens_never_strip_the_proxys_own_fields() -> None:
         (b"Keep-Alive", b"timeout=5"),
         (b"Accept", b"*/*"),
     ]
-    out = mirror_headers(fields, shadow="app-shadow", client_ip="127.0.0.1", request_id="rid")
+    out = mirror_headers(fields, shadow="app-shadow", forwarded_for="127.0.0.1", request_id="rid")
     assert out == [
         (b"host", b"app-shadow"),
         (b"Accept", b"*/*"),
@@ -241,7 +242,7 @@ def test_mirror_headers_redaction(
     redact: dict[bytes, bytes | None],
     expected: list[tuple[bytes, bytes]],
 ) -> None:
-    out = mirror_headers(fields, shadow="s", client_ip=None, request_id=None, redact=redact)
+    out = mirror_headers(fields, shadow="s", forwarded_for=None, request_id=None, redact=redact)
     assert out == [(b"host", b"s"), *expected, (shadow.MARKER_HEADER, shadow.MARKER_VALUE)]
 
 
@@ -250,23 +251,32 @@ def test_mirror_headers_redaction(
     [
         pytest.param([], b"10.0.0.9", id="none"),
         pytest.param([b""], b"10.0.0.9", id="empty"),
-        pytest.param([b"1.1.1.1"], b"1.1.1.1, 10.0.0.9", id="one"),
-        pytest.param([b"", b"2.2.2.2"], b", 2.2.2.2, 10.0.0.9", id="empty-then-one"),
+        pytest.param([b"1.1.1.1"], b"1.1.1.1,10.0.0.9", id="one"),
+        pytest.param([b"", b"2.2.2.2"], b",2.2.2.2,10.0.0.9", id="empty-then-one"),
     ],
 )
-def test_the_client_address_is_appended_to_x_forwarded_for(
+def test_the_proxys_address_is_appended_to_x_forwarded_for(
     xff: list[bytes], expected: bytes
 ) -> None:
     fields = [(b"X-Forwarded-For", v) for v in xff]
-    out = mirror_headers(fields, shadow="s", client_ip="10.0.0.9", request_id=None)
+    out = mirror_headers(fields, shadow="s", forwarded_for="10.0.0.9", request_id=None)
     assert [v for n, v in out if n.lower() == b"x-forwarded-for"] == [expected]
 
 
 def test_the_shadow_host_keeps_bytes_that_were_not_utf8() -> None:
     host = b"caf\xe9-shadow".decode("utf-8", "surrogateescape")
-    out = mirror_headers([], shadow=host, client_ip=None, request_id="r")
+    out = mirror_headers([], shadow=host, forwarded_for=None, request_id="r")
     assert out == [
         (b"host", b"caf\xe9-shadow"),
         (b"x-request-id", b"r"),
         (shadow.MARKER_HEADER, shadow.MARKER_VALUE),
     ]
+
+
+def test_the_host_address_is_the_machines_own_and_never_loopback_when_there_is_another() -> None:
+    import socket
+
+    address = host_address()
+    socket.inet_aton(address)  # an IPv4 address
+    names = [name for _, name in socket.if_nameindex()]
+    assert address != "127.0.0.1" or names == ["lo"]

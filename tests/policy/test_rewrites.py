@@ -151,4 +151,11 @@ def test_rewrite_request_orders_destination_then_route() -> None:
     )
     assert path == "/v2/a?q=1"
     assert authority == "new.example"
-    assert fields == [(b"host", b"app"), (b"x-d", b"1"), (b"x-who", b"route")]
+    # The originals stay beside them, as Envoy's router leaves them.
+    assert fields == [
+        (b"host", b"app"),
+        (b"x-d", b"1"),
+        (b"x-who", b"route"),
+        (b"x-envoy-original-host", b"app"),
+        (b"x-envoy-original-path", b"/v1/a?q=1"),
+    ]

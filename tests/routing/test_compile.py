@@ -12,7 +12,7 @@ from meshmirror.config.resources import LoadedResource
 from meshmirror.diagnostics import Diagnostic, Severity
 from meshmirror.routing.compile import compile_route_table
 from meshmirror.routing.explain import retries_text, route_policy_lines
-from meshmirror.routing.table import DEFAULT_RETRIES_NOT_APPLIED, Route, RouteTable
+from meshmirror.routing.table import Route, RouteTable
 
 # --- helpers ----------------------------------------------------------------------------------
 
@@ -198,11 +198,11 @@ def test_seed_step4_dump() -> None:
     expected = json.loads(json.dumps(SEED_STEP4_ROUTES))
     # The seed's dump predates Istio 1.24, which took 503 out of the mesh default policy.
     del expected[0]["route"]["retry_policy"]["retriable_status_codes"]
-    # Istio's default is shown, and marked: the proxy does not apply it unless asked.
-    assert vhost["routes"][0].pop("meshmirror") == {"retry_policy": DEFAULT_RETRIES_NOT_APPLIED}
-    assert vhost["routes"] == expected
+    # Istio's default retry policy is in the dump only where the proxy applies it.
     applied = table.to_envoy(default_retries=True)["virtual_hosts"][0]["routes"]
     assert applied == expected
+    del expected[0]["route"]["retry_policy"]
+    assert vhost["routes"] == expected
 
 
 def test_seed_clusters_carry_loopback_endpoints() -> None:
@@ -1104,20 +1104,20 @@ def test_mesh_default_retry_policy(
     assert route.upstream_is_mesh_default is mesh_default
     off, on = route.to_envoy(), route.to_envoy(default_retries=True)
     if mesh_default:
-        assert off["meshmirror"] == {"retry_policy": DEFAULT_RETRIES_NOT_APPLIED}
-        assert "meshmirror" not in on
+        # Not served unless asked: not in the dump, and the table's words say Istio's.
+        assert "retry_policy" not in off["route"]
         assert route.mesh_default_upstream is not None
         # The route's own timeout stays with the default retries.
         assert route.mesh_default_upstream.timeout == (2.0 if "timeout" in rule_fields else 0.0)
-        assert off["route"]["retry_policy"]["num_retries"] == 2
+        assert on["route"]["retry_policy"]["num_retries"] == 2
         retries = retries_text(route)
         assert retries is not None and retries.startswith("not applied by meshmirror")
-    else:
-        assert "meshmirror" not in off
     if retry_on is not None:
-        assert off["route"]["retry_policy"]["retry_on"] == retry_on
+        assert on["route"]["retry_policy"]["retry_on"] == retry_on
+        if not mesh_default:
+            assert off["route"]["retry_policy"]["retry_on"] == retry_on
     elif not mesh_default:
-        assert "retry_policy" not in off["route"]
+        assert "retry_policy" not in off["route"] and "retry_policy" not in on["route"]
 
 
 SNIFFED_AND_GRPC = """

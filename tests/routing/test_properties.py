@@ -131,17 +131,17 @@ header_bytes = st.binary(max_size=40)
         max_size=12,
     ),
     host=text,
-    client_ip=st.one_of(st.none(), st.sampled_from(["127.0.0.1", "::1"])),
+    forwarded_for=st.one_of(st.none(), st.sampled_from(["127.0.0.1", "::1"])),
     request_id=st.one_of(st.none(), st.just("rid")),
 )
 def test_mirror_headers_never_break_and_never_leak_redacted(
-    fields: list[tuple[bytes, bytes]], host: str, client_ip: str | None, request_id: str | None
+    fields: list[tuple[bytes, bytes]], host: str, forwarded_for: str | None, request_id: str | None
 ) -> None:
     redact = shadow.parse_redactions(["Authorization", "Cookie=mask"])
     out = shadow.mirror_headers(
         fields,
         shadow=shadow.shadow_host(host),
-        client_ip=client_ip,
+        forwarded_for=forwarded_for,
         request_id=request_id,
         redact=redact,
     )

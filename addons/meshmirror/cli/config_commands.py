@@ -76,7 +76,7 @@ def _print_diagnostics(cs: ConfigSet, out: TextIO, *, quiet: bool = False) -> No
         print(d.format(), file=out)
 
 
-def _load_or_report(args: argparse.Namespace, out: TextIO) -> ConfigSet | None:
+def load_or_report(args: argparse.Namespace, out: TextIO) -> ConfigSet | None:
     cs = load_config_set(args.paths, gateway=args.gateway)
     if cs.errors or cs.table is None:
         _print_diagnostics(cs, sys.stderr, quiet=True)
@@ -93,7 +93,7 @@ def _load_or_report(args: argparse.Namespace, out: TextIO) -> ConfigSet | None:
 
 
 def cmd_routes(args: argparse.Namespace, out: TextIO) -> int:
-    cs = _load_or_report(args, out)
+    cs = load_or_report(args, out)
     if cs is None or cs.table is None:
         return EXIT_INVALID
     default_retries = args.default_retries == "istio"
@@ -182,7 +182,7 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
         except OSError as e:
             print(f"meshmirror: --body-file {args.body_file}: {e.strerror}", file=sys.stderr)
             return EXIT_USAGE
-    cs = _load_or_report(args, out)
+    cs = load_or_report(args, out)
     if cs is None or cs.table is None:
         return EXIT_INVALID
     table = cs.table

@@ -1,5 +1,5 @@
-"""`meshmirror validate | routes | explain | report | run | addon-path`: the argument parser and
-the dispatch to each command (exit codes: exits.py)."""
+"""`meshmirror validate | routes | explain | report | run | envoy | addon-path`: the argument
+parser and the dispatch to each command (exit codes: exits.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TextIO
 
 from meshmirror import __version__
 from meshmirror.cli.config_commands import cmd_explain, cmd_routes, cmd_validate
+from meshmirror.cli.envoy_command import add_export_arguments, cmd_envoy
 from meshmirror.cli.exits import EXIT_OK, EXIT_USAGE
 from meshmirror.cli.report_command import cmd_report
 from meshmirror.cli.run import DEFAULT_LISTEN, RunError, addon_path
@@ -197,6 +198,42 @@ def _parser() -> argparse.ArgumentParser:
         help="write the generated YAML to DIR and keep it (default: a temporary directory)",
     )
     run.set_defaults(func=cmd_run)
+
+    ev = sub.add_parser(
+        "envoy",
+        help="write the config as a complete static Envoy bootstrap (envoy -c FILE)",
+        description="The same YAML and the same compiled table the proxy serves, as a static "
+        "Envoy bootstrap: a listener (fault, CORS and router filters), the route configuration, "
+        "a cluster per destination and mirror, and one for the reverse-proxy upstream "
+        "(--upstream). What Envoy cannot express is refused or warned about by name. "
+        "`meshmirror envoy configs/seed/cluster-a -o envoy.yaml && envoy -c envoy.yaml`.",
+    )
+    ev.add_argument("paths", nargs="+", metavar="PATH")
+    ev.add_argument("--gateway", default=None, help="the Gateway the proxy acts as (ns/name)")
+    ev.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help="where Envoy listens (default: %(default)s)",
+    )
+    ev.add_argument(
+        "--upstream",
+        default=None,
+        metavar="URL",
+        help="the reverse-proxy upstream (mitmdump's --mode reverse:URL): requests no route "
+        "claims, destinations without endpoints in the config (default: none; Envoy answers "
+        "those 404)",
+    )
+    add_export_arguments(ev)
+    _default_retries_argument(ev)
+    ev.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="write the bootstrap here (YAML; JSON for a .json name) instead of to stdout",
+    )
+    ev.set_defaults(func=cmd_envoy)
 
     ap = sub.add_parser(
         "addon-path",

@@ -1,13 +1,17 @@
 """How a mirrored copy differs from the request the primary gets (pure functions).
 
 Envoy's shadow writer appends `-shadow` to the host part of Host/:authority, before any port
-(`httpbin:8000` -> `httpbin-shadow:8000`), and appends the client address to X-Forwarded-For.
-We keep X-Request-Id so primary and copy correlate.
+(`httpbin:8000` -> `httpbin-shadow:8000`), and appends its own address (the machine's, see
+`host_address`) to X-Forwarded-For. We keep X-Request-Id so primary and copy correlate.
 """
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import random
+import socket
+import struct
 from collections.abc import Iterable
 
 from meshmirror.mirror.request_head import hop_by_hop_names
@@ -81,16 +85,43 @@ def new_request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_SIOCGIFADDR = 0x8915
+
+
+@functools.cache
+def host_address() -> str:
+    """The machine's own IPv4 address, as Envoy's local info picks it (the first address of an
+    interface that is neither loopback nor link-local; 127.0.0.1 when there is none): what
+    Envoy appends to a copy's X-Forwarded-For, and to a primary's for a client on 127.0.0.1."""
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except OSError:
+        return "127.0.0.1"
+    for name in names:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                packed = fcntl.ioctl(
+                    s.fileno(), _SIOCGIFADDR, struct.pack("256s", name[:15].encode())
+                )
+        except OSError:
+            continue  # no IPv4 address on it
+        address = socket.inet_ntoa(packed[20:24])
+        if not address.startswith(("127.", "169.254.")):
+            return address
+    return "127.0.0.1"
+
+
 def mirror_headers(
     fields: Iterable[Header],
     *,
     shadow: str,
-    client_ip: str | None,
+    forwarded_for: str | None,
     request_id: str | None,
     redact: dict[bytes, bytes | None] | None = None,
 ) -> list[Header]:
     """The copy's header list: Host replaced by the shadow host (first, as HTTP/1.1 wants),
-    X-Forwarded-For extended with the client address, X-Request-Id added when given and absent.
+    X-Forwarded-For joined with "," and `forwarded_for` appended (Envoy's shadow appends its
+    own address, `host_address`), X-Request-Id added when given and absent.
     Multiple Cookie headers (HTTP/2 splits them) are joined with "; " as HTTP/1.1 requires.
     Headers named in `redact` are stripped or masked; the loop-guard marker is always added.
 
@@ -114,9 +145,9 @@ def mirror_headers(
             if xff_index == -1:
                 xff_index = len(out)
                 out.append((name, value))
-            else:  # fold repeated XFF headers into the first one, in order
+            else:  # fold repeated XFF headers into the first one, in order, as Envoy does
                 n, v = out[xff_index]
-                out[xff_index] = (n, v + b", " + value)
+                out[xff_index] = (n, v + b"," + value)
             continue
         if lname == b"x-request-id":
             has_request_id = True
@@ -132,13 +163,13 @@ def mirror_headers(
                 out.append((b"cookie", REDACTED))
         else:
             out.append((b"cookie", b"; ".join(cookies)))
-    if client_ip:
-        ip = client_ip.encode()
+    if forwarded_for:
+        ip = forwarded_for.encode()
         if xff_index == -1:
             out.append((b"x-forwarded-for", ip))
         else:
             n, v = out[xff_index]
-            out[xff_index] = (n, v + b", " + ip if v else ip)
+            out[xff_index] = (n, v + b"," + ip if v else ip)
     if request_id and not has_request_id:
         out.append((b"x-request-id", request_id.encode()))
     out.append((MARKER_HEADER, MARKER_VALUE))

@@ -28,6 +28,7 @@ from meshmirror.mirror.types import CopyWriter
 from meshmirror.mirror.writer import MirrorWriter
 from meshmirror.mitm import primary
 from meshmirror.mitm.connection_log import show_connection_lines
+from meshmirror.mitm.edge import connection_manager_fields
 from meshmirror.mitm.endpoints import UpstreamTls
 from meshmirror.mitm.fanout import EndpointPicker, Fanout
 from meshmirror.mitm.headers import (
@@ -594,7 +595,8 @@ class Mirror:
         fields = req.headers.fields
         # The one pass over the fields the request path needs (nothing else is decoded); the
         # Host as mitmproxy's `Request.host_header` returns it. A Host no virtual host claims is
-        # decided by one lookup, before any other work for the request.
+        # decided by one lookup, before any other work for the request (it goes to the reverse
+        # upstream as it came).
         headers = scan_request_headers(fields, index=False)
         authority = (req.authority if req.is_http2 or req.is_http3 else "") or headers.host or ""
         vh = table.select_virtual_host(authority)
@@ -605,6 +607,18 @@ class Mirror:
             if not flow.live:
                 self.inspection.unclaimed_recording(flow)
             return None
+        if flow.live:
+            # As Envoy's connection manager forwards it, before routing (edge.py).
+            edited = connection_manager_fields(
+                fields,
+                client=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+                scheme="https" if flow.client_conn.tls_established else "http",
+                edge=table.gateway is not None,
+            )
+            if edited is not None:
+                req.headers.fields = fields = edited
+                if not table.reads_headers:
+                    headers = scan_request_headers(fields, index=False)
         if table.reads_headers:
             headers = scan_request_headers(fields)  # indexed for the header matchers
         view = RequestView.of(

@@ -223,7 +223,7 @@ class Fanout:
                 copy_headers = shadow.mirror_headers(
                     req.headers.fields,
                     shadow=shadow_authority,
-                    client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+                    forwarded_for=shadow.host_address(),
                     request_id=request_id,
                     redact=self.redact,
                 )

@@ -63,7 +63,8 @@ CORS_OPS = "meshmirror.cors_ops"
 # Envoy's local-reply bodies, so clients and dashboards see what a sidecar would send.
 TIMEOUT_BODY = b"upstream request timeout"
 CONNECT_FAILURE_BODY = (
-    b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+    b"upstream connect error or disconnect/reset before headers. reset reason: remote "
+    b"connection failure"
 )
 RESET_BODY = (
     b"upstream connect error or disconnect/reset before headers. reset reason: "
@@ -194,7 +195,7 @@ def apply_rewrites(
         authority_rewrite=host_rewrite,
         path_rewrite=route.rewrite,
     )
-    if dest_req is not None or route.request_headers is not None:
+    if fields != list(req.headers.fields):
         req.headers.fields = tuple(fields)
     if path != req.path:
         req.path = path

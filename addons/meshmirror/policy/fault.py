@@ -8,7 +8,7 @@ contacted, timeouts and retries while it is.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from meshmirror import grpc
 from meshmirror.config.base import Percent
@@ -44,6 +44,36 @@ class FaultPolicy:
         if self.abort_status is None or rand >= self.abort_per_million:
             return None
         return FaultAbort(self.abort_status, self.abort_grpc_status)
+
+    def to_envoy(self) -> dict[str, Any]:
+        """The route's `typed_per_filter_config` entry for Envoy's fault filter, as Istio's
+        `translateFault` writes it (fractions per million)."""
+        out: dict[str, Any] = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+        }
+        if self.delay > 0:
+            out["delay"] = {
+                "fixed_delay": _duration(self.delay),
+                "percentage": _fraction(self.delay_per_million),
+            }
+        if self.abort_status is not None:
+            abort: dict[str, Any] = {"percentage": _fraction(self.abort_per_million)}
+            if self.abort_grpc_status is not None:
+                abort["grpc_status"] = self.abort_grpc_status
+            else:
+                abort["http_status"] = self.abort_status
+            out["abort"] = abort
+        return {"envoy.filters.http.fault": out}
+
+
+def _fraction(per_million: int) -> dict[str, Any]:
+    return {"numerator": per_million, "denominator": "MILLION"}
+
+
+def _duration(seconds: float) -> str:
+    """Protobuf JSON's Duration: `1s`, `0.250s`."""
+    text = f"{seconds:.9f}".rstrip("0").rstrip(".")
+    return f"{text}s"
 
 
 def _per_million(percentage: Percent | None, percent: int | None = None) -> int:

@@ -24,6 +24,8 @@ from meshmirror.regex import compile_regex
 Header = tuple[bytes, bytes]
 
 _AUTHORITY_NAMES = frozenset({"host", ":authority"})
+ORIGINAL_PATH = b"x-envoy-original-path"
+ORIGINAL_HOST = b"x-envoy-original-host"
 
 # --- header operations ---
 
@@ -205,10 +207,18 @@ def rewrite_request(
     authority_rewrite: str | None = None,
     path_rewrite: PathRewrite | None = None,
 ) -> tuple[str, list[Header], str]:
-    """(path, header fields, authority) after header operations, host rewrite and path rewrite."""
+    """(path, header fields, authority) after header operations, host rewrite and path rewrite.
+    A rewritten path leaves the original in `x-envoy-original-path`, a rewritten authority the
+    original in `x-envoy-original-host`, as Envoy's router does."""
     out = apply_header_ops(fields, ops)
     if authority_rewrite:
+        if authority_rewrite != authority:
+            out = [(n, v) for n, v in out if n.lower() != ORIGINAL_HOST]
+            out.append((ORIGINAL_HOST, authority.encode("utf-8", "surrogateescape")))
         authority = authority_rewrite
     if path_rewrite is not None:
+        original = path
         path = path_rewrite.apply(path)
+        out = [(n, v) for n, v in out if n.lower() != ORIGINAL_PATH]
+        out.append((ORIGINAL_PATH, original.encode("utf-8", "surrogateescape")))
     return path, out, authority

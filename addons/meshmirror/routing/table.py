@@ -1,10 +1,10 @@
 """The compiled route table: frozen runtime types shaped like Envoy's route configuration.
 
 Built once by `routing.compile.compile_route_table`; per-request matching only reads them.
-`RouteTable.to_envoy()` dumps what Istio would send Envoy, minus what meshmirror does not model
-(decorators, the fault filter's config). Istio's mesh default retry policy is dumped on the
-routes it applies to and marked there (`"meshmirror"`) unless the proxy applies it too
-(`mirror_default_retries=istio`).
+`RouteTable.to_envoy()` is the route configuration as this proxy serves it, loadable by Envoy as
+it is (`RouteConfiguration`): Istio's fields for what meshmirror serves, nothing of its own.
+Istio's mesh default retry policy is in it only where the proxy applies it
+(`mirror_default_retries=istio`); the route table in words says where Istio would add it.
 """
 
 from __future__ import annotations
@@ -40,11 +40,6 @@ _REDIRECT_CODES = {
 }
 
 Action = Literal["route", "redirect", "direct_response", "delegate"]
-
-#: The dump's mark on a retry policy Istio would apply and this proxy does not.
-DEFAULT_RETRIES_NOT_APPLIED = (
-    "Istio's mesh default retry policy; not applied by meshmirror (mirror_default_retries=off)"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,19 +126,22 @@ class Route:
         return f"{self.virtual_service}[{idx}]"
 
     def to_envoy(self, *, default_retries: bool = False) -> dict[str, Any]:
-        """This route as Istio configures Envoy; `default_retries`: whether the proxy applies
-        Istio's mesh default retry policy (else the policy is shown and marked)."""
+        """This route as Envoy's `Route`, as Istio writes what meshmirror serves of it;
+        `default_retries`: whether the proxy applies Istio's mesh default retry policy (only
+        then is it in the route)."""
         out: dict[str, Any] = {}
         if self.name:
             out["name"] = self.name
         out["match"] = self.matcher.to_envoy()
         if self.action == "route":
             action: dict[str, Any] = {}
-            if self.weighted:
+            own_headers = any(wc.request_headers or wc.response_headers for wc in self.clusters)
+            if self.weighted or own_headers:
+                # A destination's own `headers` are a weighted cluster's (Envoy applies them
+                # before the route's, as meshmirror does), so one destination with headers is
+                # a weighted cluster of one.
                 action["weighted_clusters"] = {
-                    "clusters": [
-                        {"name": wc.cluster.name, "weight": wc.weight} for wc in self.clusters
-                    ]
+                    "clusters": [self._cluster_weight(wc) for wc in self.clusters]
                 }
             elif self.clusters:
                 action["cluster"] = self.clusters[0].cluster.name
@@ -154,24 +152,32 @@ class Route:
                 action["host_rewrite_literal"] = self.authority
             if self.upstream is not None and self.upstream.retries:
                 action["retry_policy"] = self.upstream.to_envoy()
-            elif self.mesh_default_upstream is not None:
+            elif self.mesh_default_upstream is not None and default_retries:
                 action["retry_policy"] = self.mesh_default_upstream.to_envoy()
             if self.mirrors:
                 action["request_mirror_policies"] = [m.to_envoy() for m in self.mirrors]
             out["route"] = action
             _header_ops_to_envoy(out, self.request_headers, self.response_headers)
         elif self.action == "redirect" and self.redirect is not None:
-            out["redirect"] = _redirect_to_envoy(self.redirect)
+            out["redirect"] = _redirect_to_envoy(self.redirect, self.redirect_policy)
+            _header_ops_to_envoy(out, None, self.response_headers)
         elif self.action == "direct_response" and self.direct_response is not None:
             out["direct_response"] = _direct_response_to_envoy(self.direct_response)
-        elif self.action == "delegate":
-            # Istio inlines the delegate's routes; meshmirror does not (yet), so the dump says so.
-            out["delegate"] = self.delegate
+            _header_ops_to_envoy(out, None, self.response_headers)
+        per_filter: dict[str, Any] = {}
+        if self.action == "route" and self.fault is not None:
+            per_filter.update(self.fault.to_envoy())
         if self.cors is not None:
-            out["typed_per_filter_config"] = self.cors.to_envoy()
-        if self.action == "route" and self.upstream_is_mesh_default and not default_retries:
-            # Not a field of Envoy's: strip it (jq 'del(..|.meshmirror?)') to diff with istioctl.
-            out["meshmirror"] = {"retry_policy": DEFAULT_RETRIES_NOT_APPLIED}
+            per_filter.update(self.cors.to_envoy())
+        if per_filter:
+            out["typed_per_filter_config"] = per_filter
+        return out
+
+    def _cluster_weight(self, wc: WeightedCluster) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": wc.cluster.name, "weight": wc.weight}
+        if wc.authority and not self.authority:  # the route's own host rewrite wins
+            out["host_rewrite_literal"] = wc.authority
+        _header_ops_to_envoy(out, wc.request_headers, wc.response_headers)
         return out
 
     @property
@@ -192,7 +198,13 @@ class VirtualHost:
         return {
             "name": self.name,
             "domains": list(self.domains),
-            "routes": [r.to_envoy(default_retries=default_retries) for r in self.routes],
+            # A root rule's delegate is merged into it when the table is compiled; a route
+            # still naming one serves nothing, as in Istio.
+            "routes": [
+                r.to_envoy(default_retries=default_retries)
+                for r in self.routes
+                if r.action != "delegate"
+            ],
         }
 
 
@@ -367,7 +379,7 @@ def upstream_protocol(cluster: Cluster, *, at_gateway: bool) -> str:
 # --- Envoy dump helpers ------------------------------------------------------------------------
 
 
-def _redirect_to_envoy(rd: HTTPRedirect) -> dict[str, Any]:
+def _redirect_to_envoy(rd: HTTPRedirect, policy: RedirectPolicy | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if rd.prefix_rewrite:
         out["prefix_rewrite"] = rd.prefix_rewrite
@@ -375,8 +387,10 @@ def _redirect_to_envoy(rd: HTTPRedirect) -> dict[str, Any]:
         out["path_redirect"] = rd.uri
     if rd.authority:
         out["host_redirect"] = rd.authority
-    if rd.port:
-        out["port_redirect"] = rd.port
+    # `port`, or the listener's for `derivePort: FROM_REQUEST_PORT`, as the policy resolved it.
+    port = policy.port if policy is not None else rd.port
+    if port:
+        out["port_redirect"] = port
     if rd.scheme:
         out["scheme_redirect"] = rd.scheme
     code = rd.redirect_code or 301

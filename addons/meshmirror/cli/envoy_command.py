@@ -1,0 +1,110 @@
+"""`meshmirror envoy PATH...`: the config set as a complete static Envoy bootstrap, from the same
+table the proxy serves (`meshmirror.envoy`), for `envoy -c FILE`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, TextIO
+
+import yaml
+
+from meshmirror.cli.config_commands import load_or_report
+from meshmirror.cli.exits import EXIT_INVALID, EXIT_OK
+from meshmirror.cli.run import RunError, parse_backend, parse_listen
+from meshmirror.envoy.bootstrap import Export, build_bootstrap
+from meshmirror.envoy.clusters import Upstream
+from meshmirror.envoy.settings import ExportSettings, read_settings
+from meshmirror.pipeline import ConfigSet
+
+DEFAULT_ADMIN = "127.0.0.1:9901"
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    """The export's arguments beside the paths, shared with `run --engine envoy`."""
+    p.add_argument(
+        "--admin",
+        default=DEFAULT_ADMIN,
+        metavar="HOST:PORT",
+        help="Envoy's admin endpoint: stats, config dump (default: %(default)s)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        dest="settings",
+        help="an addon option the proxy would run with (mirror_host_suffix, "
+        "mirror_upstream_http2, ...): served as Envoy can, refused or warned about by name "
+        "where it cannot; repeatable",
+    )
+
+
+def export(
+    cs: ConfigSet,
+    settings: ExportSettings,
+    *,
+    listen: str,
+    admin: str,
+    upstream: str | None,
+) -> Export:
+    """The bootstrap for a loaded config set. Raises RunError for a bad address or URL."""
+    assert cs.table is not None
+    target = None
+    if upstream:
+        backend = parse_backend(upstream, "--upstream")
+        target = Upstream(
+            backend.host, backend.port, backend.scheme == "https", settings.upstream_http2
+        )
+    return build_bootstrap(
+        cs.table,
+        cs.resources,
+        settings,
+        listen=parse_listen(listen),
+        admin=_address(admin, "--admin"),
+        upstream=target,
+    )
+
+
+def _address(text: str, what: str) -> tuple[str, int]:
+    try:
+        return parse_listen(text)
+    except RunError:
+        raise RunError(f"{what} {text!r}: expected HOST:PORT, e.g. {DEFAULT_ADMIN}") from None
+
+
+def dump(bootstrap: dict[str, Any], out: TextIO, *, as_json: bool) -> None:
+    if as_json:
+        json.dump(bootstrap, out, indent=2)
+        out.write("\n")
+    else:
+        yaml.safe_dump(bootstrap, out, sort_keys=False, default_flow_style=False)
+
+
+def report_notes(result: Export) -> bool:
+    """Print the export's notes to stderr; True when one refuses the export."""
+    for note in result.notes:
+        print(f"meshmirror envoy: {note.format()}", file=sys.stderr)
+    return any(n.level == "error" for n in result.notes)
+
+
+def cmd_envoy(args: argparse.Namespace, out: TextIO) -> int:
+    cs = load_or_report(args, out)
+    if cs is None or cs.table is None:
+        return EXIT_INVALID
+    settings = read_settings(args.settings, default_retries=args.default_retries == "istio")
+    result = export(cs, settings, listen=args.listen, admin=args.admin, upstream=args.upstream)
+    if report_notes(result):
+        print("meshmirror envoy: not exported (see the errors above)", file=sys.stderr)
+        return EXIT_INVALID
+    if args.output in (None, "-"):
+        dump(result.bootstrap, out, as_json=False)
+        return EXIT_OK
+    tmp = f"{args.output}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        dump(result.bootstrap, f, as_json=args.output.endswith(".json"))
+    os.replace(tmp, args.output)
+    print(f"meshmirror envoy: wrote {args.output} (run: envoy -c {args.output})", file=sys.stderr)
+    return EXIT_OK
