@@ -181,7 +181,14 @@ def _parser() -> argparse.ArgumentParser:
         "--write-config",
         default=None,
         metavar="DIR",
-        help="write the generated YAML to DIR and keep it (default: a temporary directory)",
+        help="write the generated YAML to DIR and keep it (default: a temporary directory); "
+        "a file there that meshmirror run did not write is refused unless --force",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="with --write-config: replace the file even if meshmirror run did not write it "
+        "(a link is replaced, never followed)",
     )
     run.set_defaults(func=cmd_run)
 
@@ -206,6 +213,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         write_config=args.write_config,
         extra=args.extra,
         out=out,
+        force=args.force,
     )
 
 

@@ -33,6 +33,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 
 from meshmirror.config.resources import LoadedResource
+from meshmirror.files import FileRefused, read_regular, replace_file
 from meshmirror.mesh.clusters import Endpoint
 from meshmirror.mirror.shadow import DEFAULT_SUFFIX, parse_redactions
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest
@@ -80,6 +81,7 @@ SAMPLED_METADATA = "meshmirror.sampled"
 _MAX_PENDING = 10_000  # original flows waiting for their primary response or their copies
 _PRIMARY_WAIT = 60.0  # seconds a finished copy waits for the primary before it is logged anyway
 _FLOW_CAPTURE = 64 * 1024  # shadow body bytes kept for a mirror flow when not comparing
+_MAX_NOISE_FILE = 16 * 1024 * 1024  # a saved model holds at most 500 fields per rule
 
 
 def _redactions(opts: Any) -> dict[bytes, bytes | None]:
@@ -114,6 +116,8 @@ class Inspection:
         self.rule_matches: Mapping[tuple[str, str], int] = {}
         self.flows = MirrorFlows()
         self.log_file: OutcomeLog | None = None
+        # Records written to mirror_log and lost (it could not be written), over the run.
+        self.log_records: Counter[str] = Counter(written=0, lost=0)
         self.compare_default = RuleCompare(False, CompareSettings.build())
         self.compare_rules: dict[str, RuleCompare] = {}
         self.capture_max = 256 * 1024
@@ -180,14 +184,20 @@ class Inspection:
                 try:
                     self.log_file = OutcomeLog(opts.mirror_log)
                 except OSError as e:
-                    raise option_error(f"mirror_log: {e}") from e
+                    raise option_error(f"mirror_log: {opts.mirror_log}: {e.strerror or e}") from e
+                except FileRefused as e:
+                    raise option_error(f"mirror_log: {opts.mirror_log}: {e}") from e
         if "mirror_compare_noise" in updated and opts.mirror_compare_noise != self._noise_path:
             self._noise_path = opts.mirror_compare_noise
             if self._noise_path and os.path.exists(self._noise_path):
                 try:
-                    with open(self._noise_path, encoding="utf-8") as f:
-                        self.noise = NoiseModel.loads(f.read())
-                except (OSError, ValueError) as e:
+                    data = read_regular(self._noise_path, _MAX_NOISE_FILE)
+                    self.noise = NoiseModel.loads(data.decode("utf-8"))
+                except OSError as e:
+                    raise option_error(
+                        f"mirror_compare_noise: {self._noise_path}: {e.strerror or e}"
+                    ) from e
+                except ValueError as e:  # FileRefused, UnicodeDecodeError, NoiseModel's own
                     raise option_error(f"mirror_compare_noise: {self._noise_path}: {e}") from e
                 log.info(
                     f"meshmirror: learned noise loaded from {self._noise_path}: "
@@ -272,12 +282,12 @@ class Inspection:
         self.flows.close()
         if self._noise_path and self.noise.compared:
             try:
-                tmp = f"{self._noise_path}.tmp"
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.write(self.noise.dumps())
-                os.replace(tmp, self._noise_path)  # a reader never sees half a file
+                replace_file(self._noise_path, self.noise.dumps().encode("utf-8"))
             except OSError as e:
-                log.warning(f"meshmirror: mirror_compare_noise: cannot save: {e}")
+                log.warning(
+                    f"meshmirror: mirror_compare_noise: {self._noise_path}: cannot save: "
+                    f"{e.strerror or e}"
+                )
         if self.log_file is not None:
             self.log_file.close()
             self.log_file = None
@@ -477,7 +487,7 @@ class Inspection:
         record["matched"] = self.rule_matches.get((probe.route.label, probe.cluster))
         self.live.add(record)
         if self.log_file is not None:
-            self.log_file.write(record)
+            self.log_records["written" if self.log_file.write(record) else "lost"] += 1
 
         text = outcome_text(probe, result)
         if comparison is not None:

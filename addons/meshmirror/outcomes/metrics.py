@@ -84,6 +84,8 @@ class ProxyState:
     comparisons: Mapping[tuple[str, str], Mapping[str, int]]
     generation: int
     reloads: Mapping[str, int]
+    # mirror_log records `written` and `lost` (the file could not be written).
+    log_records: Mapping[str, int] = field(default_factory=dict)
 
 
 def status_class(status: int) -> str:
@@ -196,6 +198,15 @@ class _Families(Collector):
         for result in ("loaded", "rejected"):
             reloads.add_metric((result,), state.reloads.get(result, 0))
         yield reloads
+        if state.log_records:
+            records = CounterMetricFamily(
+                "meshmirror_outcome_log_records",
+                "Records for mirror_log: written, or lost because the file could not be written.",
+                labels=("result",),
+            )
+            for result in ("written", "lost"):
+                records.add_metric((result,), state.log_records.get(result, 0))
+            yield records
 
 
 def render_metrics(stats: MirrorStats, latencies: Latencies, state: ProxyState) -> bytes:
