@@ -65,7 +65,7 @@ from meshmirror.outcomes.compare import (
     compare_responses,
     secret_values,
 )
-from meshmirror.outcomes.counters import Outcome
+from meshmirror.outcomes.counters import Outcome, safe_field
 from meshmirror.outcomes.log import OutcomeLog
 from meshmirror.outcomes.metrics import Latencies
 from meshmirror.outcomes.noise import NoiseModel
@@ -316,7 +316,8 @@ class Inspection:
         if host in (upstream, f"{upstream}:{req.port}", f"[{upstream}]:{req.port}"):
             self._host_warned = True
             log.warning(
-                f"meshmirror: recorded requests carry Host {req.host_header}, the upstream's "
+                f"meshmirror: recorded requests carry Host {safe_field(req.host_header or '')}, "
+                "the upstream's "
                 "own address: the recording was probably made in reverse mode without "
                 "keep_host_header (meshmirror turns it on), so rules for the client's Host do "
                 "not match and copies get that address plus the suffix"
@@ -474,9 +475,10 @@ class Inspection:
             counts["matched" if comparison.match else "mismatched"] += 1
             if not comparison.match:
                 log.info(
-                    f"mirror mismatch rule={probe.route.label} cluster={probe.cluster} "
-                    f"request_id={pending.request_id or '-'} flow={pending.flow.id} "
-                    f"fields={','.join(comparison.fields[:10])}"
+                    f"mirror mismatch rule={safe_field(probe.route.label)} "
+                    f"cluster={safe_field(probe.cluster)} "
+                    f"request_id={safe_field(pending.request_id or '-')} flow={pending.flow.id} "
+                    f"fields={','.join(safe_field(f) for f in comparison.fields[:10])}"
                     + (f" (+{comparison.differing - 10})" if comparison.differing > 10 else "")
                 )
         elif probe.compare is not None:

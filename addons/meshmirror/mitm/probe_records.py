@@ -19,7 +19,7 @@ from mitmproxy.net import encoding
 from meshmirror.mirror.types import MirrorResult
 from meshmirror.mitm.probes import Primary, Probe
 from meshmirror.outcomes.compare import Comparison, Side
-from meshmirror.outcomes.counters import Outcome
+from meshmirror.outcomes.counters import Outcome, safe_field
 
 
 def outcome_record(
@@ -71,9 +71,14 @@ def outcome_text(probe: Probe, result: MirrorResult | None) -> str:
 
 
 def comparison_detail(comparison: Comparison | None) -> str:
+    """The mirror flow's comment lines for a mismatch: each field and its example, escaped
+    (both come from the mirror's answer), one line each."""
     if comparison is None or comparison.match:
         return ""
-    lines = [f"\n  {k}: {v}" for k, v in list(comparison.examples.items())[:20]]
+    lines = [
+        f"\n  {safe_field(k, keep_spaces=True)}: {safe_field(v, keep_spaces=True)}"
+        for k, v in list(comparison.examples.items())[:20]
+    ]
     return "".join(lines)
 
 

@@ -57,6 +57,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshmirror.outcomes.counters import safe_field
+
 # Values that differ on every call, per hop or per connection. Globs (fnmatch) on lower-case names.
 DEFAULT_IGNORE_HEADERS: tuple[str, ...] = (
     "date",
@@ -166,7 +168,8 @@ class Comparison:
     def short(self) -> str:
         if self.match:
             return "match"
-        shown = ", ".join(self.fields[:5])
+        # Fields are a mirror's JSON keys: escaped, as in every printed line.
+        shown = ", ".join(safe_field(f, keep_spaces=True) for f in self.fields[:5])
         more = f" (+{self.differing - 5} more)" if self.differing > 5 else ""
         return f"mismatch: {shown}{more}"
 

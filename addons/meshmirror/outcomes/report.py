@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from meshmirror.outcomes.counters import safe_field
+
 _TOP_FIELDS = 10
 
 
@@ -173,7 +175,7 @@ def _fmt_ms(v: float | None) -> str:
 
 
 def _fmt_counter(c: Counter[str]) -> str:
-    return ",".join(f"{k}:{v}" for k, v in sorted(c.items())) if c else "0"
+    return ",".join(f"{_shown(k)}:{v}" for k, v in sorted(c.items())) if c else "0"
 
 
 def _fmt_rate(g: GroupStats) -> str:
@@ -183,14 +185,23 @@ def _fmt_rate(g: GroupStats) -> str:
     return f"{rate * 100:.1f}% ({g.mismatched}/{g.compared})"
 
 
+def _shown(text: str) -> str:
+    """A value from the outcome log (a mirror's JSON key, a client's request id, a hand-edited
+    line) as the text report prints it: escaped and bounded, so it cannot act on a terminal or
+    forge a line (the HTML page escapes for HTML instead)."""
+    return safe_field(text, keep_spaces=True)
+
+
 def render_text(groups: Sequence[GroupStats], out: TextIO, source: str = "") -> None:
+    """The report as text. Every value that comes from the records is printed through
+    `_shown`."""
     total = sum(g.sampled for g in groups)
     out.write(f"meshmirror report{f' of {source}' if source else ''}: {total} sampled copies\n")
     if not groups:
         out.write("no records\n")
         return
     for g in groups:
-        out.write(f"\n{g.rule} -> {g.cluster}\n")
+        out.write(f"\n{_shown(g.rule)} -> {_shown(g.cluster)}\n")
         share = g.sampled_share
         if share is not None:
             out.write(f"  matched {g.matched}  sampled {share * 100:.3g}%\n")
@@ -210,16 +221,16 @@ def render_text(groups: Sequence[GroupStats], out: TextIO, source: str = "") -> 
         if g.noise:
             out.write(
                 "  learned noise removed: "
-                + ", ".join(f"{name} ({n})" for name, n in g.noise.most_common(_TOP_FIELDS))
+                + ", ".join(f"{_shown(name)} ({n})" for name, n in g.noise.most_common(_TOP_FIELDS))
                 + "\n"
             )
         for name, n in g.fields.most_common(_TOP_FIELDS):
             where, example = g.examples.get(name, ("", ""))
-            out.write(f"    {n:>6}  {name}")
+            out.write(f"    {n:>6}  {_shown(name)}")
             if example:
-                out.write(f"   e.g. {example}")
+                out.write(f"   e.g. {_shown(example)}")
             if where:
-                out.write(f"  [{where}]")
+                out.write(f"  [{_shown(where)}]")
             out.write("\n")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
+import unicodedata
 from collections.abc import Mapping
 
 from meshmirror.golang import go_atoi_ok, go_quote
@@ -188,4 +189,19 @@ def destination_host_hint(host: str) -> str:
     return (
         "; a destination host is a service name, not an address: declare it in a ServiceEntry "
         f"(`hosts: [shadow.local]`, `endpoints: [{{address: {ip}}}]`) and use that name here"
+    )
+
+
+def control_characters(value: str) -> str | None:
+    """meshmirror's warning for a name with control, format or separator characters (none of
+    which a Kubernetes or Istio name has): the characters, as escapes; None when it has none."""
+    found = sorted(
+        {c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")}, key=ord
+    )
+    if not found:
+        return None
+    shown = ", ".join(repr(c)[1:-1] for c in found)
+    return (
+        f"name has control characters ({shown}): meshmirror prints them escaped, "
+        "and other tools may not"
     )
