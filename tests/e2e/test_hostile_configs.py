@@ -85,8 +85,9 @@ def alias_heavy_document(i: int) -> str:
 class KeepAliveClient:
     """Requests on one keep-alive connection, back to back; (start, seconds) of each."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, host: str = "app.example.com") -> None:
         self.port = port
+        self.host = host
         self.samples: list[tuple[float, float]] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -98,7 +99,7 @@ class KeepAliveClient:
         while not self._stop.is_set():
             start = time.monotonic()
             try:
-                conn.request("GET", "/ka", headers={"Host": "app.example.com"})
+                conn.request("GET", "/ka", headers={"Host": self.host})
                 resp = conn.getresponse()
                 resp.read()
             except (OSError, http.client.HTTPException) as e:

@@ -7,13 +7,16 @@ import json
 
 import pytest
 
+from meshmirror.outcomes.budget import COMPARE_STEPS, Budget
 from meshmirror.outcomes.compare import (
     CompareSettings,
     Comparison,
     Side,
     compare_responses,
+    not_compared,
     parse_pointer,
     secret_values,
+    steps_for,
 )
 
 H = [("Content-Type", "application/json")]
@@ -815,3 +818,44 @@ def test_the_summary_records_fields_and_the_noise_removed(
     comparison: Comparison, expected: dict[str, object]
 ) -> None:
     assert comparison.summary() == expected
+
+
+# --- bounds --------------------------------------------------------------------------------------
+
+
+def test_a_comparison_over_its_budget_is_not_compared() -> None:
+    a = side(raw="\n".join(f"line {i}" for i in range(400)).encode())
+    b = side(raw="\n".join(f"line {i}" for i in reversed(range(400))).encode())
+    costly = compare_responses(a, b, DEFAULT, budget=Budget(1_000))
+    assert costly == not_compared("too_costly")
+    assert costly.summary() == {"not_compared": "too_costly", "note": "too costly"}
+    assert costly.short() == "not compared: too costly" and not costly.match
+    done = compare_responses(a, b, DEFAULT, budget=Budget(1_000_000))
+    assert done.fields == ("body",)
+
+
+def test_a_body_over_the_limit_after_decoding_is_not_compared() -> None:
+    over = Side(200, H, b"\0" * 10, over_limit=True)
+    result = compare_responses(side({"a": 1}), over, CompareSettings.build(max_body=10))
+    assert result.summary() == {
+        "not_compared": "body_over_limit",
+        "note": "body over 10 bytes after decoding",
+    }
+
+
+def test_a_prefix_with_a_known_size_differs_by_size() -> None:
+    whole = side(raw=b"abcd")
+    prefix = Side(200, H, b"abcd", True, size=9)
+    assert compare_responses(whole, prefix, DEFAULT).examples == {"body": "4 bytes != 9 bytes"}
+
+
+def test_an_undecodable_body_says_why_it_was_not_compared() -> None:
+    broken = Side(200, H, None, unavailable="cannot decode gzip: bad header")
+    result = compare_responses(side({"a": 1}), broken, DEFAULT)
+    assert (
+        result.note == "body not compared: shadow body unavailable (cannot decode gzip: bad header)"
+    )
+
+
+def test_steps_grow_with_the_largest_body_compared() -> None:
+    assert steps_for(100_000) == COMPARE_STEPS and steps_for(1 << 20) == 4 << 20

@@ -309,6 +309,7 @@ class Mirror:
             inflight={n: writer.inflight(n) for n in fanout.stats.clusters} if writer else {},
             circuits=fanout.breaker.snapshot(),
             comparisons={key: dict(c) for key, c in self.inspection.counts.items()},
+            not_compared={key: dict(c) for key, c in self.inspection.not_compared.items()},
             log_records=(
                 dict(self.inspection.log_records)
                 if self.inspection.log_file is not None or self.inspection.log_records.total()

@@ -62,9 +62,10 @@ from meshmirror.mitm.units import parse_size
 from meshmirror.outcomes.compare import (
     CompareSettings,
     Comparison,
-    compare_responses,
     secret_values,
 )
+from meshmirror.outcomes.compare_job import CompareJob
+from meshmirror.outcomes.comparer import Comparer
 from meshmirror.outcomes.counters import Outcome, safe_field
 from meshmirror.outcomes.log import OutcomeLog
 from meshmirror.outcomes.metrics import Latencies
@@ -81,6 +82,7 @@ SAMPLED_METADATA = "meshmirror.sampled"
 _MAX_PENDING = 10_000  # original flows waiting for their primary response or their copies
 _PRIMARY_WAIT = 60.0  # seconds a finished copy waits for the primary before it is logged anyway
 _FLOW_CAPTURE = 64 * 1024  # shadow body bytes kept for a mirror flow when not comparing
+_COMPARE_WAIT = 5.0  # seconds done() waits for comparisons in flight
 _MAX_NOISE_FILE = 16 * 1024 * 1024  # a saved model holds at most 500 fields per rule
 
 
@@ -122,6 +124,10 @@ class Inspection:
         self.compare_rules: dict[str, RuleCompare] = {}
         self.capture_max = 256 * 1024
         self.counts: dict[tuple[str, str], Counter[str]] = {}
+        # Per (rule, cluster): copies not compared, by NOT_COMPARED reason (too_costly, ...).
+        self.not_compared: dict[tuple[str, str], Counter[str]] = {}
+        # Comparisons run off the event loop: the client's response never waits for one.
+        self.comparer = Comparer()
         self.pacer: ReplayPacer | None = None
         self.writer_room = writer_room or (lambda: True)
         self._pending: dict[str, Pending] = {}
@@ -269,16 +275,19 @@ class Inspection:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if loop is None or not self.flows.busy:
+        if loop is None or not (self.flows.busy or self.comparer.waiting):
             self._close()
             return None
         return loop.create_task(self._finish())
 
     async def _finish(self) -> None:
+        # The comparisons first: their records and mirror flows are the last to come.
+        await self.comparer.drain(_COMPARE_WAIT)
         await self.flows.drain(5.0)
         self._close()
 
     def _close(self) -> None:
+        self.comparer.close()
         self.flows.close()
         if self._noise_path and self.noise.compared:
             try:
@@ -348,7 +357,7 @@ class Inspection:
         pending = self._pending.get(flow.id)
         if pending is None or pending.primary is not None:
             return
-        pending.primary = primary_of(flow, pending.needs_body)
+        pending.primary = primary_of(flow, pending.needs_body, self.capture_max)
         waiting, pending.waiting = pending.waiting, []
         for probe in waiting:
             self._finalize(probe, pending.primary)
@@ -388,7 +397,7 @@ class Inspection:
             pending.needs_body = True
         if pending.primary is None and not flow.live and (flow.response or flow.error):
             # A recorded flow: its recorded response stands in for the primary's.
-            pending.primary = primary_of(flow, pending.needs_body)
+            pending.primary = primary_of(flow, pending.needs_body, self.capture_max)
         pending.outstanding += 1
         return Probe(
             self, pending, route, policy, ep, target, request, generation, compare, capture
@@ -440,10 +449,11 @@ class Inspection:
             evicted += 1
 
     def _finalize(self, probe: Probe, primary: Primary | None) -> None:
+        """The copy and the primary are both in (or the primary never will be): compare them
+        off the loop when the rule asks for it, then record the copy (`_record`)."""
         pending = probe.pending
         pending.outstanding -= 1
         result = probe.result
-        comparison: Comparison | None = None
         if (
             probe.compare is not None
             and result is not None
@@ -452,11 +462,11 @@ class Inspection:
             and primary.side is not None
         ):
             settings = probe.compare.settings
-            comparison = compare_responses(
+            job = CompareJob(
                 primary.side,
                 shadow_side(result),
                 settings,
-                secrets=secret_values(
+                secret_values(
                     (
                         (n.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
                         for n, v in pending.flow.request.headers.fields
@@ -464,27 +474,46 @@ class Inspection:
                     settings,
                 ),
             )
-            if probe.compare.is_baseline(probe.cluster):
-                # The same version answered twice: whatever differs is noise for the rule (and,
-                # once trusted, not a mismatch of the baseline's either).
-                self.noise.learn(probe.route.label, comparison.fields)
-            if probe.compare.baseline:
-                comparison = self.noise.filter(probe.route.label, comparison)
-            key = (probe.route.label, probe.cluster)
-            counts = self.counts.setdefault(key, Counter())
-            counts["matched" if comparison.match else "mismatched"] += 1
-            if not comparison.match:
-                log.info(
-                    f"mirror mismatch rule={safe_field(probe.route.label)} "
-                    f"cluster={safe_field(probe.cluster)} "
-                    f"request_id={safe_field(pending.request_id or '-')} flow={pending.flow.id} "
-                    f"fields={','.join(safe_field(f) for f in comparison.fields[:10])}"
-                    + (f" (+{comparison.differing - 10})" if comparison.differing > 10 else "")
-                )
-        elif probe.compare is not None:
+            self.comparer.submit(job, lambda c: self._compared(probe, primary, c))
+            return
+        if probe.compare is not None:
             key = (probe.route.label, probe.cluster)
             self.counts.setdefault(key, Counter())["not_compared"] += 1
+        self._record(probe, primary, None)
 
+    def _compared(self, probe: Probe, primary: Primary, comparison: Comparison) -> None:
+        """A comparison's result (from the comparer, on the loop): noise, counters, the
+        mismatch line, then the record."""
+        assert probe.compare is not None
+        key = (probe.route.label, probe.cluster)
+        counts = self.counts.setdefault(key, Counter())
+        if comparison.not_compared:
+            counts["not_compared"] += 1
+            self.not_compared.setdefault(key, Counter())[comparison.not_compared] += 1
+            self._record(probe, primary, comparison)
+            return
+        if probe.compare.is_baseline(probe.cluster):
+            # The same version answered twice: whatever differs is noise for the rule (and,
+            # once trusted, not a mismatch of the baseline's either).
+            self.noise.learn(probe.route.label, comparison.fields)
+        if probe.compare.baseline:
+            comparison = self.noise.filter(probe.route.label, comparison)
+        counts["matched" if comparison.match else "mismatched"] += 1
+        if not comparison.match:
+            log.info(
+                f"mirror mismatch rule={safe_field(probe.route.label)} "
+                f"cluster={safe_field(probe.cluster)} "
+                f"request_id={safe_field(probe.pending.request_id or '-')} "
+                f"flow={probe.pending.flow.id} "
+                f"fields={','.join(safe_field(f) for f in comparison.fields[:10])}"
+                + (f" (+{comparison.differing - 10})" if comparison.differing > 10 else "")
+            )
+        self._record(probe, primary, comparison)
+
+    def _record(self, probe: Probe, primary: Primary | None, comparison: Comparison | None) -> None:
+        """The copy's outcome record, its line in the original's comment, its mirror flow."""
+        pending = probe.pending
+        result = probe.result
         record = outcome_record(probe, primary, comparison)
         record["matched"] = self.rule_matches.get((probe.route.label, probe.cluster))
         self.live.add(record)
@@ -519,8 +548,11 @@ class Inspection:
                 self.flows.publish(mf)
 
     def snapshot(self) -> dict[str, dict[str, int]]:
-        """Comparison counters per `rule cluster`, for mirror.stats."""
+        """Comparison counters per `rule cluster`, for mirror.stats: matched, mismatched,
+        not_compared, and the copies not compared by reason (`too_costly`, ...)."""
         return {
-            f"{rule} {cluster}": dict(sorted(c.items()))
+            f"{rule} {cluster}": dict(
+                sorted((c + self.not_compared.get((rule, cluster), Counter())).items())
+            )
             for (rule, cluster), c in sorted(self.counts.items())
         }

@@ -86,6 +86,8 @@ class ProxyState:
     reloads: Mapping[str, int]
     # mirror_log records `written` and `lost` (the file could not be written).
     log_records: Mapping[str, int] = field(default_factory=dict)
+    # Per (rule, cluster): copies not compared, by reason (too_costly, body_over_limit, ...).
+    not_compared: Mapping[tuple[str, str], Mapping[str, int]] = field(default_factory=dict)
 
 
 def status_class(status: int) -> str:
@@ -177,6 +179,16 @@ class _Families(Collector):
             for result, n in sorted(counts.items()):
                 compared.add_metric((rule, cluster, result), n)
         yield compared
+        if state.not_compared:
+            why = CounterMetricFamily(
+                "meshmirror_comparisons_not_compared",
+                "Copies not compared, by reason: too_costly, body_over_limit, busy, lost, error.",
+                labels=("rule", "cluster", "reason"),
+            )
+            for (rule, cluster), reasons in sorted(state.not_compared.items()):
+                for reason, n in sorted(reasons.items()):
+                    why.add_metric((rule, cluster, reason), n)
+            yield why
         circuit = GaugeMetricFamily(
             "meshmirror_circuit_state",
             "1 for the mirror cluster's circuit state (closed, open, half_open).",

@@ -45,6 +45,7 @@ class GroupStats:
     mismatched: int = 0
     fields: Counter[str] = field(default_factory=Counter)
     noise: Counter[str] = field(default_factory=Counter)  # fields removed as learned noise
+    not_compared: Counter[str] = field(default_factory=Counter)  # by reason (too_costly, ...)
     examples: dict[str, tuple[str, str]] = field(default_factory=dict)  # field -> (request, diff)
 
     @property
@@ -81,6 +82,8 @@ class GroupStats:
         if isinstance(rec.get("shadow_latency_ms"), int | float) and outcome == "sent":
             self.shadow_latency.append(float(rec["shadow_latency_ms"]))
         comparison = rec.get("comparison")
+        if isinstance(comparison, dict) and comparison.get("not_compared"):
+            self.not_compared[str(comparison["not_compared"])] += 1
         if isinstance(comparison, dict) and "match" in comparison:
             self.compared += 1
             self.noise.update(str(n) for n in comparison.get("noise") or ())
@@ -110,6 +113,7 @@ class GroupStats:
             "mismatched": self.mismatched,
             "mismatch_rate": self.mismatch_rate,
             "noise_removed": dict(self.noise),
+            "not_compared": dict(self.not_compared),
             "top_fields": [
                 {"field": f, "count": n, "example": self.examples.get(f, ("", ""))[1]}
                 for f, n in self.fields.most_common(_TOP_FIELDS)
@@ -218,6 +222,8 @@ def render_text(groups: Sequence[GroupStats], out: TextIO, source: str = "") -> 
                 f"p99 {_fmt_ms(lat['p99'])}\n"
             )
         out.write(f"  mismatches {_fmt_rate(g)}\n")
+        if g.not_compared:
+            out.write(f"  not compared {_fmt_counter(g.not_compared)}\n")
         if g.noise:
             out.write(
                 "  learned noise removed: "
