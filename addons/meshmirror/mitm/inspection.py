@@ -314,7 +314,12 @@ class Inspection:
             self._warn_rewritten_host(flow)
         if self.pacer is None:
             return None
-        return self.pacer.wait(flow.request.timestamp_start, self.writer_room)
+        return self.pacer.wait(flow.request.timestamp_start, self._replay_room)
+
+    def _replay_room(self) -> bool:
+        """Room for one more recorded request: in the writer, and among the comparisons
+        waiting (a replay waits for them rather than have its copies not compared: busy)."""
+        return self.writer_room() and self.comparer.has_room()
 
     def _warn_rewritten_host(self, flow: http.HTTPFlow) -> None:
         """Once per run: a recording made in reverse mode without keep_host_header holds the

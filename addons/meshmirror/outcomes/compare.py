@@ -665,6 +665,7 @@ def _text_diff(a: bytes, b: bytes, rules: _Rules) -> str | None:
     ta = a.decode("utf-8", "replace").splitlines()
     tb = b.decode("utf-8", "replace").splitlines()
     changed = [op + line for op, line in changed_lines(ta, tb, rules.budget)]
+    rules.budget.spend(len(changed))
     if not changed:
         return f"{len(a)} bytes != {len(b)} bytes"
     # The header lines among the changed ones, per side and lower-case name.

@@ -41,6 +41,10 @@ class CompareJob:
     settings: CompareSettings
     secrets: tuple[str, ...] = ()
 
+    def size(self) -> int:
+        """The bytes of both bodies: what the job costs to hand over and to hold."""
+        return len(self.primary.body or b"") + len(self.shadow.body or b"")
+
 
 def raw_side(
     status: int, headers: tuple[tuple[str, str], ...], body: bytes | None, limit: int

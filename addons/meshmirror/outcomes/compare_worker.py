@@ -7,8 +7,9 @@ Wire format, both ways: frames of a 4-byte big-endian length and a pickle of one
 Pickle is safe here: both ends are this package, over private pipes between parent and child.
 Proxy -> worker: (token, CompareJob). Worker -> proxy: (token, Comparison).
 
-It runs at a lower priority than the proxy (nice 5): comparisons are background work, and on a
-busy machine the proxy's requests go first. It ignores SIGINT: a terminal's Ctrl-C is for the
+It runs at the lowest priority (nice 19), and after each costly comparison it rests three
+times as long as it took (`REST`): comparisons are background work, at most a quarter of one
+core, and on a busy machine the proxy's requests go first. It ignores SIGINT: a terminal's Ctrl-C is for the
 proxy, which then stops it by closing its stdin. Only the standard library, the comparison's
 modules and the decompressors are imported.
 """
@@ -20,11 +21,17 @@ import pickle
 import signal
 import struct
 import sys
+import time
 
 from meshmirror.outcomes.compare_job import run_job
 
 LENGTH = struct.Struct(">I")
-NICE = 5
+NICE = 19
+# After a comparison that took t seconds, the process rests REST * t before the next one, so
+# comparisons take at most 1 / (1 + REST) of one core however costly a candidate makes them
+# (a costly one is about 0.35 s within its budget). The cheap ones (most) do not rest.
+REST = 3.0
+REST_FROM = 0.01  # seconds a comparison takes before its process rests after it
 
 
 def encode(message: object) -> bytes:
@@ -61,7 +68,12 @@ def serve(in_fd: int, out_fd: int) -> int:
         if len(data) < size:
             return 0
         token, job = pickle.loads(data)
-        _write_all(out_fd, encode((token, run_job(job))))
+        started = time.perf_counter()
+        result = run_job(job)
+        spent = time.perf_counter() - started
+        _write_all(out_fd, encode((token, result)))
+        if spent >= REST_FROM:
+            time.sleep(REST * spent)
 
 
 def main() -> int:

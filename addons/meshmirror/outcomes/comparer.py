@@ -10,10 +10,12 @@ bodies are bounded by mirror_compare_max_body) and reads the answer.
 
 Contract: every submitted job gets exactly one `on_done`, never inside `submit` unless it could
 not be queued:
-- at most `max_waiting` jobs wait at once; one more is not compared (`busy`) at once;
-- a job without an answer `answer_limit` seconds after it was sent means the process is stuck:
-  it is killed, and its jobs are not compared (`lost`), as when it dies; the next job starts a
-  new one (at most one start per second);
+- at most `max_waiting` jobs, of at most `max_bytes` of bodies together, wait at once; one more
+  is not compared (`busy`) at once;
+- no answer for `answer_limit` seconds while jobs wait means the process is stuck (one
+  comparison and its rest take about 1.5 s at most): it is killed, and its jobs are not
+  compared (`lost`), as when it dies; the next job starts a new one (at most one start per
+  second);
 - `drain` waits for the jobs in flight, `close` gives up on the rest (`lost`) and stops the
   process (its stdin closes; it exits).
 Where no process can be started (a frozen mitmproxy) the jobs run on one worker thread instead;
@@ -41,7 +43,8 @@ log = logging.getLogger("meshmirror")
 
 OnDone = Callable[[Comparison], None]
 
-MAX_WAITING = 64
+MAX_WAITING = 32
+MAX_BYTES = 8 * 1024 * 1024  # bodies of the jobs waiting, together
 ANSWER_LIMIT = 10.0
 _RESTART_INTERVAL = 1.0
 _CLOSE_WAIT = 1.0
@@ -55,14 +58,18 @@ class Comparer:
         self,
         *,
         max_waiting: int = MAX_WAITING,
+        max_bytes: int = MAX_BYTES,
         answer_limit: float = ANSWER_LIMIT,
         use_process: bool | None = None,
     ) -> None:
         self.max_waiting = max_waiting
+        self.max_bytes = max_bytes
+        self._bytes = 0  # bodies of the jobs waiting
         self.answer_limit = answer_limit
         # A frozen (PyInstaller) mitmproxy cannot run `-m module`.
         self.use_process = not getattr(sys, "frozen", False) if use_process is None else use_process
-        self._waiting: dict[int, tuple[OnDone, float]] = {}  # in submit order
+        self._waiting: dict[int, tuple[OnDone, int]] = {}  # token -> (on_done, size)
+        self._heard = 0.0  # monotonic time of the last answer (or of the first job waiting)
         self._next_token = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -79,6 +86,10 @@ class Comparer:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def has_room(self) -> bool:
+        """Whether the jobs waiting leave room for more (half the caps: a pacer's margin)."""
+        return len(self._waiting) < self.max_waiting // 2 and self._bytes < self.max_bytes // 2
+
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
@@ -89,13 +100,19 @@ class Comparer:
         except RuntimeError:
             on_done(run_job(job))
             return
-        if len(self._waiting) >= self.max_waiting:
+        size = job.size()
+        if len(self._waiting) >= self.max_waiting or (
+            self._waiting and self._bytes + size > self.max_bytes
+        ):
             on_done(not_compared("busy"))
             return
         self._loop = loop
         token = self._next_token
         self._next_token += 1
-        self._waiting[token] = (on_done, time.monotonic() + self.answer_limit)
+        if not self._waiting:
+            self._heard = time.monotonic()
+        self._waiting[token] = (on_done, size)
+        self._bytes += size
         if not self.use_process:
             self._run_in_thread(loop, token, job)
             return
@@ -224,16 +241,16 @@ class Comparer:
                 break
             token, comparison = pickle.loads(buf[LENGTH.size : LENGTH.size + size])
             del buf[: LENGTH.size + size]
+            self._heard = time.monotonic()
             self._complete(token, comparison)
 
     def _check_answers(self) -> None:
-        """Every second while jobs wait: a job past its answer limit means a stuck process."""
+        """Every second while jobs wait: no answer for answer_limit means a stuck process."""
         self._watchdog = None
         if not self._waiting or self._loop is None:
             return
-        oldest = next(iter(self._waiting.values()))[1]
         proc = self._proc
-        if proc is not None and time.monotonic() > oldest:
+        if proc is not None and time.monotonic() - self._heard > self.answer_limit:
             proc.kill()
             self._died(f"no answer in {self.answer_limit:g}s, killed")
         if self._waiting:
@@ -269,6 +286,7 @@ class Comparer:
         entry = self._waiting.pop(token, None)
         if entry is None:
             return  # given up on already
+        self._bytes -= entry[1]
         try:
             entry[0](comparison)
         except Exception:

@@ -3,13 +3,16 @@
 `changed_lines(a, b, budget)` returns the removed (`-`) and added (`+`) lines, in the order a
 unified diff without context shows them: hunk by hunk, each hunk's removed lines before its
 added ones. The common head and tail are skipped in one pass; the lines between are aligned
-with Myers' algorithm (a shortest edit script), whose cost grows with the lines times the
-number of edits, so two texts that differ everywhere (the same lines shuffled) run out of
-budget quickly instead of taking seconds: `TooCostly` (outcomes/budget.py).
+by a shortest edit script: with the longest-common-subsequence table when the two middles'
+product is small (one side a few lines: a page against `ok`), else with Myers' algorithm, whose
+cost grows with the lines times the number of edits. Either way the steps are paid from the
+budget, so two texts that differ everywhere (the same lines shuffled) run out of it quickly
+instead of taking seconds: `TooCostly` (outcomes/budget.py).
 """
 
 from __future__ import annotations
 
+import array
 from collections.abc import Sequence
 
 from meshmirror.outcomes.budget import Budget
@@ -25,8 +28,45 @@ def changed_lines(a: Sequence[str], b: Sequence[str], budget: Budget) -> list[tu
     while tail < n - head and tail < m - head and a[n - 1 - tail] == b[m - 1 - tail]:
         tail += 1
     budget.spend(head + tail + 1)
-    edits = _edit_script(a[head : n - tail], b[head : m - tail], budget)
+    a, b = a[head : n - tail], b[head : m - tail]
+    if len(a) * len(b) <= min(budget.left, _TABLE_CELLS):
+        edits = _table_script(a, b, budget)
+    else:
+        edits = _edit_script(a, b, budget)
     return _hunks(edits)
+
+
+_TABLE_CELLS = 1 << 20  # the largest table built (bytes of memory: 4 per cell)
+
+
+def _table_script(
+    a: Sequence[str], b: Sequence[str], budget: Budget
+) -> list[tuple[int, int, str, str]]:
+    """A shortest edit script from the table of longest common suffixes (len(a) * len(b)
+    steps): cheap when one side has few lines, however many the other has."""
+    n, m = len(a), len(b)
+    budget.spend(n * m)
+    width = m + 1
+    table = array.array("i", bytes(4 * (n + 1) * width))  # table[i*width+j]: LCS of a[i:], b[j:]
+    for i in range(n - 1, -1, -1):
+        row, below = i * width, (i + 1) * width
+        for j in range(m - 1, -1, -1):
+            if a[i] == b[j]:
+                table[row + j] = table[below + j + 1] + 1
+            else:
+                table[row + j] = max(table[below + j], table[row + j + 1])
+    edits: list[tuple[int, int, str, str]] = []
+    i = j = 0
+    while i < n or j < m:
+        if i < n and j < m and a[i] == b[j]:
+            i, j = i + 1, j + 1
+        elif j < m and (i == n or table[i * width + j + 1] >= table[(i + 1) * width + j]):
+            edits.append((i, j, "+", b[j]))
+            j += 1
+        else:
+            edits.append((i, j, "-", a[i]))
+            i += 1
+    return edits
 
 
 def _edit_script(
