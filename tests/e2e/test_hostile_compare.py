@@ -41,7 +41,7 @@ from tests.support.launch import Launched
 from tests.support.mitmdump import Proxy
 from tests.support.processes import wait_for
 from tests.support.procfs import tree_memory_mb
-from tests.support.servers import FaultServer, keep_alive_requests
+from tests.support.servers import FaultServer, by_path
 
 TOKEN = "SECRET-TOKEN-123"
 AUTHORIZATION = f"Bearer {TOKEN}"
@@ -208,17 +208,8 @@ def test_echoed_secrets_never_reach_records_or_reports(
 
 
 def serve_by_path(answers: dict[str, tuple[bytes, bytes]]) -> Callable[[socket.socket], None]:
-    """A keep-alive server answering `path -> (extra header lines, body)`; others get `ok`."""
-
-    def serve(conn: socket.socket) -> None:
-        for head in keep_alive_requests(conn, 1000, timeout=30):
-            path = head.split(b" ", 2)[1].decode()
-            extra, body = answers.get(path, (b"", b"ok"))
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n" % (extra, len(body)) + body
-            )
-
-    return serve
+    """Answers `path -> (extra header lines, body)`; any other path gets `ok`."""
+    return by_path(lambda path: answers.get(path, (b"", b"ok")))
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from typing import Any
 from tests.support import meshconfig as mc
 from tests.support.mitmdump import Proxy
 from tests.support.processes import wait_for
-from tests.support.servers import FaultServer, keep_alive_requests
+from tests.support.servers import FaultServer, by_path
 
 MESHMIRROR = [sys.executable, "-m", "meshmirror"]
 # Keys of the mirror's answer: each, printed raw, would act on a terminal or forge a line.
@@ -38,14 +38,7 @@ REQUEST_ID = "rid-\x1b]0;title\x07-\u202e-\x85-end"
 
 
 def answer_with(body: bytes) -> Callable[[socket.socket], None]:
-    def serve(conn: socket.socket) -> None:
-        for _ in keep_alive_requests(conn, 100, timeout=10):
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-            )
-
-    return serve
+    return by_path(lambda _: (b"Content-Type: application/json\r\n", body))
 
 
 def raw_request(port: int, request_id: str) -> bytes:
