@@ -57,3 +57,11 @@ def test_a_shuffle_runs_out_of_budget_and_a_few_changes_do_not() -> None:
     edited = lines[:]
     edited[10_000] = "changed"
     assert changed_lines(lines, edited, Budget()) == [("-", "line 00"), ("+", "changed")]
+
+
+def test_a_page_against_a_few_lines_is_aligned_cheaply() -> None:
+    page = [f"line {i % 100:02d}" for i in range(32_000)]
+    budget = Budget(100_000)
+    changes = changed_lines(page, ["line 00", "ok"], budget)
+    assert changes[0] == ("-", "line 01") and changes[-1] == ("+", "ok")
+    assert len(changes) == 32_000 - 1 + 1 and budget.left > 0
