@@ -312,7 +312,6 @@ class _Rules:
         self.special = self.sensitive | self.redact | _PROXY_CHANGED
         self.sensitive_line = _sensitive_line(tuple(sorted(self.sensitive)))
         self.secrets: list[str] = []
-        self.longest = 0
         self.add_secrets(secrets)
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
