@@ -9,9 +9,9 @@ Proxy -> worker: (token, CompareJob). Worker -> proxy: (token, Comparison).
 
 It runs at the lowest priority (nice 19), and after each costly comparison it rests three
 times as long as it took (`REST`): comparisons are background work, at most a quarter of one
-core, and on a busy machine the proxy's requests go first. It ignores SIGINT: a terminal's Ctrl-C is for the
-proxy, which then stops it by closing its stdin. Only the standard library, the comparison's
-modules and the decompressors are imported.
+core, and on a busy machine the proxy's requests go first. It ignores SIGINT: a terminal's
+Ctrl-C is for the proxy, which then stops it by closing its stdin. Only the standard library,
+the comparison's modules and the decompressors are imported.
 """
 
 from __future__ import annotations
