@@ -6,8 +6,10 @@ hooks while the mirror glue only hands it each copy (`probe`) and each copy it d
 - the copy's result (the writer's callback), with the shadow's response captured when needed;
 - the primary's response (the `response`/`error` hook; for flows read from a recording the
   recorded response is already there when the copy starts).
-Whichever comes second finalises the copy: comparison (outcomes/compare.py), the outcome
-record (outcomes/log.py), the mirror flow (flows.py) and the comment on the original flow.
+Whichever comes second finalises the copy: its comparison is handed to the comparison process
+(outcomes/comparer.py; the client's response never waits for it), and when the result is back
+(at once without comparison) the copy is recorded: the outcome record (outcomes/log.py), the
+mirror flow (flows.py) and the comment on the original flow.
 Pending state is bounded (`_MAX_PENDING` flows) and dropped after `_PRIMARY_WAIT` seconds
 without a primary.
 

@@ -67,7 +67,7 @@ def outcome_text(probe: Probe, result: MirrorResult | None) -> str:
     if probe.outcome is Outcome.SENT and result is not None:
         return f"sent {result.status} in {result.latency * 1000:.1f}ms"
     if result is not None:
-        detail = f" ({result.detail})" if result.detail else ""
+        detail = f" ({safe_field(result.detail, keep_spaces=True)})" if result.detail else ""
         return f"failed: {probe.reason}{detail}"
     return f"{probe.outcome.value if probe.outcome else 'failed'}: {probe.reason}"
 
