@@ -20,7 +20,9 @@ Fields (null when unknown):
     primary_status, primary_latency_ms
     shadow_status,  shadow_latency_ms
     bytes_sent, bytes_received      the copy's request and response bytes
-    comparison      null when not compared, else {"match": bool, "fields": [...], ...}
+    comparison      null when the rule does not compare or the copy has no answer, else
+                    {"match": bool, "fields": [...], ...}, or {"not_compared": REASON,
+                    "note": "..."} when the comparison was not made (too_costly, ...)
     generation      config generation the decision was made with
     replay          true for flows loaded from a recording (-r)
     matched         requests this rule matched for this mirror so far, sampled or not (so a
