@@ -56,6 +56,23 @@ def test_the_sender_process_loads_only_the_copy_machinery() -> None:
     assert heavy == []
 
 
+def test_the_comparison_process_loads_only_the_comparison() -> None:
+    loaded = _imported_modules("meshmirror.outcomes.compare_worker")
+    ours = {m for m in loaded if m.startswith("meshmirror")}
+    assert "meshmirror.outcomes.compare_worker" in ours
+    # The comparison, and the stdlib-only gRPC leaf (statuses, framing, protobuf decoding).
+    assert ours <= {"meshmirror", "meshmirror.outcomes", "meshmirror.grpc"} | {
+        m for m in ours if m.startswith("meshmirror.outcomes.")
+    }
+    assert "meshmirror.outcomes.metrics" not in ours  # no prometheus_client either
+    heavy = [
+        m
+        for m in loaded
+        if m.split(".")[0] in {"pydantic", "yaml", "mitmproxy", "re2", "prometheus_client"}
+    ]
+    assert heavy == []
+
+
 def test_matching_a_request_loads_no_config_model() -> None:
     loaded = _imported_modules("meshmirror.routing.match, meshmirror.routing.sampling")
     assert "meshmirror.routing.match" in loaded

@@ -71,7 +71,7 @@ def test_what_the_readmes_commands_write_in_the_checkout_is_ignored_by_git() -> 
 
 
 def test_the_outcome_logs_fields_are_the_ones_it_writes() -> None:
-    listed = re.search(r"flushed, so `tail -f` works\. Fields: (.+?)\(", README, re.S)
+    listed = re.search(r"works, and in ASCII .+?\. Fields: (.+?)\(", README, re.S)
     assert listed, "the outcome log's field list"
     assert re.findall(r"`(\w+)`", listed.group(1)) == list(FIELDS)
     example = re.search(r'^(\{"time":.+?\})\n```', README, re.M | re.S)

@@ -92,7 +92,7 @@ class Diagnostic:
             where = f"{self.source.file}:{line}" if line is not None else self.source.file
             obj = f"doc {self.source.doc}"
             if self.kind:
-                ident = "/".join(p for p in (self.namespace, self.name) if p)
+                ident = "/".join(_printable(p) for p in (self.namespace, self.name) if p)
                 obj += f" ({self.kind} {ident})" if ident else f" ({self.kind})"
             parts.append(f"{where}: {obj}")
         if self.path:
@@ -122,6 +122,12 @@ def format_path(path: Sequence[PathPart]) -> str:
         else:
             out += f"[{part!r}]"
     return out
+
+
+def _printable(name: str) -> str:
+    """A resource name as a message shows it: with any non-printable character escaped, as
+    `repr` escapes it (the name comes from the user's YAML)."""
+    return name if name.isprintable() else repr(name)[1:-1]
 
 
 def format_value(value: object, limit: int = 120) -> str:

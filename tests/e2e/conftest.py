@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from pytest_httpserver import HTTPServer
 
+from tests.support.launch import Launcher
 from tests.support.mitmdump import Proxy, start_proxy
 
 
@@ -43,3 +45,22 @@ def second_mirror_server() -> Iterator[HTTPServer]:
     server.clear()
     if server.is_running():
         server.stop()
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Launcher]:
+    """mitmdumps started with `launch(upstream_port, configs, *options, ...)` (see
+    tests/support/launch.py), stopped after the test."""
+    launcher = Launcher(tmp_path)
+    yield launcher
+    launcher.stop_all()
+
+
+@pytest.fixture
+def primary() -> Iterator[HTTPServer]:
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.expect_request("").respond_with_data("primary")
+    server.start()
+    yield server
+    server.clear()
+    server.stop()

@@ -24,6 +24,7 @@ from meshmirror.mitm.flows import (
 )
 from meshmirror.mitm.inspection import Inspection
 from meshmirror.mitm.probes import Probe
+from meshmirror.outcomes.comparer import Comparer
 from meshmirror.outcomes.counters import Outcome, classify
 
 REQ = MirrorRequest(
@@ -41,6 +42,19 @@ FAILED = MirrorResult(None, "refused", "connection refused", 0.001, 0, 0)
 
 def settle(probe: Probe, result: MirrorResult) -> None:
     probe.settle(*classify(result.status, result.failure), result)
+
+
+def inspection() -> Inspection:
+    """An Inspection whose comparisons run on a thread (the comparison process is the e2e
+    tests'), so that `compared` can wait for them."""
+    insp = Inspection()
+    insp.comparer = Comparer(use_process=False)
+    return insp
+
+
+async def compared(insp: Inspection) -> None:
+    """Until the comparisons submitted so far are recorded."""
+    await insp.comparer.drain(10.0)
 
 
 def test_marker_matches_the_addon() -> None:
@@ -136,7 +150,7 @@ def primary_flow(body: bytes = b'{"v": 1}', status: int = 201, live: bool = True
 async def test_join_in_either_order_logs_compares_and_comments(
     tmp_path: Path, primary_first: bool
 ) -> None:
-    insp = Inspection()
+    insp = inspection()
     log_path = tmp_path / "o.jsonl"
     with taddons.context(insp) as tctx:
         tctx.configure(insp, mirror_log=str(log_path), mirror_compare=True)
@@ -155,6 +169,7 @@ async def test_join_in_either_order_logs_compares_and_comments(
             assert not log_path.read_text()  # waits for the primary
             f.response = response
             insp.response(f)
+        await compared(insp)
         (line,) = log_path.read_text().splitlines()
         rec = json.loads(line)
         assert rec["outcome"] == "sent" and rec["request_id"] == "rid-1"
@@ -167,7 +182,7 @@ async def test_join_in_either_order_logs_compares_and_comments(
 
 
 async def test_recorded_flow_and_annotations_and_not_sent(tmp_path: Path) -> None:
-    insp = Inspection()
+    insp = inspection()
     log_path = tmp_path / "o.jsonl"
     with taddons.context(insp) as tctx:
         tctx.configure(insp, mirror_log=str(log_path), mirror_compare_ignore_json=["/v"])
@@ -191,6 +206,7 @@ async def test_recorded_flow_and_annotations_and_not_sent(tmp_path: Path) -> Non
         probe = insp.probe(f, route(), POLICY, EPT, EP, REQ, 1, "rid-1")
         assert probe is not None
         settle(probe, MirrorResult(201, None, "", 0.01, 1, 1, OK.headers, b'{"v": 2, "w": 3}'))
+        await compared(insp)
         insp.not_sent(f, route(), POLICY, EPT, Outcome.SKIPPED, "body_too_large", 1, "rid-1")
         recs = [json.loads(x) for x in log_path.read_text().splitlines()]
         assert recs[0]["comparison"] == {"match": True} and recs[0]["replay"] is True

@@ -7,13 +7,16 @@ import json
 
 import pytest
 
+from meshmirror.outcomes.budget import COMPARE_STEPS, Budget
 from meshmirror.outcomes.compare import (
     CompareSettings,
     Comparison,
     Side,
     compare_responses,
+    not_compared,
     parse_pointer,
     secret_values,
+    steps_for,
 )
 
 H = [("Content-Type", "application/json")]
@@ -815,3 +818,112 @@ def test_the_summary_records_fields_and_the_noise_removed(
     comparison: Comparison, expected: dict[str, object]
 ) -> None:
     assert comparison.summary() == expected
+
+
+# --- bounds --------------------------------------------------------------------------------------
+
+
+def test_a_comparison_over_its_budget_is_not_compared() -> None:
+    a = side(raw="\n".join(f"line {i}" for i in range(400)).encode())
+    b = side(raw="\n".join(f"line {i}" for i in reversed(range(400))).encode())
+    costly = compare_responses(a, b, DEFAULT, budget=Budget(1_000))
+    assert costly == not_compared("too_costly")
+    assert costly.summary() == {"not_compared": "too_costly", "note": "too costly"}
+    assert costly.short() == "not compared: too costly" and not costly.match
+    done = compare_responses(a, b, DEFAULT, budget=Budget(1_000_000))
+    assert done.fields == ("body",)
+
+
+def test_a_body_over_the_limit_after_decoding_is_not_compared() -> None:
+    over = Side(200, H, b"\0" * 10, over_limit=True)
+    result = compare_responses(side({"a": 1}), over, CompareSettings.build(max_body=10))
+    assert result.summary() == {
+        "not_compared": "body_over_limit",
+        "note": "body over 10 bytes after decoding",
+    }
+
+
+def test_a_prefix_with_a_known_size_differs_by_size() -> None:
+    whole = side(raw=b"abcd")
+    prefix = Side(200, H, b"abcd", True, size=9)
+    assert compare_responses(whole, prefix, DEFAULT).examples == {"body": "4 bytes != 9 bytes"}
+
+
+def test_an_undecodable_body_says_why_it_was_not_compared() -> None:
+    broken = Side(200, H, None, unavailable="cannot decode gzip: bad header")
+    result = compare_responses(side({"a": 1}), broken, DEFAULT)
+    assert (
+        result.note == "body not compared: shadow body unavailable (cannot decode gzip: bad header)"
+    )
+
+
+def test_steps_grow_with_the_largest_body_compared() -> None:
+    assert steps_for(100_000) == COMPARE_STEPS and steps_for(1 << 20) == 4 << 20
+
+
+def test_not_compared_results_and_their_short_form() -> None:
+    assert not_compared("too_costly") == Comparison(
+        False, (), not_compared="too_costly", note="too costly"
+    )
+    assert not_compared("body_over_limit").note == "body over 0 bytes after decoding"
+    assert not_compared("error", detail="KeyError: x").note == "comparison failed (KeyError: x)"
+    # Field names are shown escaped in the short form, spaces kept.
+    spaced = Comparison(False, ("body:/first name", "body:/a\x1bb"), differing=2)
+    assert spaced.short() == "mismatch: body:/first name, body:/a\\x1bb"
+
+
+def test_a_field_name_is_cut_to_512_characters() -> None:
+    a, b = side({"k" * 600: 1}), side({"k" * 600: 2})
+    (name,) = compare_responses(a, b, DEFAULT).fields
+    assert len(name) == 512 and name == "body:/" + "k" * (512 - 6 - 3) + "..."
+    exact = "k" * (512 - 6)
+    (kept,) = compare_responses(side({exact: 1}), side({exact: 2}), DEFAULT).fields
+    assert kept == "body:/" + exact
+
+
+def test_an_unavailable_primary_body_says_why() -> None:
+    broken = Side(200, H, None, unavailable="cannot decode br: bad")
+    result = compare_responses(broken, side({"a": 1}), DEFAULT)
+    assert result.note == "body not compared: primary body unavailable (cannot decode br: bad)"
+
+
+def test_long_secrets_are_redacted_up_to_the_cut_however_much_shorter_they_get() -> None:
+    secret = "S" * 100  # 100 characters each shown as the 10 of [redacted]
+    a = side({"v": secret * 20})
+    result = compare_responses(a, side({"v": 1}), DEFAULT, secrets=[secret])
+    example = result.examples["body:/v"]
+    assert "S" not in example and example.endswith("...") and len(example) == 160
+
+
+def test_deep_paths_and_long_texts_cost_more_steps() -> None:
+    def spent(a: bytes, b: bytes, secrets: tuple[str, ...] = ()) -> int:
+        budget = Budget(10_000_000)
+        compare_responses(side(raw=a), side(raw=b), DEFAULT, secrets, budget=budget)
+        return 10_000_000 - budget.left
+
+    leaves = 200
+    shallow = spent(json.dumps([0] * leaves).encode(), json.dumps([1] * leaves).encode())
+    nest = 200
+    deep_a = "[" * nest + json.dumps([0] * leaves) + "]" * nest
+    deep_b = "[" * nest + json.dumps([1] * leaves) + "]" * nest
+    deep = spent(deep_a.encode(), deep_b.encode())
+    assert deep - shallow >= leaves * (nest // 32)  # each leaf pays for its path
+    few = tuple(f"secret-{i}" for i in range(20))
+    short_text = spent(b"a\nb", b"a\nc", few)
+    long_text = spent(b"a\n" + b"x" * 8192, b"a\n" + b"y" * 8192, few)
+    assert long_text - short_text >= len(few) * 2 * 8  # the examples are scrubbed per KiB
+
+
+def test_every_line_and_header_is_paid_for() -> None:
+    def spent(a: Side, b: Side) -> int:
+        budget = Budget(10_000_000)
+        compare_responses(a, b, DEFAULT, budget=budget)
+        return 10_000_000 - budget.left
+
+    lines = b"\n".join(b"l%d" % i for i in range(5000))
+    assert spent(side(raw=b"x"), side(raw=lines)) >= 3 * 5000  # read, aligned, listed
+    many = [(f"x-h{i}", "v") for i in range(1000)]
+    per_header = 1 + len(DEFAULT.ignore_headers) // 8
+    assert spent(side(raw=b"x", headers=many), side(raw=b"x", headers=many)) >= (
+        2 * 1000 * per_header
+    )

@@ -3,6 +3,8 @@ from candidates' mismatches with the raw list kept, bounded, saved and loaded.""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from meshmirror.outcomes.compare import Comparison
@@ -62,4 +64,26 @@ def test_a_model_is_saved_and_loaded() -> None:
 @pytest.mark.parametrize("text", ['{"foo": 1}', "[]", '{"rules": {"r": {"fields": 3}}}'])
 def test_a_file_that_is_not_a_noise_model_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
+        NoiseModel.loads(text)
+
+
+def test_a_saved_model_over_the_cap_is_trimmed_as_it_is_loaded() -> None:
+    fields = {f"body:/f{i}": i + 1 for i in range(MAX_FIELDS + 100)}
+    text = json.dumps({"rules": {RULE: {"compared": 1, "fields": fields}}})
+    model = NoiseModel.loads(text)
+    kept = model.seen[RULE]
+    assert len(kept) == MAX_FIELDS and min(kept.values()) == 101
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 200_000, "nested too deeply"),
+        ("[1, 2]", "no `rules` object"),
+        ('{"rules": {"r": {"compared": "x", "fields": {}}}}', "expected {compared"),
+    ],
+    ids=["deep", "not-an-object", "bad-entry"],
+)
+def test_what_is_not_a_noise_file_is_a_value_error(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         NoiseModel.loads(text)

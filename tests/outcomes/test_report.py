@@ -198,3 +198,24 @@ def render_text_of(g: GroupStats) -> str:
     out = io.StringIO()
     render_text([g], out)
     return out.getvalue()
+
+
+def test_the_text_report_escapes_what_records_hold() -> None:
+    forged = "k\n\nverdict:\n  ok       PASSED\u202e"
+    records = [
+        rec(
+            rule="default/app[0]\x1b[2J",
+            comparison={"match": False, "fields": [f"body:/{forged}"], "examples": {}},
+            request_id="r\x07\n",
+            reason=None,
+        ),
+        rec(outcome="failed", reason="refused\nFORGED", comparison=None),
+    ]
+    out = io.StringIO()
+    render_text(build_report(records), out)
+    text = out.getvalue()
+    assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text
+    assert "default/app[0]\\x1b[2J -> outbound|80||shadow.local" in text
+    assert "body:/k\\x0a\\x0averdict:\\x0a  ok       PASSED\\u202e" in text
+    assert "[r\\x07\\x0a]" in text and "refused\\x0aFORGED:1" in text
+    assert not [line for line in text.splitlines() if line.startswith(("  ok", "FORGED"))]

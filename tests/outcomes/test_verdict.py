@@ -15,6 +15,7 @@ from meshmirror.outcomes.verdict import (
     figure_of,
     junit_xml,
     parse_condition,
+    verdict_lines,
 )
 
 
@@ -123,3 +124,15 @@ def test_junit_has_a_case_per_rule_and_mirror_and_a_failure_per_condition_held()
     assert "shadow_p99 > 1s: unknown (no data)" in (
         cases["default/other[0]"].findtext("system-out") or ""
     )
+
+
+def test_junit_is_xml_whatever_the_names_hold_and_verdict_lines_are_escaped() -> None:
+    evil = GroupStats("default/app[0:a\x1b\x00\ufffe]", "out\x01|80||x", sampled=1, compared=1)
+    evil.mismatched = 1
+    verdict = evaluate([evil], [parse_condition("mismatch_rate > 1%")])
+    root = ET.fromstring(junit_xml(verdict))
+    (case,) = root.iter("testcase")
+    assert case.get("classname") == "default/app[0:a\\x1b\\x00\\ufffe]"
+    assert case.get("name") == "out\\x01|80||x"
+    ((state, line),) = verdict_lines(verdict)
+    assert state == "FAIL" and line.startswith("default/app[0:a\\x1b\\x00\\ufffe] -> out\\x01")

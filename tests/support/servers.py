@@ -83,6 +83,19 @@ def status(code: int) -> Handler:
     return answer
 
 
+def by_path(answer: Callable[[str], tuple[bytes, bytes]]) -> Handler:
+    """Keep-alive HTTP/1.1: each request (up to 10,000 a connection) is answered 200 with
+    `answer(path)`, (extra header lines, each ending in CRLF; body)."""
+
+    def serve(conn: socket.socket) -> None:
+        for head in keep_alive_requests(conn, 10_000, timeout=30):
+            extra, body = answer(head.split(b" ", 2)[1].decode("latin-1"))
+            head_out = b"HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n" % (extra, len(body))
+            conn.sendall(head_out + body)
+
+    return serve
+
+
 class FaultServer:
     """Runs `handler` on each accepted connection (a thread each); `tls` wraps accepted sockets.
 

@@ -1418,3 +1418,16 @@ def test_istio_duration_rule(text: str, message: str | None) -> None:
 def test_hosts_match(a: str, b: str, overlap: bool) -> None:
     assert hosts_match(a, b) is overlap
     assert hosts_match(b, a) is overlap
+
+
+def test_names_with_control_characters_are_warned_about() -> None:
+    text = rule(f'name: "r\\e[31m"\nmatch: [{{name: "m\\x01"}}]\n{ROUTE}').replace(
+        "name: vs,", 'name: "v\\u202e",'
+    )
+    found = {format_path(d.path): d for d in warnings(run(text))}
+    assert set(found) == {"metadata.name", "spec.http[0].name", "spec.http[0].match[0].name"}
+    assert "name has control characters (\\x1b)" in found["spec.http[0].name"].message
+    assert "(\\u202e)" in found["metadata.name"].message
+    # The resource's own name is escaped wherever a message names it.
+    assert "(VirtualService default/v\\u202e)" in found["spec.http[0].name"].format()
+    assert warnings(run(rule(f"name: plain\n{ROUTE}"))) == []

@@ -195,7 +195,14 @@ def _parser() -> argparse.ArgumentParser:
         "--write-config",
         default=None,
         metavar="DIR",
-        help="write the generated YAML to DIR and keep it (default: a temporary directory)",
+        help="write the generated YAML to DIR and keep it (default: a temporary directory); "
+        "a file there that meshmirror run did not write is refused unless --force",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="with --write-config: replace the file even if meshmirror run did not write it "
+        "(a link is replaced, never followed)",
     )
     run.set_defaults(func=cmd_run)
 
@@ -257,6 +264,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         extra=args.extra,
         out=out,
         verbose=args.verbose,
+        force=args.force,
     )
 
 

@@ -8,6 +8,7 @@ import sys
 from typing import TextIO
 
 from meshmirror.cli.exits import EXIT_INVALID, EXIT_OK, EXIT_USAGE
+from meshmirror.files import replace_file
 
 
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
@@ -59,17 +60,27 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     verdict = evaluate(groups, conditions, args.min_samples) if judged else None
     lines = verdict_lines(verdict, args.min_samples) if verdict is not None else None
     if args.html:
-        with open(args.html, "w", encoding="utf-8") as f:
-            f.write(render_html(groups, args.log, lines))
+        if not _write(args.html, render_html(groups, args.log, lines)):
+            return EXIT_USAGE
         print(f"\nHTML report written to {args.html}", file=out)
     if verdict is None or lines is None:
         return EXIT_OK
     print("\nverdict:", file=out)
     for state, line in lines:
         print(f"  {state:<8} {line}", file=out)
-    if args.junit:
-        with open(args.junit, "w", encoding="utf-8") as fj:
-            fj.write(junit_xml(verdict))
+    if args.junit and not _write(args.junit, junit_xml(verdict)):
+        return EXIT_USAGE
     if verdict.too_few:
         return EXIT_USAGE
     return EXIT_INVALID if verdict.failed else EXIT_OK
+
+
+def _write(path: str, text: str) -> bool:
+    """Write an output file whole (a new file renamed into place: a CI job never reads half of
+    one, and a link at the path is replaced, not written through); False, said, on failure."""
+    try:
+        replace_file(path, text.encode("utf-8"))
+    except OSError as e:
+        print(f"meshmirror: {path}: {e.strerror or e}", file=sys.stderr)
+        return False
+    return True

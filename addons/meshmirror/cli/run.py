@@ -7,8 +7,9 @@ and a VirtualService with its mirrors), then runs mitmdump (mitmweb with `--web`
 mode to the primary with the addon and that config, listening on 127.0.0.1. With `-f CONFIG...`
 it runs existing YAML the same way, after validating it as the proxy would (errors: exit 1, no
 proxy started). The config is written to a temporary directory that is removed at exit, unless
-`--write-config DIR` keeps it. Ctrl-C (or SIGTERM, SIGHUP) stops the proxy cleanly (it drains the
-copies in flight); the exit code is mitmdump's.
+`--write-config DIR` keeps it (replacing only a file an earlier run wrote there, unless
+`--force`). Ctrl-C (or SIGTERM, SIGHUP) stops the proxy cleanly (it drains the copies in
+flight); the exit code is mitmdump's.
 
 Quiet by default: meshmirror's lines and warnings, without mitmproxy's per-connection and
 per-flow lines (`--verbose` brings them back). Nothing it starts outlives it: the proxy gets
@@ -24,6 +25,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,7 @@ from urllib.parse import urlsplit
 
 import meshmirror
 from meshmirror.cli.watchdog import STOP_WAIT, Watchdog
+from meshmirror.files import FileRefused, kind_of, read_regular, replace_file
 from meshmirror.hosts import is_ip, split_host_port
 from meshmirror.pipeline import load_config_set
 
@@ -45,6 +48,8 @@ DEFAULT_LISTEN = "127.0.0.1:8000"
 WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comment")
 # Signals that end `run` cleanly: passed on to the proxy, which drains its copies and exits.
 _FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+# The first line of every file `run` writes: how it knows a file it may replace.
+HEADER = "# Written by `meshmirror run`: the same files run on a mesh with kubectl apply.\n"
 
 
 class RunError(ValueError):
@@ -190,8 +195,45 @@ spec:
     - destination: {{host: primary.meshmirror.local}}{mirrors_block}
 """
     )
-    header = "# Written by `meshmirror run`: the same files run on a mesh with kubectl apply.\n"
-    return header + "---\n".join(docs)
+    return HEADER + "---\n".join(docs)
+
+
+def write_mesh_file(directory: str, text: str, force: bool) -> str:
+    """Write `text` as DIRECTORY/meshmirror-run.yaml and return its path. A file there that an
+    earlier `run` wrote (it starts with HEADER) is replaced; anything else (a file of the user's,
+    a link, a FIFO) only with `force`, and then the new file replaces the link itself, never its
+    target (`files.replace_file`). RunError when refused or when writing fails."""
+    path = os.path.join(directory, CONFIG_FILE)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        refusal = _not_ours(path)
+        if refusal and not force:
+            raise RunError(
+                f"--write-config {directory}: {path} {refusal}; give --force to replace it"
+            )
+        replace_file(path, text.encode("utf-8"))
+    except OSError as e:
+        raise RunError(f"--write-config {directory}: {path}: {e.strerror or e}") from None
+    return path
+
+
+def _not_ours(path: str) -> str | None:
+    """Why the file at `path` is not one `run` wrote; None when there is none or it is one."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISREG(st.st_mode):
+        return f"exists and is {kind_of(st.st_mode)}"
+    try:
+        head = read_regular(path, 1 << 20)[: len(HEADER)]
+    except (OSError, FileRefused):
+        head = b""
+    if head != HEADER.encode("utf-8"):
+        return "exists and was not written by meshmirror run"
+    return None
 
 
 def addon_path() -> Path:
@@ -270,8 +312,10 @@ def run(
     out: TextIO,
     verbose: bool = False,
     err: TextIO = sys.stderr,
+    force: bool = False,
 ) -> int:
-    """Write the config (unless `configs` are given), run the proxy until it exits; its code."""
+    """Write the config (unless `configs` are given), run the proxy until it exits; its code.
+    `force`: replace a config file `run` did not write (see `write_mesh_file`)."""
     target = parse_backend(primary, "--primary")
     where = parse_listen(listen)
     if configs and mirrors:
@@ -292,10 +336,7 @@ def run(
         directory = write_config or tempfile.mkdtemp(prefix="meshmirror-run-")
         if write_config is None:
             temp = directory
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, CONFIG_FILE)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(mesh_yaml(target, parsed, hosts or ["*"]))
+        path = write_mesh_file(directory, mesh_yaml(target, parsed, hosts or ["*"]), force)
         configs = [path]
         kept = "kept" if temp is None else "removed at exit; --write-config DIR keeps it"
         print(f"meshmirror run: config written to {path} ({kept})", file=out)

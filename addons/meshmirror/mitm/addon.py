@@ -345,6 +345,12 @@ class Mirror:
             inflight={n: writer.inflight(n) for n in fanout.stats.clusters} if writer else {},
             circuits=fanout.breaker.snapshot(),
             comparisons={key: dict(c) for key, c in self.inspection.counts.items()},
+            not_compared={key: dict(c) for key, c in self.inspection.not_compared.items()},
+            log_records=(
+                dict(self.inspection.log_records)
+                if self.inspection.log_file is not None or self.inspection.log_records.total()
+                else {}
+            ),
             generation=self.live.generation,
             reloads=dict(self.live.reloads),
         )
@@ -771,6 +777,8 @@ class Mirror:
         snap["generation"] = self.live.generation
         snap["config"] = self.live.state  # "empty": every request goes to the reverse upstream
         snap["comparison"] = self.inspection.snapshot()
+        if self.inspection.log_records.total():
+            snap["outcome_log"] = dict(self.inspection.log_records)
         snap["noise"] = self.inspection.noise.snapshot()
         snap["reloads"] = dict(self.live.reloads)
         circuits = fanout.breaker.snapshot()

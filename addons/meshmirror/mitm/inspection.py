@@ -6,8 +6,10 @@ hooks while the mirror glue only hands it each copy (`probe`) and each copy it d
 - the copy's result (the writer's callback), with the shadow's response captured when needed;
 - the primary's response (the `response`/`error` hook; for flows read from a recording the
   recorded response is already there when the copy starts).
-Whichever comes second finalises the copy: comparison (outcomes/compare.py), the outcome
-record (outcomes/log.py), the mirror flow (flows.py) and the comment on the original flow.
+Whichever comes second finalises the copy: its comparison is handed to the comparison process
+(outcomes/comparer.py; the client's response never waits for it), and when the result is back
+(at once without comparison) the copy is recorded: the outcome record (outcomes/log.py), the
+mirror flow (flows.py) and the comment on the original flow.
 Pending state is bounded (`_MAX_PENDING` flows) and dropped after `_PRIMARY_WAIT` seconds
 without a primary.
 
@@ -33,6 +35,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 
 from meshmirror.config.resources import LoadedResource
+from meshmirror.files import FileRefused, read_regular, replace_file
 from meshmirror.mesh.clusters import Endpoint
 from meshmirror.mirror.shadow import DEFAULT_SUFFIX, parse_redactions
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest
@@ -63,10 +66,11 @@ from meshmirror.mitm.units import parse_size
 from meshmirror.outcomes.compare import (
     CompareSettings,
     Comparison,
-    compare_responses,
     secret_values,
 )
-from meshmirror.outcomes.counters import Outcome
+from meshmirror.outcomes.compare_job import CompareJob
+from meshmirror.outcomes.comparer import Comparer
+from meshmirror.outcomes.counters import Outcome, safe_field
 from meshmirror.outcomes.log import OutcomeLog
 from meshmirror.outcomes.metrics import Latencies
 from meshmirror.outcomes.noise import NoiseModel
@@ -82,6 +86,8 @@ SAMPLED_METADATA = "meshmirror.sampled"
 _MAX_PENDING = 10_000  # original flows waiting for their primary response or their copies
 _PRIMARY_WAIT = 60.0  # seconds a finished copy waits for the primary before it is logged anyway
 _FLOW_CAPTURE = 64 * 1024  # shadow body bytes kept for a mirror flow when not comparing
+_COMPARE_WAIT = 5.0  # seconds done() waits for comparisons in flight
+_MAX_NOISE_FILE = 16 * 1024 * 1024  # a saved model holds at most 500 fields per rule
 
 
 def _redactions(opts: Any) -> dict[bytes, bytes | None]:
@@ -116,10 +122,16 @@ class Inspection:
         self.rule_matches: Mapping[tuple[str, str], int] = {}
         self.flows = MirrorFlows()
         self.log_file: OutcomeLog | None = None
+        # Records written to mirror_log and lost (it could not be written), over the run.
+        self.log_records: Counter[str] = Counter(written=0, lost=0)
         self.compare_default = RuleCompare(False, CompareSettings.build())
         self.compare_rules: dict[str, RuleCompare] = {}
         self.capture_max = 256 * 1024
         self.counts: dict[tuple[str, str], Counter[str]] = {}
+        # Per (rule, cluster): copies not compared, by NOT_COMPARED reason (too_costly, ...).
+        self.not_compared: dict[tuple[str, str], Counter[str]] = {}
+        # Comparisons run off the event loop: the client's response never waits for one.
+        self.comparer = Comparer()
         self.pacer: ReplayPacer | None = None
         self.writer_room = writer_room or (lambda: True)
         self._pending: dict[str, Pending] = {}
@@ -182,14 +194,20 @@ class Inspection:
                 try:
                     self.log_file = OutcomeLog(opts.mirror_log)
                 except OSError as e:
-                    raise option_error(f"mirror_log: {e}") from e
+                    raise option_error(f"mirror_log: {opts.mirror_log}: {e.strerror or e}") from e
+                except FileRefused as e:
+                    raise option_error(f"mirror_log: {opts.mirror_log}: {e}") from e
         if "mirror_compare_noise" in updated and opts.mirror_compare_noise != self._noise_path:
             self._noise_path = opts.mirror_compare_noise
             if self._noise_path and os.path.exists(self._noise_path):
                 try:
-                    with open(self._noise_path, encoding="utf-8") as f:
-                        self.noise = NoiseModel.loads(f.read())
-                except (OSError, ValueError) as e:
+                    data = read_regular(self._noise_path, _MAX_NOISE_FILE)
+                    self.noise = NoiseModel.loads(data.decode("utf-8"))
+                except OSError as e:
+                    raise option_error(
+                        f"mirror_compare_noise: {self._noise_path}: {e.strerror or e}"
+                    ) from e
+                except ValueError as e:  # FileRefused, UnicodeDecodeError, NoiseModel's own
                     raise option_error(f"mirror_compare_noise: {self._noise_path}: {e}") from e
                 log.info(
                     f"meshmirror: learned noise loaded from {self._noise_path}: "
@@ -261,25 +279,28 @@ class Inspection:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if loop is None or not self.flows.busy:
+        if loop is None or not (self.flows.busy or self.comparer.waiting):
             self._close()
             return None
         return loop.create_task(self._finish())
 
     async def _finish(self) -> None:
+        # The comparisons first: their records and mirror flows are the last to come.
+        await self.comparer.drain(_COMPARE_WAIT)
         await self.flows.drain(5.0)
         self._close()
 
     def _close(self) -> None:
+        self.comparer.close()
         self.flows.close()
         if self._noise_path and self.noise.compared:
             try:
-                tmp = f"{self._noise_path}.tmp"
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.write(self.noise.dumps())
-                os.replace(tmp, self._noise_path)  # a reader never sees half a file
+                replace_file(self._noise_path, self.noise.dumps().encode("utf-8"))
             except OSError as e:
-                log.warning(f"meshmirror: mirror_compare_noise: cannot save: {e}")
+                log.warning(
+                    f"meshmirror: mirror_compare_noise: {self._noise_path}: cannot save: "
+                    f"{e.strerror or e}"
+                )
         if self.log_file is not None:
             self.log_file.close()
             self.log_file = None
@@ -295,7 +316,12 @@ class Inspection:
             return None
         if self.pacer is None:
             return None
-        return self.pacer.wait(flow.request.timestamp_start, self.writer_room)
+        return self.pacer.wait(flow.request.timestamp_start, self._replay_room)
+
+    def _replay_room(self) -> bool:
+        """Room for one more recorded request: in the writer, and among the comparisons
+        waiting (a replay waits for them rather than have its copies not compared: busy)."""
+        return self.writer_room() and self.comparer.has_room()
 
     def unclaimed_recording(self, flow: http.HTTPFlow) -> None:
         """A recorded request whose Host no virtual host claims. Warned once per run when that
@@ -311,10 +337,11 @@ class Inspection:
         if host in (upstream, f"{upstream}:{req.port}", f"[{upstream}]:{req.port}"):
             self._host_warned = True
             log.warning(
-                f"meshmirror: recorded requests carry Host {req.host_header}, which no rule "
-                "claims and which is also the address they were sent to: a recording made in "
-                "reverse mode without keep_host_header holds the upstream's address there "
-                "(meshmirror turns it on), so rules for the client's Host do not match"
+                f"meshmirror: recorded requests carry Host {safe_field(req.host_header or '')}, "
+                "which no rule claims and which is also the address they were sent to: a "
+                "recording made in reverse mode without keep_host_header holds the upstream's "
+                "address there (meshmirror turns it on), so rules for the client's Host do not "
+                "match"
             )
 
     # --- the primary ------------------------------------------------------------------------------
@@ -342,7 +369,7 @@ class Inspection:
         pending = self._pending.get(flow.id)
         if pending is None or pending.primary is not None:
             return
-        pending.primary = primary_of(flow, pending.needs_body)
+        pending.primary = primary_of(flow, pending.needs_body, self.capture_max)
         waiting, pending.waiting = pending.waiting, []
         for probe in waiting:
             self._finalize(probe, pending.primary)
@@ -382,7 +409,7 @@ class Inspection:
             pending.needs_body = True
         if pending.primary is None and not flow.live and (flow.response or flow.error):
             # A recorded flow: its recorded response stands in for the primary's.
-            pending.primary = primary_of(flow, pending.needs_body)
+            pending.primary = primary_of(flow, pending.needs_body, self.capture_max)
         pending.outstanding += 1
         probe = Probe(
             self, pending, route, policy, ep, target, request, generation, compare, capture
@@ -456,10 +483,11 @@ class Inspection:
             evicted += 1
 
     def _finalize(self, probe: Probe, primary: Primary | None) -> None:
+        """The copy and the primary are both in (or the primary never will be): compare them
+        off the loop when the rule asks for it, then record the copy (`_record`)."""
         pending = probe.pending
         pending.outstanding -= 1
         result = probe.result
-        comparison: Comparison | None = None
         if (
             probe.compare is not None
             and result is not None
@@ -468,11 +496,11 @@ class Inspection:
             and primary.side is not None
         ):
             settings = probe.compare.settings
-            comparison = compare_responses(
+            job = CompareJob(
                 primary.side,
                 shadow_side(result),
                 settings,
-                secrets=secret_values(
+                secret_values(
                     (
                         (n.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
                         for n, v in pending.flow.request.headers.fields
@@ -480,31 +508,51 @@ class Inspection:
                     settings,
                 ),
             )
-            if probe.compare.is_baseline(probe.cluster):
-                # The same version answered twice: whatever differs is noise for the rule (and,
-                # once trusted, not a mismatch of the baseline's either).
-                self.noise.learn(probe.route.label, comparison.fields)
-            if probe.compare.baseline:
-                comparison = self.noise.filter(probe.route.label, comparison)
-            key = (probe.route.label, probe.cluster)
-            counts = self.counts.setdefault(key, Counter())
-            counts["matched" if comparison.match else "mismatched"] += 1
-            if not comparison.match:
-                log.info(
-                    f"mirror mismatch rule={probe.route.label} cluster={probe.cluster} "
-                    f"request_id={pending.request_id or '-'} flow={pending.flow.id} "
-                    f"fields={','.join(comparison.fields[:10])}"
-                    + (f" (+{comparison.differing - 10})" if comparison.differing > 10 else "")
-                )
-        elif probe.compare is not None:
+            self.comparer.submit(job, lambda c: self._compared(probe, primary, c))
+            return
+        if probe.compare is not None:
             key = (probe.route.label, probe.cluster)
             self.counts.setdefault(key, Counter())["not_compared"] += 1
+        self._record(probe, primary, None)
 
+    def _compared(self, probe: Probe, primary: Primary, comparison: Comparison) -> None:
+        """A comparison's result (from the comparer, on the loop): noise, counters, the
+        mismatch line, then the record."""
+        assert probe.compare is not None
+        key = (probe.route.label, probe.cluster)
+        counts = self.counts.setdefault(key, Counter())
+        if comparison.not_compared:
+            counts["not_compared"] += 1
+            self.not_compared.setdefault(key, Counter())[comparison.not_compared] += 1
+            self._record(probe, primary, comparison)
+            return
+        if probe.compare.is_baseline(probe.cluster):
+            # The same version answered twice: whatever differs is noise for the rule (and,
+            # once trusted, not a mismatch of the baseline's either).
+            self.noise.learn(probe.route.label, comparison.fields)
+        if probe.compare.baseline:
+            comparison = self.noise.filter(probe.route.label, comparison)
+        counts["matched" if comparison.match else "mismatched"] += 1
+        if not comparison.match:
+            log.info(
+                f"mirror mismatch rule={safe_field(probe.route.label)} "
+                f"cluster={safe_field(probe.cluster)} "
+                f"request_id={safe_field(probe.pending.request_id or '-')} "
+                f"flow={probe.pending.flow.id} "
+                f"fields={','.join(safe_field(f) for f in comparison.fields[:10])}"
+                + (f" (+{comparison.differing - 10})" if comparison.differing > 10 else "")
+            )
+        self._record(probe, primary, comparison)
+
+    def _record(self, probe: Probe, primary: Primary | None, comparison: Comparison | None) -> None:
+        """The copy's outcome record, its line in the original's comment, its mirror flow."""
+        pending = probe.pending
+        result = probe.result
         record = outcome_record(probe, primary, comparison)
         record["matched"] = self.rule_matches.get((probe.route.label, probe.cluster))
         self.live.add(record)
         if self.log_file is not None:
-            self.log_file.write(record)
+            self.log_records["written" if self.log_file.write(record) else "lost"] += 1
 
         text = outcome_text(probe, result)
         if comparison is not None:
@@ -540,8 +588,11 @@ class Inspection:
             flow.comment = "\n".join(pending.lines)
 
     def snapshot(self) -> dict[str, dict[str, int]]:
-        """Comparison counters per `rule cluster`, for mirror.stats."""
+        """Comparison counters per `rule cluster`, for mirror.stats: matched, mismatched,
+        not_compared, and the copies not compared by reason (`too_costly`, ...)."""
         return {
-            f"{rule} {cluster}": dict(sorted(c.items()))
+            f"{rule} {cluster}": dict(
+                sorted((c + self.not_compared.get((rule, cluster), Counter())).items())
+            )
             for (rule, cluster), c in sorted(self.counts.items())
         }

@@ -1,7 +1,8 @@
 """What a settled copy turns into: the two sides compared, its outcome record and its texts.
 
 - `primary_of` / `shadow_side`: the primary's response (a mitmproxy flow) and the copy's
-  response (the writer's `MirrorResult`) as comparable `Side`s;
+  response (the writer's `MirrorResult`) as a comparison job's `RawSide`s (bodies as received:
+  never decoded here, on the event loop);
 - `outcome_record`: the JSON object `mirror_log` writes per copy (fields in outcomes/log.py);
 - `outcome_text` / `comparison_detail`: the lines for the original flow's comment and the
   mirror flow's.
@@ -11,16 +12,17 @@ where their output goes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from mitmproxy import http
-from mitmproxy.net import encoding
 
 from meshmirror import grpc
 from meshmirror.mirror.types import MirrorResult
 from meshmirror.mitm.probes import Primary, Probe
-from meshmirror.outcomes.compare import Comparison, Side
-from meshmirror.outcomes.counters import Outcome
+from meshmirror.outcomes.compare import Comparison
+from meshmirror.outcomes.compare_job import RawSide, raw_side
+from meshmirror.outcomes.counters import Outcome, safe_field
 
 
 def outcome_record(
@@ -72,19 +74,27 @@ def outcome_text(probe: Probe, result: MirrorResult | None) -> str:
             status += f" grpc={grpc.status_label(result.grpc_status)}"
         return f"sent {status} in {result.latency * 1000:.1f}ms"
     if result is not None:
-        detail = f" ({result.detail})" if result.detail else ""
+        detail = f" ({safe_field(result.detail, keep_spaces=True)})" if result.detail else ""
         return f"failed: {probe.reason}{detail}"
     return f"{probe.outcome.value if probe.outcome else 'failed'}: {probe.reason}"
 
 
 def comparison_detail(comparison: Comparison | None) -> str:
+    """The mirror flow's comment lines for a mismatch: each field and its example, escaped
+    (both come from the mirror's answer), one line each."""
     if comparison is None or comparison.match:
         return ""
-    lines = [f"\n  {k}: {v}" for k, v in list(comparison.examples.items())[:20]]
+    lines = [
+        f"\n  {safe_field(k, keep_spaces=True)}: {safe_field(v, keep_spaces=True)}"
+        for k, v in list(comparison.examples.items())[:20]
+    ]
     return "".join(lines)
 
 
-def primary_of(flow: http.HTTPFlow, with_body: bool) -> Primary:
+def primary_of(flow: http.HTTPFlow, with_body: bool, max_body: int) -> Primary:
+    """The primary's status and latency, and with `with_body` its response as a comparison
+    needs it: the body as received (still content-encoded: decoding is the comparison's, off
+    the loop and bounded), no more of it than `max_body` calls for."""
     resp = flow.response
     if resp is None:
         return Primary(None, None, None)
@@ -93,31 +103,20 @@ def primary_of(flow: http.HTTPFlow, with_body: bool) -> Primary:
         latency = max(0.0, resp.timestamp_end - flow.request.timestamp_end)
     side = None
     if with_body:
-        body = resp.get_content(strict=False) if resp.raw_content is not None else None
-        side = Side(
+        side = raw_side(
             resp.status_code,
-            [
-                (n.decode("latin-1"), v.decode("utf-8", "surrogateescape"))
-                for n, v in resp.headers.fields
-            ],
-            body,
+            _fields(resp.headers.fields),
+            resp.raw_content,
+            max_body,
         )
     return Primary(resp.status_code, latency, side)
 
 
-def shadow_side(result: MirrorResult) -> Side:
-    headers = [
-        (n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in result.headers or ()
-    ]
-    body = result.body
-    truncated = result.body_truncated
-    if body is not None and not truncated:
-        enc = next((v for n, v in headers if n.lower() == "content-encoding"), "").strip()
-        if enc and enc.lower() != "identity":
-            try:
-                decoded = encoding.decode(body, enc)
-                body = decoded if isinstance(decoded, bytes) else body
-            except ValueError:
-                body = None
+def shadow_side(result: MirrorResult) -> RawSide:
+    """The copy's response as captured (its body at most the capture, still encoded)."""
     assert result.status is not None
-    return Side(result.status, headers, body, truncated)
+    return RawSide(result.status, _fields(result.headers or ()), result.body, result.body_truncated)
+
+
+def _fields(fields: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
+    return tuple((n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in fields)

@@ -19,7 +19,7 @@ from mitmproxy import http
 from meshmirror.mesh.clusters import Endpoint
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
 from meshmirror.mitm.compare_rules import RuleCompare
-from meshmirror.outcomes.compare import Side
+from meshmirror.outcomes.compare_job import RawSide
 from meshmirror.outcomes.counters import Outcome
 from meshmirror.routing.table import MirrorPolicy, Route
 
@@ -28,7 +28,7 @@ from meshmirror.routing.table import MirrorPolicy, Route
 class Primary:
     status: int | None
     latency: float | None
-    side: Side | None  # only when a comparison needs it
+    side: RawSide | None  # only when a comparison needs it
 
 
 class ProbeOwner(Protocol):

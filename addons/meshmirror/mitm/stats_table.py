@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from meshmirror.outcomes.counters import safe_field
+
 COLUMNS = (
     "mirror cluster",
     "matched",
@@ -45,11 +47,15 @@ def stats_rows(snapshot: Mapping[str, Any]) -> list[list[str]]:
         )
     )
     for key, counts in sorted((snapshot.get("comparison") or {}).items()):
-        rows.append(_note(f"compared {key}", _pairs(counts)))
+        rows.append(_note(f"compared {_shown(key)}", _pairs(counts)))
     for rule, learned in sorted((snapshot.get("noise") or {}).items()):
-        fields = ", ".join(learned.get("noise", ())) or "none yet"
+        # Learned fields are a mirror's JSON keys: shown escaped, as outcome lines are.
+        fields = ", ".join(_shown(f) for f in learned.get("noise", ())) or "none yet"
         rows.append(
-            _note(f"noise {rule}", f"{fields} ({learned.get('baseline_compared', 0)} baseline)")
+            _note(
+                f"noise {_shown(rule)}",
+                f"{fields} ({learned.get('baseline_compared', 0)} baseline)",
+            )
         )
     return rows
 
@@ -72,6 +78,10 @@ def _cluster_row(name: str, c: Mapping[str, Any]) -> list[str]:
         str(c.get("in_flight", 0)),
         circuit,
     ]
+
+
+def _shown(text: str) -> str:
+    return safe_field(text, keep_spaces=True)
 
 
 def _pairs(counts: Mapping[str, Any]) -> str:

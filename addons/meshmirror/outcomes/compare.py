@@ -12,6 +12,12 @@ most often:
   diff (`body`) with the first differing lines as the example. Bodies beyond `max_body` are
   compared by length and hash only.
 
+Contract: cost. A comparison takes at most `steps_for(max_body)` steps of its `Budget`
+(outcomes/budget.py): the JSON walk, the alignment of changed lines (outcomes/textdiff.py) and
+the search for secrets in examples all spend from it. One that would take more is not made: its
+`Comparison` says `not_compared="too_costly"`. A side whose body was decoded only up to the
+limit (`Side.over_limit`, outcomes/decoding.py) is not compared either (`body_over_limit`).
+
 Contract: secrets. *Sensitive* headers are Authorization, Proxy-Authorization,
 Cookie, Set-Cookie and every header named in `redact_headers` (mirror_redact_headers). No
 result of `compare_responses` (field names, examples, note) contains:
@@ -47,7 +53,6 @@ example redacted when the header is sensitive).
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
 import hashlib
@@ -56,6 +61,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from meshmirror.outcomes.budget import COMPARE_STEPS, Budget, TooCostly
+from meshmirror.outcomes.counters import safe_field
+from meshmirror.outcomes.textdiff import changed_lines
 
 # Values that differ on every call, per hop or per connection. Globs (fnmatch) on lower-case names.
 DEFAULT_IGNORE_HEADERS: tuple[str, ...] = (
@@ -94,6 +103,7 @@ _MIN_SECRET = 4  # shorter strings are not searched for (they would blank every 
 
 _MAX_FIELDS = 50  # differing fields kept per comparison (the count is always exact)
 _EXAMPLE_CHARS = 160
+_FIELD_CHARS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +115,10 @@ class Side:
     headers: Sequence[tuple[str, str]]
     body: bytes | None
     body_truncated: bool = False  # only a prefix of the body is in `body`
+    # Decoding stopped at the limit: `body` is the first bytes of a longer decoded body.
+    over_limit: bool = False
+    size: int | None = None  # the whole body's length, when `body` is only a prefix of it
+    unavailable: str = ""  # why `body` is None, when it is known (e.g. cannot decode it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +158,9 @@ class Comparison:
     examples: Mapping[str, str] = field(default_factory=dict)  # field -> short diff text
     differing: int = 0  # how many fields differ (fields may be capped)
     note: str = ""  # e.g. "body over 262144 bytes: compared by size and hash"
+    # Set when the copy was not compared at all (match is then False, fields empty): one of
+    # NOT_COMPARED's keys, with `note` saying why in words.
+    not_compared: str = ""
     # With noise learned from a baseline (outcomes/noise.py): what differed before the noise
     # was removed, and the fields removed as noise.
     raw_fields: tuple[str, ...] = ()
@@ -151,6 +168,8 @@ class Comparison:
 
     def summary(self) -> dict[str, Any]:
         """The JSON-friendly form used by the outcome log and flow comments."""
+        if self.not_compared:
+            return {"not_compared": self.not_compared, "note": self.note}
         out: dict[str, Any] = {"match": self.match}
         if not self.match:
             out["fields"] = list(self.fields)
@@ -164,11 +183,38 @@ class Comparison:
         return out
 
     def short(self) -> str:
+        if self.not_compared:
+            return f"not compared: {self.note}"
         if self.match:
             return "match"
-        shown = ", ".join(self.fields[:5])
+        # Fields are a mirror's JSON keys: escaped, as in every printed line.
+        shown = ", ".join(safe_field(f, keep_spaces=True) for f in self.fields[:5])
         more = f" (+{self.differing - 5} more)" if self.differing > 5 else ""
         return f"mismatch: {shown}{more}"
+
+
+#: Why a copy was not compared (Comparison.not_compared), as counters and metrics name it.
+NOT_COMPARED = {
+    "too_costly": "too costly",
+    "body_over_limit": "body over {limit} bytes after decoding",
+    # The comparison process (outcomes/comparer.py): its queue was full, it died or stalled
+    # with the copy's comparison, or the comparison itself failed.
+    "busy": "too many comparisons waiting",
+    "lost": "comparison process lost",
+    "error": "comparison failed",
+}
+
+
+def not_compared(reason: str, limit: int = 0, detail: str = "") -> Comparison:
+    """The result for a copy that was not compared, for `reason` (a key of NOT_COMPARED)."""
+    note = NOT_COMPARED[reason].format(limit=limit) + (f" ({detail})" if detail else "")
+    return Comparison(False, (), not_compared=reason, note=note)
+
+
+def steps_for(max_body: int) -> int:
+    """The steps one comparison may take: COMPARE_STEPS, or 4 per byte of the largest body
+    compared in full when that is more (walking two JSON trees of that size fits in it)."""
+    return max(COMPARE_STEPS, 4 * max_body)
 
 
 def parse_pointer(pointer: str) -> tuple[str, ...]:
@@ -242,11 +288,23 @@ _HEADER_LINE = re.compile(r"\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*[:=]\s*(.*?)\s*")
 
 
 class _Rules:
-    """What one comparison needs beyond the two sides: ignores, sensitive names, secrets."""
+    """What one comparison needs beyond the two sides: ignores, sensitive names, secrets, and
+    the budget every step is paid from."""
 
-    __slots__ = ("ignore", "redact", "secrets", "sensitive", "sensitive_line", "special", "suffix")
+    __slots__ = (
+        "budget",
+        "ignore",
+        "longest",
+        "redact",
+        "secrets",
+        "sensitive",
+        "sensitive_line",
+        "special",
+        "suffix",
+    )
 
-    def __init__(self, settings: CompareSettings, secrets: Iterable[str]) -> None:
+    def __init__(self, settings: CompareSettings, secrets: Iterable[str], budget: Budget) -> None:
+        self.budget = budget
         self.ignore = [parse_pointer(p) for p in settings.ignore_json]
         self.sensitive = settings.sensitive_headers()
         self.redact = frozenset(settings.redact_headers)
@@ -262,34 +320,47 @@ class _Rules:
             if len(s) >= _MIN_SECRET:
                 forms.add(s)
                 forms.add(json.dumps(s, ensure_ascii=False)[1:-1])  # as a JSON example shows it
+        self.budget.spend(len(forms))
         # Longest first: a whole value goes before the token inside it.
         self.secrets = sorted(forms, key=len, reverse=True)
+        self.longest = len(self.secrets[0]) if self.secrets else 0
 
-    def sensitive_strings(self, value: Any, under: str = "") -> Iterable[str]:
+    def sensitive_strings(self, value: Any) -> Iterable[str]:
         """The strings of a JSON value under a sensitive key (at any depth), with the secrets
-        inside them; `under` is the name of the sensitive key above `value`, if any."""
-        if isinstance(value, str):
-            if under:
-                yield from _fragments(under, value)
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                lk = str(k).lower()
-                yield from self.sensitive_strings(v, under or (lk if lk in self.sensitive else ""))
-        elif isinstance(value, list):
-            for v in value:
-                yield from self.sensitive_strings(v, under)
+        inside them. Iterative: a deep value costs no recursion, one step per node."""
+        stack: list[tuple[Any, str]] = [(value, "")]
+        while stack:
+            item, under = stack.pop()
+            self.budget.spend()
+            if isinstance(item, str):
+                if under:
+                    yield from _fragments(under, item)
+            elif isinstance(item, dict):
+                for k, v in item.items():
+                    lk = str(k).lower()
+                    stack.append((v, under or (lk if lk in self.sensitive else "")))
+            elif isinstance(item, list):
+                stack.extend((v, under) for v in item)
 
     def scrub(self, text: str) -> str:
+        self.budget.spend(len(self.secrets) * (1 + len(text) // 1024))
         for s in self.secrets:
             if s in text:
                 text = text.replace(s, REDACTED)
         return text
+
+    def example(self, text: str) -> str:
+        """An example as a result shows it: secrets replaced, then cut to length. Only the head
+        that can reach the cut text is searched (a replacement is at most this much shorter)."""
+        head = _EXAMPLE_CHARS + 1 + (_EXAMPLE_CHARS // len(REDACTED) + 2) * self.longest
+        return _clip(self.scrub(text[:head]))
 
     def json_text(self, value: Any) -> str:
         """The value as an example shows it, values under sensitive keys replaced (unclipped)."""
         return json.dumps(self._redact_keys(value), sort_keys=True, ensure_ascii=False)
 
     def _redact_keys(self, value: Any) -> Any:
+        self.budget.spend()
         if isinstance(value, dict):
             return {
                 k: REDACTED if str(k).lower() in self.sensitive else self._redact_keys(v)
@@ -339,10 +410,17 @@ def _with_suffix(host: str, suffix: str) -> str:
 
 
 def compare_responses(
-    primary: Side, shadow: Side, settings: CompareSettings, secrets: Iterable[str] = ()
+    primary: Side,
+    shadow: Side,
+    settings: CompareSettings,
+    secrets: Iterable[str] = (),
+    budget: Budget | None = None,
 ) -> Comparison:
-    """Compare the two sides. `secrets` (see `secret_values`) never appear in the result."""
-    rules = _Rules(settings, secrets)
+    """Compare the two sides. `secrets` (see `secret_values`) never appear in the result.
+    Within `budget` (default: `steps_for(settings.max_body)` steps), else not compared."""
+    if primary.over_limit or shadow.over_limit:
+        return not_compared("body_over_limit", settings.max_body)
+    rules = _Rules(settings, secrets, budget or Budget(steps_for(settings.max_body)))
     fields: list[str] = []
     examples: dict[str, str] = {}
     notes: list[str] = []
@@ -351,22 +429,34 @@ def compare_responses(
         fields.append("status")
         examples["status"] = f"{primary.status} != {shadow.status}"
 
-    _compare_headers(primary, shadow, settings, fields, examples)
-    _compare_bodies(primary, shadow, settings, rules, fields, examples, notes)
+    try:
+        _compare_headers(primary, shadow, settings, rules.budget, fields, examples)
+        _compare_bodies(primary, shadow, settings, rules, fields, examples, notes)
+        differing = len(fields)
+        kept = fields[:_MAX_FIELDS]
+        return Comparison(
+            match=not fields,
+            fields=tuple(_clip_field(rules.scrub(f)) for f in kept),
+            examples={
+                _clip_field(rules.scrub(k)): rules.example(examples[k])
+                for k in kept
+                if k in examples
+            },
+            differing=differing,
+            note="; ".join(notes),
+        )
+    except TooCostly:
+        return not_compared("too_costly")
 
-    differing = len(fields)
-    kept = fields[:_MAX_FIELDS]
-    return Comparison(
-        match=not fields,
-        fields=tuple(rules.scrub(f) for f in kept),
-        examples={rules.scrub(k): _clip(rules.scrub(examples[k])) for k in kept if k in examples},
-        differing=differing,
-        note="; ".join(notes),
-    )
+
+def _clip_field(name: str) -> str:
+    """A field name (a JSON pointer holds a mirror's keys) bounded, so a record stays small."""
+    return name if len(name) <= _FIELD_CHARS else name[: _FIELD_CHARS - 3] + "..."
 
 
-def _header_map(side: Side, ignore: Sequence[str]) -> dict[str, list[str]]:
+def _header_map(side: Side, ignore: Sequence[str], budget: Budget) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
+    budget.spend(len(side.headers) * (1 + len(ignore) // 8))
     for name, value in side.headers:
         lname = name.lower()
         if _header_ignored(lname, ignore):
@@ -379,11 +469,12 @@ def _compare_headers(
     primary: Side,
     shadow: Side,
     settings: CompareSettings,
+    budget: Budget,
     fields: list[str],
     examples: dict[str, str],
 ) -> None:
-    a = _header_map(primary, settings.ignore_headers)
-    b = _header_map(shadow, settings.ignore_headers)
+    a = _header_map(primary, settings.ignore_headers, budget)
+    b = _header_map(shadow, settings.ignore_headers, budget)
     for name in sorted(a.keys() | b.keys()):
         key = f"header:{name}"
         if name not in b:
@@ -409,17 +500,23 @@ def _compare_bodies(
     pa, pb = primary.body, shadow.body
     if pa is None or pb is None:
         if pa is not pb:
+            side = primary if pa is None else shadow
+            why = f" ({side.unavailable})" if side.unavailable else ""
             notes.append(
                 "body not compared: "
                 + ("primary" if pa is None else "shadow")
-                + " body unavailable"
+                + f" body unavailable{why}"
             )
         return
     cap = settings.max_body
     if primary.body_truncated or shadow.body_truncated or len(pa) > cap or len(pb) > cap:
         if primary.body_truncated or shadow.body_truncated:
             notes.append("body not compared: only a prefix was captured")
-            if pa[: len(pb)] != pb[: len(pa)]:
+            size_a, size_b = _size(primary), _size(shadow)
+            if size_a is not None and size_b is not None and size_a != size_b:
+                fields.append("body")
+                examples["body"] = f"{size_a} bytes != {size_b} bytes"
+            elif pa[: len(pb)] != pb[: len(pa)]:
                 fields.append("body")
                 examples["body"] = "bodies differ within the captured prefix"
             return
@@ -461,6 +558,13 @@ def _compare_bodies(
         examples["body"] = example
 
 
+def _size(side: Side) -> int | None:
+    """The whole body's length, when known."""
+    if side.size is not None:
+        return side.size
+    return None if side.body_truncated or side.body is None else len(side.body)
+
+
 _NOT_JSON = object()
 
 
@@ -484,20 +588,22 @@ def _json_diff(
     ignore = rules.ignore
     if _ignored(path, ignore) or len(out) >= _MAX_FIELDS:
         return
-    pointer = "".join("/" + _escape(t) for t in path)
+    # A node and the copy of its path: the cost grows with the depth, so it is paid for too.
+    rules.budget.spend(1 + len(path) // 32)
     if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(a.keys() | b.keys()):
+        keys = a.keys() | b.keys()
+        rules.budget.spend(len(keys))
+        for key in sorted(keys):
             sub = (*path, str(key))
             if _ignored(sub, ignore):
                 continue
-            sub_pointer = pointer + "/" + _escape(str(key))
             lkey = str(key).lower()
             if lkey in rules.special:
                 _header_key_diff(a.get(key, _ABSENT), b.get(key, _ABSENT), sub, lkey, rules, out)
             elif key not in b:
-                out.append((sub_pointer, f"only in primary: {rules.json_text(a[key])}"))
+                out.append((_pointer(sub), f"only in primary: {rules.json_text(a[key])}"))
             elif key not in a:
-                out.append((sub_pointer, f"only in shadow: {rules.json_text(b[key])}"))
+                out.append((_pointer(sub), f"only in shadow: {rules.json_text(b[key])}"))
             else:
                 _json_diff(a[key], b[key], sub, rules, out)
         return
@@ -506,17 +612,20 @@ def _json_diff(
             sub = (*path, str(i))
             if _ignored(sub, ignore):
                 continue
-            sub_pointer = f"{pointer}/{i}"
             if i >= len(b):
-                out.append((sub_pointer, f"only in primary: {rules.json_text(a[i])}"))
+                out.append((_pointer(sub), f"only in primary: {rules.json_text(a[i])}"))
             elif i >= len(a):
-                out.append((sub_pointer, f"only in shadow: {rules.json_text(b[i])}"))
+                out.append((_pointer(sub), f"only in shadow: {rules.json_text(b[i])}"))
             else:
                 _json_diff(a[i], b[i], sub, rules, out)
         return
     # bool is an int in Python: 1 == True must still be a difference in JSON.
     if a != b or type(a) is not type(b):
-        out.append((pointer, f"{rules.json_text(a)} != {rules.json_text(b)}"))
+        out.append((_pointer(path), f"{rules.json_text(a)} != {rules.json_text(b)}"))
+
+
+def _pointer(path: tuple[str, ...]) -> str:
+    return "".join("/" + _escape(t) for t in path)
 
 
 def _header_key_diff(
@@ -530,7 +639,7 @@ def _header_key_diff(
             return
     if rules.explained(name, a, b):
         return
-    pointer = "".join("/" + _escape(t) for t in path)
+    pointer = _pointer(path)
     if name in rules.sensitive:
         # One field for the whole value, whatever its shape: nothing of it is shown.
         shown = json.dumps(REDACTED)
@@ -554,8 +663,8 @@ def _text_diff(a: bytes, b: bytes, rules: _Rules) -> str | None:
     each shown as [redacted] when it shows a sensitive header or a secret."""
     ta = a.decode("utf-8", "replace").splitlines()
     tb = b.decode("utf-8", "replace").splitlines()
-    lines = list(difflib.unified_diff(ta, tb, n=0, lineterm=""))[2:]  # skip the ---/+++ header
-    changed = [x for x in lines if x[:1] in ("-", "+")]
+    changed = [op + line for op, line in changed_lines(ta, tb, rules.budget)]
+    rules.budget.spend(len(changed))
     if not changed:
         return f"{len(a)} bytes != {len(b)} bytes"
     # The header lines among the changed ones, per side and lower-case name.
@@ -571,6 +680,7 @@ def _text_diff(a: bytes, b: bytes, rules: _Rules) -> str | None:
             parsed.append(None)
     # The values on sensitive header lines of either body, changed or not, are secrets too.
     found: list[str] = []
+    rules.budget.spend(len(ta) + len(tb))
     for line in (*ta, *tb):
         if rules.sensitive_line.search(line):
             m = _HEADER_LINE.fullmatch(line)

@@ -217,10 +217,11 @@ def format_outcome(
         if grpc_status is not None:
             head += f" grpc={grpc.status_label(grpc_status)}"
     elif reason:
-        head += f": {_safe(reason, keep_spaces=True)}"
+        head += f": {safe_field(reason, keep_spaces=True)}"
     text = (
-        f"{head} rule={_safe(rule)} cluster={_safe(cluster)} endpoint={_safe(endpoint) or '-'}"
-        f" host={_safe(_without_userinfo(shadow_host)) or '-'}"
+        f"{head} rule={safe_field(rule)} cluster={safe_field(cluster)}"
+        f" endpoint={safe_field(endpoint) or '-'}"
+        f" host={safe_field(_without_userinfo(shadow_host)) or '-'}"
     )
     if latency is not None:
         text += f" latency={latency * 1000:.1f}ms"
@@ -237,8 +238,11 @@ def _without_userinfo(host: str) -> str:
     return host.rpartition("@")[2]
 
 
-def _safe(value: str, *, keep_spaces: bool = False) -> str:
-    """`value` with what must not reach a log line raw escaped, and bounded to MAX_FIELD."""
+def safe_field(value: str, *, keep_spaces: bool = False) -> str:
+    """`value` with what must not reach a printed line raw escaped (control, format, separator
+    and non-UTF-8 characters as `\\xNN` / `\\uNNNN`, a backslash doubled, spaces too unless
+    `keep_spaces`), and bounded to MAX_FIELD. For every line or text output that shows what a
+    client, a mirror or a config sent."""
     plain = value.isascii() and value.isprintable() and "\\" not in value
     if not (plain and (keep_spaces or " " not in value)):
         value = "".join(_escape(c, keep_spaces) for c in value)

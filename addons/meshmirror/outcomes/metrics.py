@@ -85,6 +85,10 @@ class ProxyState:
     comparisons: Mapping[tuple[str, str], Mapping[str, int]]
     generation: int
     reloads: Mapping[str, int]
+    # mirror_log records `written` and `lost` (the file could not be written).
+    log_records: Mapping[str, int] = field(default_factory=dict)
+    # Per (rule, cluster): copies not compared, by reason (too_costly, body_over_limit, ...).
+    not_compared: Mapping[tuple[str, str], Mapping[str, int]] = field(default_factory=dict)
 
 
 def status_class(status: int) -> str:
@@ -188,6 +192,16 @@ class _Families(Collector):
             for result, n in sorted(counts.items()):
                 compared.add_metric((rule, cluster, result), n)
         yield compared
+        if state.not_compared:
+            why = CounterMetricFamily(
+                "meshmirror_comparisons_not_compared",
+                "Copies not compared, by reason: too_costly, body_over_limit, busy, lost, error.",
+                labels=("rule", "cluster", "reason"),
+            )
+            for (rule, cluster), reasons in sorted(state.not_compared.items()):
+                for reason, n in sorted(reasons.items()):
+                    why.add_metric((rule, cluster, reason), n)
+            yield why
         circuit = GaugeMetricFamily(
             "meshmirror_circuit_state",
             "1 for the mirror cluster's circuit state (closed, open, half_open).",
@@ -209,6 +223,15 @@ class _Families(Collector):
         for result in ("loaded", "rejected"):
             reloads.add_metric((result,), state.reloads.get(result, 0))
         yield reloads
+        if state.log_records:
+            records = CounterMetricFamily(
+                "meshmirror_outcome_log_records",
+                "Records for mirror_log: written, or lost because the file could not be written.",
+                labels=("result",),
+            )
+            for result in ("written", "lost"):
+                records.add_metric((result,), state.log_records.get(result, 0))
+            yield records
 
 
 def render_metrics(stats: MirrorStats, latencies: Latencies, state: ProxyState) -> bytes:

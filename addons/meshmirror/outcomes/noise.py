@@ -6,8 +6,9 @@ primary's version, reached as one of the rule's mirrors) teaches the model: each
 baseline's answer is compared with the primary's, every field that differs is counted for the
 rule. A field counted `MIN_COUNT` times is noise for that rule; the candidates' comparisons of the
 rule then report their mismatches with the noise removed (the raw list stays beside it). At most
-`MAX_FIELDS` fields are kept per rule: past it, the least counted go. Pure; the model is a plain
-mapping that can be saved as JSON and loaded by a later run.
+`MAX_FIELDS` fields are kept per rule: past it, the least counted go, as they are learned and as a
+saved model is loaded. Pure; the model is a plain mapping that can be saved as JSON and loaded by
+a later run (`loads` refuses anything else with a ValueError that says why).
 """
 
 from __future__ import annotations
@@ -34,9 +35,7 @@ class NoiseModel:
         self.compared[rule] += 1
         counts = self.seen.setdefault(rule, Counter())
         counts.update(fields)
-        if len(counts) > MAX_FIELDS:
-            for name, _ in counts.most_common()[MAX_FIELDS:]:
-                del counts[name]
+        _trim(counts)
 
     def noise(self, rule: str) -> frozenset[str]:
         counts = self.seen.get(rule)
@@ -85,7 +84,10 @@ class NoiseModel:
     @classmethod
     def loads(cls, text: str) -> NoiseModel:
         """The model `dumps` wrote; ValueError (with the reason) for anything else."""
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("not a meshmirror noise file (JSON nested too deeply)") from None
         model = cls()
         rules = data.get("rules") if isinstance(data, Mapping) else None
         if not isinstance(rules, Mapping):
@@ -96,7 +98,14 @@ class NoiseModel:
             if not isinstance(fields, Mapping) or not isinstance(compared, int):
                 raise ValueError(f"rule {rule!r}: expected {{compared: N, fields: {{...}}}}")
             model.compared[str(rule)] = compared
-            model.seen[str(rule)] = Counter(
-                {str(k): int(v) for k, v in fields.items() if isinstance(v, int)}
-            )
+            counts = Counter({str(k): v for k, v in fields.items() if type(v) is int and v > 0})
+            _trim(counts)
+            model.seen[str(rule)] = counts
         return model
+
+
+def _trim(counts: Counter[str]) -> None:
+    """Keep the MAX_FIELDS most counted fields (the first seen among equals)."""
+    if len(counts) > MAX_FIELDS:
+        for name, _ in counts.most_common()[MAX_FIELDS:]:
+            del counts[name]

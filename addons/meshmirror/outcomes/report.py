@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from meshmirror import grpc
+from meshmirror.outcomes.counters import safe_field
 
 _TOP_FIELDS = 10
 
@@ -67,6 +68,7 @@ class GroupStats:
     mismatched: int = 0
     fields: Counter[str] = field(default_factory=Counter)
     noise: Counter[str] = field(default_factory=Counter)  # fields removed as learned noise
+    not_compared: Counter[str] = field(default_factory=Counter)  # by reason (too_costly, ...)
     examples: dict[str, tuple[str, str]] = field(default_factory=dict)  # field -> (request, diff)
 
     @property
@@ -105,6 +107,8 @@ class GroupStats:
         if isinstance(rec.get("shadow_latency_ms"), int | float) and outcome == "sent":
             self.shadow_latency.append(float(rec["shadow_latency_ms"]))
         comparison = rec.get("comparison")
+        if isinstance(comparison, dict) and comparison.get("not_compared"):
+            self.not_compared[str(comparison["not_compared"])] += 1
         if isinstance(comparison, dict) and "match" in comparison:
             self.compared += 1
             self.noise.update(str(n) for n in comparison.get("noise") or ())
@@ -151,6 +155,7 @@ class GroupStats:
             "mismatched": self.mismatched,
             "mismatch_rate": self.mismatch_rate,
             "noise_removed": dict(self.noise),
+            "not_compared": dict(self.not_compared),
             "top_fields": [
                 {"field": f, "count": n, "example": self.examples.get(f, ("", ""))[1]}
                 for f, n in self.fields.most_common(_TOP_FIELDS)
@@ -216,7 +221,7 @@ def _fmt_ms(v: float | None) -> str:
 
 
 def _fmt_counter(c: Counter[str]) -> str:
-    return ",".join(f"{k}:{v}" for k, v in sorted(c.items())) if c else "0"
+    return ",".join(f"{_shown(k)}:{v}" for k, v in sorted(c.items())) if c else "0"
 
 
 def _fmt_rate(g: GroupStats) -> str:
@@ -226,14 +231,23 @@ def _fmt_rate(g: GroupStats) -> str:
     return f"{rate * 100:.1f}% ({g.mismatched}/{g.compared})"
 
 
+def _shown(text: str) -> str:
+    """A value from the outcome log (a mirror's JSON key, a client's request id, a hand-edited
+    line) as the text report prints it: escaped and bounded, so it cannot act on a terminal or
+    forge a line (the HTML page escapes for HTML instead)."""
+    return safe_field(text, keep_spaces=True)
+
+
 def render_text(groups: Sequence[GroupStats], out: TextIO, source: str = "") -> None:
+    """The report as text. Every value that comes from the records is printed through
+    `_shown`."""
     total = sum(g.sampled for g in groups)
     out.write(f"meshmirror report{f' of {source}' if source else ''}: {total} sampled copies\n")
     if not groups:
         out.write("no records\n")
         return
     for g in groups:
-        out.write(f"\n{g.rule} -> {g.cluster}\n")
+        out.write(f"\n{_shown(g.rule)} -> {_shown(g.cluster)}\n")
         share = g.sampled_share
         if share is not None:
             out.write(f"  matched {g.matched}  sampled {share * 100:.3g}%\n")
@@ -255,19 +269,21 @@ def render_text(groups: Sequence[GroupStats], out: TextIO, source: str = "") -> 
                 f"p99 {_fmt_ms(lat['p99'])}\n"
             )
         out.write(f"  mismatches {_fmt_rate(g)}\n")
+        if g.not_compared:
+            out.write(f"  not compared {_fmt_counter(g.not_compared)}\n")
         if g.noise:
             out.write(
                 "  learned noise removed: "
-                + ", ".join(f"{name} ({n})" for name, n in g.noise.most_common(_TOP_FIELDS))
+                + ", ".join(f"{_shown(name)} ({n})" for name, n in g.noise.most_common(_TOP_FIELDS))
                 + "\n"
             )
         for name, n in g.fields.most_common(_TOP_FIELDS):
             where, example = g.examples.get(name, ("", ""))
-            out.write(f"    {n:>6}  {name}")
+            out.write(f"    {n:>6}  {_shown(name)}")
             if example:
-                out.write(f"   e.g. {example}")
+                out.write(f"   e.g. {_shown(example)}")
             if where:
-                out.write(f"  [{where}]")
+                out.write(f"  [{_shown(where)}]")
             out.write("\n")
     out.write("\nlatency, as measured:\n")
     for which, how in LATENCY_MEASURES:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
+from meshmirror.outcomes.counters import safe_field
 from meshmirror.outcomes.report import GroupStats
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -172,27 +173,48 @@ def evaluate(
     return verdict
 
 
+# What XML 1.0 does not allow in a document at all, even as a character reference.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(text: str) -> str:
+    """`text` with each character XML 1.0 forbids shown as `\\xNN` / `\\uNNNN`."""
+    return _NOT_XML.sub(lambda m: _escaped_char(m.group()), text)
+
+
+def _escaped_char(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def _attr(text: str) -> str:
+    return quoteattr(_xml_text(text))
+
+
+def _text(text: str) -> str:
+    return escape(_xml_text(text))
+
+
 def junit_xml(verdict: Verdict, name: str = "meshmirror verdict") -> str:
     """One testcase per rule and mirror (classname the rule, name the mirror cluster), a
-    <failure> per condition that holds, the unknown ones as <system-out>."""
+    <failure> per condition that holds, the unknown ones as <system-out>. Well-formed XML 1.0
+    whatever the names hold: characters it forbids are replaced by their escapes."""
     cases: dict[tuple[str, str], list[Finding]] = {}
     for f in verdict.findings:
         cases.setdefault((f.rule, f.cluster), []).append(f)
     failures = sum(1 for found in cases.values() if any(f.holds for f in found))
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<testsuite name={quoteattr(name)} tests="{len(cases)}" failures="{failures}">',
+        f'<testsuite name={_attr(name)} tests="{len(cases)}" failures="{failures}">',
     ]
     for (rule, cluster), found in sorted(cases.items()):
-        lines.append(f"  <testcase classname={quoteattr(rule)} name={quoteattr(cluster)}>")
+        lines.append(f"  <testcase classname={_attr(rule)} name={_attr(cluster)}>")
         for f in found:
             if f.holds:
-                lines.append(
-                    f"    <failure message={quoteattr(f.text())}>{escape(f.text())}</failure>"
-                )
+                lines.append(f"    <failure message={_attr(f.text())}>{_text(f.text())}</failure>")
         unknown = [f.text() for f in found if f.figure is None or f.limit is None]
         if unknown:
-            lines.append(f"    <system-out>{escape('; '.join(unknown))}</system-out>")
+            lines.append(f"    <system-out>{_text('; '.join(unknown))}</system-out>")
         lines.append("  </testcase>")
     lines.append("</testsuite>")
     return "\n".join(lines) + "\n"
@@ -208,12 +230,17 @@ def _show(figure: str, value: float) -> str:
 
 def verdict_lines(verdict: Verdict, min_samples: int = 0) -> list[tuple[str, str]]:
     """(state, `RULE -> CLUSTER: ...`) per group set aside and per finding; state is TOO FEW,
-    FAIL, UNKNOWN or ok."""
+    FAIL, UNKNOWN or ok. Rule and cluster are escaped as outcome lines escape them."""
     out = [
-        ("TOO FEW", f"{rule} -> {cluster}: {n} sampled < --min-samples {min_samples}")
+        ("TOO FEW", f"{_pair(rule, cluster)}: {n} sampled < --min-samples {min_samples}")
         for rule, cluster, n in verdict.too_few
     ]
     for f in verdict.findings:
         state = "FAIL" if f.holds else ("UNKNOWN" if f.figure is None or f.limit is None else "ok")
-        out.append((state, f"{f.rule} -> {f.cluster}: {f.text()}"))
+        out.append((state, f"{_pair(f.rule, f.cluster)}: {f.text()}"))
     return out
+
+
+def _pair(rule: str, cluster: str) -> str:
+    """`RULE -> CLUSTER`, escaped (the names come from the records): a line of its own."""
+    return f"{safe_field(rule, keep_spaces=True)} -> {safe_field(cluster, keep_spaces=True)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
+import unicodedata
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -211,4 +212,19 @@ def _url_hint(url: str) -> str:
         f"(`hosts: [shadow.local]`, `ports: [{{number: 80, name: {scheme}, protocol: "
         f"{scheme.upper()}}}]`, `resolution: {resolution}`, `endpoints: [{{address: "
         f"{parts.hostname}, ports: {{{scheme}: {port}}}}}]`) and use its host here"
+    )
+
+
+def control_characters(value: str) -> str | None:
+    """meshmirror's warning for a name with control, format or separator characters (none of
+    which a Kubernetes or Istio name has): the characters, as escapes; None when it has none."""
+    found = sorted(
+        {c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")}, key=ord
+    )
+    if not found:
+        return None
+    shown = ", ".join(repr(c)[1:-1] for c in found)
+    return (
+        f"name has control characters ({shown}): meshmirror prints them escaped, "
+        "and other tools may not"
     )

@@ -22,6 +22,7 @@ from meshmirror.validate.destinationrule import validate_destination_rule
 from meshmirror.validate.gateway_api import validate_gateway_api_gateway, validate_http_route
 from meshmirror.validate.istio_gateway import validate_gateway
 from meshmirror.validate.kubernetes import validate_kubernetes_service
+from meshmirror.validate.names import control_characters
 from meshmirror.validate.serviceentry import (
     validate_service_entry,
     validate_standalone_workload_entry,
@@ -52,8 +53,30 @@ def validate_resources(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
                 validator(checker, res.obj)
             except Exception as e:  # a validator bug must not hide the user's errors
                 checker.err((), f"internal error while validating: {type(e).__name__}: {e}")
+        _names(checker, res)
         out.extend(checker.out)
     return out
+
+
+def _names(checker: Checker, res: LoadedResource) -> None:
+    """Names that end up in route labels, log lines and reports, with control characters in
+    them: warned about (meshmirror's own warning; printed, they are escaped)."""
+    named: list[tuple[tuple[str | int, ...], str | None]] = [
+        (("metadata", "name"), res.name),
+        (("metadata", "namespace"), res.obj.metadata.namespace),
+    ]
+    if isinstance(res.obj, VirtualService):
+        for i, rule in enumerate(res.obj.spec.http or ()):
+            if rule is None:
+                continue
+            named.append((("spec", "http", i, "name"), rule.name))
+            for j, match in enumerate(rule.match or ()):
+                if match is not None:
+                    named.append((("spec", "http", i, "match", j, "name"), match.name))
+    for path, value in named:
+        message = control_characters(value) if value else None
+        if message:
+            checker.warn(path, message, value)
 
 
 def _duplicates(resources: Iterable[LoadedResource]) -> list[Diagnostic]:
