@@ -9,6 +9,7 @@ Plaintext clients come with prior knowledge (grpc.insecure_channel, curl
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import subprocess
@@ -24,8 +25,16 @@ from pytest_httpserver import HTTPServer
 from meshmirror.mirror.shadow import host_address
 from tests.support import grpc_servers as gs
 from tests.support import meshconfig as mc
-from tests.support.mitmdump import MESHMIRROR, ROOT, Proxy, start_proxy
-from tests.support.processes import wait_for
+from tests.support.mitmdump import (
+    LISTEN_RE,
+    MESHMIRROR,
+    MITMDUMP,
+    ROOT,
+    Proxy,
+    read_lines,
+    start_proxy,
+)
+from tests.support.processes import stop, wait_for
 
 HOST = "greeter.example.internal"
 ANY = re.compile(".*")
@@ -381,3 +390,45 @@ def test_the_readme_grpc_example_runs(tmp_path: Path, proxy_for: Callable[..., P
     finally:
         v1.stop(grace=None)
         v2.stop(grace=None)
+
+
+def test_plain_mitmdump_with_meshmirrors_http2_edges_serves_grpc(
+    tmp_path: Path, grpc_servers: Callable[..., gs.GrpcServer]
+) -> None:
+    """The benchmark's gRPC baseline: mitmdump with `PlainHttp2` only (no routing, no copies)
+    carries a plaintext gRPC call to an HTTP/2 upstream."""
+    primary = grpc_servers("primary")
+    script = tmp_path / "plain_http2.py"
+    script.write_text("from meshmirror.mitm.http2 import PlainHttp2\naddons = [PlainHttp2()]\n")
+    proc = subprocess.Popen(
+        [
+            str(MITMDUMP),
+            "--mode",
+            f"reverse:http://127.0.0.1:{primary.port}",
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-s",
+            str(script),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "addons")},
+    )
+    lines: list[str] = []
+    reader = read_lines(proc, lines)
+    try:
+        port = wait_for(
+            lambda: next(
+                (int(m.group(1)) for line in list(lines) if (m := LISTEN_RE.search(line))), None
+            ),
+            30,
+            what="mitmdump to listen",
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            assert ch.unary_unary(gs.ECHO)(b"plain", timeout=10) == b"primary:plain"
+    finally:
+        stop(proc)
+        reader.join(5)

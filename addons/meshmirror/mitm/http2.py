@@ -154,3 +154,20 @@ class UpstreamProtocols:
                 "declare the port's protocol GRPC (ServiceEntry `protocol`, Service port name "
                 "`grpc-...` or `appProtocol: grpc`)"
             )
+
+
+class PlainHttp2:
+    """meshmirror's two HTTP/2 edges alone, without routing or mirroring: plain mitmproxy that
+    serves prior-knowledge clients and reaches its reverse-proxy upstream over HTTP/2. For
+    measuring meshmirror against mitmproxy on gRPC traffic (a script holding
+    `addons = [PlainHttp2()]`)."""
+
+    def __init__(self, upstream_http2: bool = True) -> None:
+        self.upstreams = UpstreamProtocols()
+        self.upstreams.reverse_http2 = upstream_http2
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        serve_prior_knowledge(nextlayer)
+
+    def server_connect(self, data: ServerConnectionHookData) -> None:
+        self.upstreams.server_connect(data)
