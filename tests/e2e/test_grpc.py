@@ -432,3 +432,56 @@ def test_plain_mitmdump_with_meshmirrors_http2_edges_serves_grpc(
     finally:
         stop(proc)
         reader.join(5)
+
+
+def render_auto(message: object, flow: object) -> tuple[str, str]:
+    """(the view mitmproxy's automatic content view picks, its text), on mitmproxy 11 and 12."""
+    from mitmproxy import contentviews
+    from mitmproxy.test import taddons
+
+    if hasattr(contentviews, "prettify_message"):  # mitmproxy 12: views read ctx.options
+        with taddons.context():
+            result = contentviews.prettify_message(message, flow)  # type: ignore[arg-type]
+        return str(result.view_name or result.description), str(result.text)
+    description, lines, _ = contentviews.get_message_content_view(  # type: ignore[attr-defined]
+        "auto", message, flow
+    )
+    text = "\n".join("".join(chunk for _, chunk in line) for line in lines)
+    return str(description), text
+
+
+def test_grpc_answers_are_compared_field_by_field_and_shown_with_the_grpc_view(
+    tmp_path: Path, proxy_for: Callable[..., Proxy]
+) -> None:
+    """v1 answers "Hello NAME", the candidate "Hi NAME": the comparison names the protobuf
+    field that differs, and the mirror flows saved with -w render with mitmproxy's gRPC view."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import example_grpc
+    from mitmproxy import io as mitmio
+
+    (v1, v1_port), (v2, v2_port) = example_grpc.server("v1", 0), example_grpc.server("v2", 0)
+    log, flows = tmp_path / "outcomes.jsonl", tmp_path / "mirror.mitm"
+    try:
+        text = (ROOT / "configs/examples/grpc-mirror/mesh.yaml").read_text()
+        cfg = tmp_path / "mesh.yaml"
+        cfg.write_text(text.replace("28300", str(v1_port)).replace("28301", str(v2_port)))
+        proxy = proxy_for(cfg, "mirror_compare=true", f"mirror_log={log}", f"mirror_record={flows}")
+        assert example_grpc.call(f"127.0.0.1:{proxy.port}", 2) == ["Hello world0", "Hello world1"]
+        wait_for(lambda: log.exists() and len(log.read_text().splitlines()) == 2, 15, what="2")
+        proxy.stop()
+    finally:
+        v1.stop(grace=None)
+        v2.stop(grace=None)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    for i, r in enumerate(records):
+        assert r["comparison"]["fields"] == ["body:/message/0/1"], r
+        assert r["comparison"]["examples"]["body:/message/0/1"] in (
+            f'"Hello world{i}" != "Hi world{i}"' for i in range(2)
+        )
+    with flows.open("rb") as f:
+        saved = list(mitmio.FlowReader(f).stream())
+    copies = [f for f in saved if f.response is not None and f.is_replay == "request"]
+    assert copies, saved
+    view, rendered = render_auto(copies[0].response, copies[0])
+    assert "grpc" in view.lower(), view
+    assert "Hi world" in rendered, rendered

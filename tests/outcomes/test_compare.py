@@ -4,6 +4,7 @@ secrets never in a result, and the proxy's own changes to the copy not counted a
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 
@@ -927,3 +928,73 @@ def test_every_line_and_header_is_paid_for() -> None:
     assert spent(side(raw=b"x", headers=many), side(raw=b"x", headers=many)) >= (
         2 * 1000 * per_header
     )
+
+
+# --- gRPC: status, message and protobuf messages without a schema ------------------------------
+
+GRPC_H = [("content-type", "application/grpc")]
+
+
+def pb_string(number: int, text: str) -> bytes:
+    data = text.encode()
+    return bytes([number << 3 | 2, len(data)]) + data
+
+
+def pb_varint(number: int, value: int) -> bytes:
+    return bytes([number << 3, value])
+
+
+def grpc_side(*messages: bytes, status: str = "0", message: str = "") -> Side:
+    body = b"".join(struct.pack(">BI", 0, len(m)) + m for m in messages)
+    trailers = [("grpc-status", status)] + ([("grpc-message", message)] if message else [])
+    return Side(200, GRPC_H, body, trailers=trailers)
+
+
+def test_grpc_answers_are_compared_by_status_message_and_decoded_fields() -> None:
+    reply = pb_string(1, "Hello world") + pb_varint(2, 7) + pb_string(3, "x") + pb_string(3, "y")
+    nested = pb_string(2, "inner")
+    same = compare_responses(grpc_side(reply), grpc_side(reply), DEFAULT)
+    assert same.match
+    changed = pb_string(1, "Hi world") + pb_varint(2, 7) + pb_string(3, "x") + pb_string(3, "z")
+    result = compare_responses(
+        grpc_side(reply, bytes([4 << 3 | 2, len(nested)]) + nested),
+        grpc_side(changed, bytes([4 << 3 | 2, len(nested) + 2]) + nested + pb_varint(1, 5)),
+        DEFAULT,
+    )
+    assert result.fields == ("body:/message/0/1", "body:/message/0/3/1", "body:/message/1/4/1")
+    assert result.examples["body:/message/0/1"] == '"Hello world" != "Hi world"'
+    assert result.examples["body:/message/1/4/1"] == "only in shadow: 5"
+
+
+def test_grpc_status_and_message_differences_name_them() -> None:
+    result = compare_responses(
+        grpc_side(status="0"),
+        grpc_side(status="3", message="bad%20price"),
+        DEFAULT,
+    )
+    assert result.fields == ("grpc-status", "grpc-message")
+    assert result.examples["grpc-status"] == "0 (OK) != 3 (INVALID_ARGUMENT)"
+    assert result.examples["grpc-message"] == '"" != "bad price"'
+
+
+def test_a_trailers_only_answer_is_read_from_its_headers_and_ignores_apply() -> None:
+    only = Side(200, [*GRPC_H, ("grpc-status", "14")], b"")
+    full = grpc_side(pb_varint(1, 1), status="14")
+    assert compare_responses(only, only, DEFAULT).match
+    result = compare_responses(only, full, DEFAULT)
+    assert result.fields == ("body:/message/0",)  # a message only the shadow sent
+    ignoring = CompareSettings.build(ignore_json=("/message/*/1",))
+    a, b = grpc_side(pb_varint(1, 1), pb_varint(2, 1)), grpc_side(pb_varint(1, 2), pb_varint(2, 1))
+    assert compare_responses(a, b, ignoring).match
+
+
+def test_grpc_bodies_that_are_not_messages_or_too_costly() -> None:
+    bad = Side(200, GRPC_H, b"\x00\x00\x00\x00\x09short", trailers=[("grpc-status", "0")])
+    result = compare_responses(grpc_side(pb_varint(1, 1)), bad, DEFAULT)
+    assert result.fields == ("body",)
+    assert result.examples["body"] == "not gRPC messages: truncated message"
+    many = pb_varint(1, 1) * 200
+    costly = compare_responses(
+        grpc_side(many), grpc_side(many + b"\x08\x02"), DEFAULT, budget=Budget(50)
+    )
+    assert costly.not_compared == "too_costly"

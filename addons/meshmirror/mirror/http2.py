@@ -215,7 +215,8 @@ class Http2Exchange:
 
     def _trailers(self, headers: list[Header]) -> None:
         self.wire += header_bytes(headers)
-        self.trailers = tuple(headers)
+        # Plain tuples: hpack's HeaderTuple does not survive the pipe to the proxy (pickle).
+        self.trailers = tuple((bytes(n), bytes(v)) for n, v in headers)
         for name, value in headers:
             if name == b"grpc-status":
                 self.grpc_status = _grpc_status(value)

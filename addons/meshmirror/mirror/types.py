@@ -59,6 +59,8 @@ class MirrorResult:
     # The gRPC status the mirror answered with (`grpc-status` of the trailers, or of the
     # headers of a trailers-only response); None when it sent none.
     grpc_status: int | None = None
+    # Only with capture: the response's trailer fields (HTTP/2), for the comparison.
+    trailers: tuple[tuple[bytes, bytes], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,7 @@ def result_message(token: int, r: MirrorResult) -> tuple[Any, ...]:
         r.resent,
         r.times,
         r.grpc_status,
+        r.trailers,
     )
 
 

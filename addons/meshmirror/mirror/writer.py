@@ -28,6 +28,7 @@ from meshmirror.mirror.failures import (
     short_error,
 )
 from meshmirror.mirror.http1 import Captured
+from meshmirror.mirror.http2 import Http2Exchange
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
 
 log = logging.getLogger("meshmirror.writer")
@@ -239,6 +240,7 @@ class MirrorWriter:
         received: int,
         captured: Captured | None = None,
         grpc_status: int | None = None,
+        trailers: tuple[tuple[bytes, bytes], ...] | None = None,
     ) -> None:
         if copy.finished:
             return
@@ -265,6 +267,7 @@ class MirrorWriter:
             copy.resent,
             stamps,
             grpc_status,
+            trailers,
         )
         self.callback_errors += call_on_done(copy.on_done, result, self.callback_errors)
 
@@ -274,6 +277,7 @@ class MirrorWriter:
                 ex, detail = await self._client.exchange(copy, endpoint, request)
             copy.conn = None
             captured = ex.take_capture() if copy.capture else None
+            trailers = ex.trailers if copy.capture and isinstance(ex, Http2Exchange) else None
             self._client.release(ex)
         except asyncio.CancelledError:
             received = self._abort_conn(copy)
@@ -301,7 +305,7 @@ class MirrorWriter:
                 text = f"{text} ({copy.phase})"
             self._finish(copy, None, failure, text, received)
         else:
-            self._finish(copy, ex.status, None, detail, ex.wire, captured, ex.grpc_status)
+            self._finish(copy, ex.status, None, detail, ex.wire, captured, ex.grpc_status, trailers)
         finally:
             self._live.discard(copy)
 

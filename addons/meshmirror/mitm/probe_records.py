@@ -108,6 +108,7 @@ def primary_of(flow: http.HTTPFlow, with_body: bool, max_body: int) -> Primary:
             _fields(resp.headers.fields),
             resp.raw_content,
             max_body,
+            _fields(resp.trailers.fields) if resp.trailers else (),
         )
     return Primary(resp.status_code, latency, side)
 
@@ -115,7 +116,13 @@ def primary_of(flow: http.HTTPFlow, with_body: bool, max_body: int) -> Primary:
 def shadow_side(result: MirrorResult) -> RawSide:
     """The copy's response as captured (its body at most the capture, still encoded)."""
     assert result.status is not None
-    return RawSide(result.status, _fields(result.headers or ()), result.body, result.body_truncated)
+    return RawSide(
+        result.status,
+        _fields(result.headers or ()),
+        result.body,
+        result.body_truncated,
+        trailers=_fields(result.trailers or ()),
+    )
 
 
 def _fields(fields: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:

@@ -32,6 +32,7 @@ class RawSide:
     body: bytes | None
     truncated: bool = False
     size: int | None = None
+    trailers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,20 +48,24 @@ class CompareJob:
 
 
 def raw_side(
-    status: int, headers: tuple[tuple[str, str], ...], body: bytes | None, limit: int
+    status: int,
+    headers: tuple[tuple[str, str], ...],
+    body: bytes | None,
+    limit: int,
+    trailers: tuple[tuple[str, str], ...] = (),
 ) -> RawSide:
     """A whole response as a comparison needs it, with no more of its body than that: an
     identity body longer than `limit` is compared by its size and first bytes, and an encoded
     one decodes to more than `limit` from far fewer bytes than this keeps."""
     if body is None:
-        return RawSide(status, headers, None)
+        return RawSide(status, headers, None, trailers=trailers)
     keep = limit
     if content_coding(headers):
         # Deflate, brotli and zstd expand incompressible data by well under 1/8 (plus framing).
         keep = limit + limit // 8 + 4096
     if len(body) <= keep:
-        return RawSide(status, headers, body)
-    return RawSide(status, headers, body[:keep], truncated=True, size=len(body))
+        return RawSide(status, headers, body, trailers=trailers)
+    return RawSide(status, headers, body[:keep], truncated=True, size=len(body), trailers=trailers)
 
 
 def content_coding(headers: Sequence[tuple[str, str]]) -> str:
@@ -71,19 +76,22 @@ def content_coding(headers: Sequence[tuple[str, str]]) -> str:
 def decoded_side(raw: RawSide, limit: int) -> Side:
     """`raw` with its body decoded, at most `limit` bytes of it."""
     if raw.body is None:
-        return Side(raw.status, raw.headers, None)
+        return Side(raw.status, raw.headers, None, trailers=raw.trailers)
     coding = content_coding(raw.headers)
     if not coding:
-        return Side(raw.status, raw.headers, raw.body, raw.truncated, size=raw.size)
+        return Side(
+            raw.status, raw.headers, raw.body, raw.truncated, size=raw.size, trailers=raw.trailers
+        )
     decoded = decode_body(raw.body, coding, limit)
     if decoded.body is None:
-        return Side(raw.status, raw.headers, None, unavailable=decoded.error)
+        return Side(raw.status, raw.headers, None, unavailable=decoded.error, trailers=raw.trailers)
     return Side(
         raw.status,
         raw.headers,
         decoded.body,
         raw.truncated and not decoded.over,
         over_limit=decoded.over,
+        trailers=raw.trailers,
     )
 
 
