@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 
+from tests.support import grpc_servers as gs
 from tests.support.launch import Launcher
 from tests.support.mitmdump import Proxy, start_proxy
 
@@ -64,3 +65,18 @@ def primary() -> Iterator[HTTPServer]:
     yield server
     server.clear()
     server.stop()
+
+
+@pytest.fixture
+def grpc_servers() -> Iterator[Callable[..., gs.GrpcServer]]:
+    """Start grpcio servers (tests/support/grpc_servers.py); all stopped after the test."""
+    started: list[gs.GrpcServer] = []
+
+    def start(name: str = "primary", **kw: object) -> gs.GrpcServer:
+        server = gs.GrpcServer(name, **kw)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -80,20 +80,6 @@ def echo(ch: grpc.Channel, message: bytes, timeout: float = 10) -> bytes:
 
 
 @pytest.fixture
-def grpc_servers() -> Iterator[Callable[..., gs.GrpcServer]]:
-    started: list[gs.GrpcServer] = []
-
-    def start(name: str = "primary", **kw: object) -> gs.GrpcServer:
-        server = gs.GrpcServer(name, **kw)  # type: ignore[arg-type]
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
 def proxy_for() -> Iterator[Callable[..., Proxy]]:
     started: list[Proxy] = []
 

@@ -27,20 +27,6 @@ HOST = "greeter.example.internal"
 
 
 @pytest.fixture
-def servers() -> Iterator[Callable[..., gs.GrpcServer]]:
-    started: list[gs.GrpcServer] = []
-
-    def start(name: str, **kw: object) -> gs.GrpcServer:
-        server = gs.GrpcServer(name, **kw)  # type: ignore[arg-type]
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
 def proxy_for(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
     started: list[Proxy] = []
 
@@ -109,15 +95,15 @@ def mitmproxy_ca(tmp_path: Path) -> bytes:
 
 
 def test_tls_grpc_both_ways(
-    tmp_path: Path, servers: Callable[..., gs.GrpcServer], proxy_for: Callable[..., Proxy]
+    tmp_path: Path, grpc_servers: Callable[..., gs.GrpcServer], proxy_for: Callable[..., Proxy]
 ) -> None:
     """A TLS client (ALPN h2) in front of a TLS gRPC primary and a TLS gRPC mirror: the primary
     is reached with ALPN h2 (mitmproxy, trusting the CA through its own option), the copy too
     (the DestinationRule's caCertificates)."""
     key, cert = gs.tls_pair(tmp_path)
     ca = tmp_path / "grpc-cert.pem"
-    primary = servers("primary", tls=(key, cert))
-    v2 = servers("v2", tls=(key, cert))
+    primary = grpc_servers("primary", tls=(key, cert))
+    v2 = grpc_servers("v2", tls=(key, cert))
     cfg = config(
         tmp_path / "c.yaml",
         primary.port,
@@ -134,9 +120,9 @@ def test_tls_grpc_both_ways(
 
 
 def test_a_tls_client_in_front_of_a_plaintext_grpc_primary(
-    tmp_path: Path, servers: Callable[..., gs.GrpcServer], proxy_for: Callable[..., Proxy]
+    tmp_path: Path, grpc_servers: Callable[..., gs.GrpcServer], proxy_for: Callable[..., Proxy]
 ) -> None:
-    primary, v2 = servers("primary"), servers("v2")
+    primary, v2 = grpc_servers("primary"), grpc_servers("v2")
     proxy = proxy_for(config(tmp_path / "c.yaml", primary.port, v2.port))
     with tls_channel(proxy.port, mitmproxy_ca(tmp_path)) as ch:
         assert ch.unary_unary(gs.ECHO)(b"x", timeout=10) == b"primary:x"
@@ -145,9 +131,9 @@ def test_a_tls_client_in_front_of_a_plaintext_grpc_primary(
 
 
 def test_a_grpc_route_with_a_timeout_is_sent_by_meshmirror_over_http2(
-    tmp_path: Path, servers: Callable[..., gs.GrpcServer], proxy_for: Callable[..., Proxy]
+    tmp_path: Path, grpc_servers: Callable[..., gs.GrpcServer], proxy_for: Callable[..., Proxy]
 ) -> None:
-    primary, v2 = servers("primary"), servers("v2")
+    primary, v2 = grpc_servers("primary"), grpc_servers("v2")
     rule = "\n    timeout: 5s"
     proxy = proxy_for(config(tmp_path / "c.yaml", primary.port, v2.port, rule=rule))
     with grpc.insecure_channel(
