@@ -471,3 +471,51 @@ def test_grpc_answers_are_compared_field_by_field_and_shown_with_the_grpc_view(
     view, rendered = render_auto(copies[0].response, copies[0])
     assert "grpc" in view.lower(), view
     assert "Hi world" in rendered, rendered
+
+
+def test_an_upgrade_to_h2c_is_served_and_mirrored_as_http1(
+    tmp_path: Path,
+    httpserver: HTTPServer,
+    mirror_server: HTTPServer,
+    proxy_for: Callable[..., Proxy],
+) -> None:
+    """curl --http2 over plain text asks `Upgrade: h2c`: mitmproxy removes the upgrade before
+    the addon sees the request, so it is answered over HTTP/1.1 and copied like any other."""
+    httpserver.expect_request(ANY).respond_with_data("h1-primary")
+    mirror_server.expect_request(ANY).respond_with_data("m")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "\n---\n".join(
+            [
+                mc.service_entry("p", "primary.local", httpserver.port),
+                mc.service_entry("m", "shadow.local", mirror_server.port),
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\n"
+                "spec:\n  hosts: [app.example.com]\n  http:\n"
+                "  - route: [{destination: {host: primary.local}}]\n"
+                "    mirror: {host: shadow.local}\n",
+            ]
+        )
+    )
+    proxy = proxy_for(cfg)
+    out = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "--http2",
+            "--max-time",
+            "20",
+            "-H",
+            "Host: app.example.com",
+            "-w",
+            "\\n%{http_version}",
+            f"http://127.0.0.1:{proxy.port}/up",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    body, version = out.stdout.rsplit("\n", 1)
+    assert (body, version.startswith("1")) == ("h1-primary", True), out.stdout + out.stderr
+    wait_for(lambda: len(mirror_server.log) == 1, 15, what="the copy")
+    [(copy, _)] = mirror_server.log
+    assert "Upgrade" not in copy.headers and copy.headers["Host"] == "app.example.com-shadow"
