@@ -292,7 +292,7 @@ def test_a_misbehaving_http2_mirror_is_a_failed_copy_with_its_reason(
                 assert echo(ch, f"m{i}".encode()) == f"primary:m{i}".encode()
         wait_for(lambda: len(proxy.log_lines("mirror failed")) == 3, 15, what="3 failures")
         lines = proxy.log_lines("mirror failed")
-        assert all(reason in line for line in lines), lines
+        assert all(reason in line for line in lines), (lines, proxy.output[-3000:])
     finally:
         mirror.close()
 

@@ -14,7 +14,6 @@ from mitmproxy.addons.view import View
 from mitmproxy.test import taddons, tflow, tutils
 
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
-from meshmirror.mitm.addon import COPY_MARK
 from meshmirror.mitm.flows import (
     MIRROR_FLOW_MARK,
     MirrorFlows,
@@ -24,6 +23,7 @@ from meshmirror.mitm.flows import (
 )
 from meshmirror.mitm.inspection import Inspection
 from meshmirror.mitm.probes import Probe
+from meshmirror.mitm.request_path import COPY_MARK
 from meshmirror.outcomes.comparer import Comparer
 from meshmirror.outcomes.counters import Outcome, classify
 

@@ -1,11 +1,9 @@
-"""The mitmproxy addon: options, hooks and commands. Glue only; decisions live in other modules.
+"""The mitmproxy addon: options, lifecycle, hooks and commands. Glue only; decisions live in
+other modules.
 
-Per request (the `request` hook, or `requestheaders` for streamed bodies):
-match the compiled RouteTable -> point the flow at the primary endpoint (keeping the client's
-Host) -> for each sampled mirror policy, build the copy and hand it to the MirrorWriter, which
-sends it in the background (fanout.py). The hook never waits for a mirror.
-
-Options are declared in options.py, the served config and its hot reload live in liveconfig.py.
+What happens to each request is the request path's (request_path.py), whose flow hooks this
+addon installs only while a config needs them; options are declared in options.py, the served
+config and its hot reload live in liveconfig.py.
 """
 
 from __future__ import annotations
@@ -16,26 +14,19 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 from mitmproxy import command, connection, ctx, exceptions, http, types
 
-from meshmirror.mesh.clusters import Cluster
 from meshmirror.mirror.breaker import CircuitBreaker
 from meshmirror.mirror.sender import ProcessWriter, can_spawn
-from meshmirror.mirror.shadow import new_request_id, parse_redactions
+from meshmirror.mirror.shadow import parse_redactions
 from meshmirror.mirror.types import CopyWriter
 from meshmirror.mirror.writer import MirrorWriter
 from meshmirror.mitm import primary
 from meshmirror.mitm.connection_log import show_connection_lines
-from meshmirror.mitm.edge import connection_manager_fields
 from meshmirror.mitm.endpoints import UpstreamTls
 from meshmirror.mitm.fanout import EndpointPicker, Fanout
-from meshmirror.mitm.headers import (
-    RequestHeaders,
-    scan_request_headers,
-    without_connection_token,
-)
 from meshmirror.mitm.http2 import UpstreamProtocols, serve_prior_knowledge
 from meshmirror.mitm.inspection import Inspection
 from meshmirror.mitm.liveconfig import ConfigError, LiveConfig
@@ -48,29 +39,19 @@ from meshmirror.mitm.options import (
     parse_option,
     register_options,
 )
+from meshmirror.mitm.request_path import RequestPath
 from meshmirror.mitm.stats_table import stats_rows
-from meshmirror.mitm.streams import BodyTee, is_grpc
 from meshmirror.mitm.timeline import Timeline, reopen
 from meshmirror.mitm.units import parse_duration, parse_size
 from meshmirror.mitm.watch import ConfigWatcher
 from meshmirror.outcomes.counters import MirrorStats
 from meshmirror.outcomes.metrics import Latencies, ProxyState, render_metrics
 from meshmirror.outcomes.verdict import ConditionError, evaluate, parse_condition, verdict_lines
-from meshmirror.policy.fault import FaultAbort
-from meshmirror.protocols import HTTP1, HTTP2
-from meshmirror.routing.match import match_route
-from meshmirror.routing.request_view import RequestView
-from meshmirror.routing.sampling import Sampler, pick_weighted
-from meshmirror.routing.table import Route, RouteTable
+from meshmirror.routing.sampling import Sampler
+from meshmirror.routing.table import RouteTable
 
 log = logging.getLogger("meshmirror")
 
-# Marks flows this addon made itself, so they are never mirrored again.
-COPY_MARK = "meshmirror.copy"
-# Set in requestheaders when the body is streamed: routing was already decided there.
-ROUTED_MARK = "meshmirror.routed"
-# A gRPC call's routing (`_Routed`), kept for its copies until its body has passed through.
-CALL_MIRROR = "meshmirror.call_mirror"
 # The per-flow hooks the addon may have. mitmproxy looks every hook of every addon up on every
 # event, so each is an attribute only while the config needs it (`_install_hooks`).
 FLOW_HOOKS = ("requestheaders", "request", "responseheaders", "response", "error")
@@ -98,9 +79,6 @@ class Mirror:
     client_connected: Callable[[connection.Client], None]
 
     def __init__(self) -> None:
-        # The request path reads `table` (kept in step with `live.table`) and `fanout`.
-        self.table: RouteTable | None = None
-        self.sampler = Sampler(mode="random", seed=None)
         self.primary = primary.Primary()  # fault sampling, timeout and retries (primary.py)
         self.endpoints = EndpointPicker()
         # HTTP/2 at mitmproxy's edges: prior-knowledge clients, upstream connections (http2.py).
@@ -124,7 +102,35 @@ class Mirror:
         self._startup_failed = False
         self._metrics: MetricsServer | None = None
         self._metrics_address: tuple[str, int] | None = None
-        self.timeline: Timeline | None = None  # mirror_timeline
+        # Each request's way through the hooks (request_path.py): it reads `table` (kept in
+        # step with `live.table`), `sampler` and `timeline`, set here from the options.
+        self.path = RequestPath(
+            self.primary, self.endpoints, self.fanout, self.upstreams, self.inspection
+        )
+
+    @property
+    def table(self) -> RouteTable | None:
+        return self.path.table
+
+    @table.setter
+    def table(self, table: RouteTable | None) -> None:
+        self.path.table = table
+
+    @property
+    def sampler(self) -> Sampler:
+        return self.path.sampler
+
+    @sampler.setter
+    def sampler(self, sampler: Sampler) -> None:
+        self.path.sampler = sampler
+
+    @property
+    def timeline(self) -> Timeline | None:
+        return self.path.timeline
+
+    @timeline.setter
+    def timeline(self, timeline: Timeline | None) -> None:
+        self.path.timeline = timeline
 
     @property
     def writer(self) -> CopyWriter | None:
@@ -281,15 +287,15 @@ class Mirror:
         hooks: dict[str, Any] = {}
         if self.table is not None:
             # requestheaders: streamed bodies are routed there, recordings paced.
-            hooks["requestheaders"] = self._requestheaders
-            hooks["request"] = self._request
+            hooks["requestheaders"] = self.path.requestheaders
+            hooks["request"] = self.path.request
             # Response header operations, and gRPC responses passed through as they arrive.
             if (
                 self.table.rewrites_responses
                 or self.table.may_speak_http2
                 or self.upstreams.reverse_http2
             ):
-                hooks["responseheaders"] = self._responseheaders
+                hooks["responseheaders"] = self.path.responseheaders
         if self.inspection.needs_flow_hooks():
             hooks["response"] = self.inspection.response
             hooks["error"] = self.inspection.error
@@ -523,237 +529,6 @@ class Mirror:
     def server_connect(self, data: Any) -> None:
         self.upstreams.server_connect(data)
 
-    # The request hooks are sync for the common case; they return an awaitable (which mitmproxy
-    # awaits, holding only this flow) when a fault delay or the route's timeout/retries apply.
-
-    def _requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        if not flow.live:
-            return self.inspection.pace(flow)  # a recording (-r) replays at its own pace
-        req = flow.request
-        # A streamed body opens the upstream connection right after this hook, so routing must
-        # be decided now; the body will never be available for a copy.
-        if req.stream and self.table is not None:
-            flow.metadata[ROUTED_MARK] = True
-            return self._handle(flow, streamed=True)
-        if req.is_http2 and self.table is not None and is_grpc(req):
-            # A gRPC call is passed through as it arrives (streams.py), so it is routed now
-            # too; its copy is made when its whole body has been seen (`request`).
-            req.stream = BodyTee(req, self.fanout.max_body)
-            flow.metadata[ROUTED_MARK] = True
-            pending = self._handle(flow, streamed=False, call=True)
-            if pending is None:
-                _answered_whole(flow)
-                return None
-            return self._then_answered_whole(flow, pending)
-        return None
-
-    @staticmethod
-    async def _then_answered_whole(flow: http.HTTPFlow, pending: Awaitable[None]) -> None:
-        await pending
-        _answered_whole(flow)
-
-    def _request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        if self.table is None:
-            return None
-        if flow.metadata.get(ROUTED_MARK):
-            deferred = flow.metadata.pop(CALL_MIRROR, None)
-            if deferred is not None:
-                self._mirror_call(flow, deferred)
-            return None
-        return self._handle(flow, streamed=False)
-
-    def _responseheaders(self, flow: http.HTTPFlow) -> None:
-        if primary.RESPONSE_OPS in flow.metadata:
-            primary.finalize_response(flow)
-        resp = flow.response
-        if (
-            resp is not None
-            and flow.request.is_http2
-            and not resp.stream
-            and flow.live
-            and is_grpc(resp)
-        ):
-            # Messages of a streaming call reach the client when the server sends them.
-            resp.stream = BodyTee(resp, self.fanout.max_body)
-
-    def _mirror_call(self, flow: http.HTTPFlow, routed: _Routed) -> None:
-        """The copies of a gRPC call passed through as it arrived, now that its body is whole
-        (or known to be over mirror_max_body)."""
-        self.fanout.mirror(
-            flow,
-            routed.route,
-            routed.rand,
-            routed.authority,
-            False,
-            routed.generation,
-            routed.headers,
-            routed.request_id,
-            after_body=True,
-        )
-
-    def _handle(
-        self, flow: http.HTTPFlow, *, streamed: bool, call: bool = False
-    ) -> Awaitable[None] | None:
-        table = self.table
-        if table is None or flow.metadata.get(COPY_MARK):
-            return None
-        req = flow.request
-        fields = req.headers.fields
-        # The one pass over the fields the request path needs (nothing else is decoded); the
-        # Host as mitmproxy's `Request.host_header` returns it. A Host no virtual host claims is
-        # decided by one lookup, before any other work for the request (it goes to the reverse
-        # upstream as it came).
-        headers = scan_request_headers(fields, index=False)
-        authority = (req.authority if req.is_http2 or req.is_http3 else "") or headers.host or ""
-        vh = table.select_virtual_host(authority)
-        if vh is None:
-            self.fanout.stats.requests_skipped["no_virtual_host"] += 1
-            if req.is_http2 and req.scheme == "http" and not self.upstreams.reverse_http2:
-                self.upstreams.check_grpc(req, None, HTTP1)
-            if not flow.live:
-                self.inspection.unclaimed_recording(flow)
-            return None
-        if flow.live:
-            # As Envoy's connection manager forwards it, before routing (edge.py).
-            edited = connection_manager_fields(
-                fields,
-                client=flow.client_conn.peername[0] if flow.client_conn.peername else None,
-                scheme="https" if flow.client_conn.tls_established else "http",
-                edge=table.gateway is not None,
-            )
-            if edited is not None:
-                req.headers.fields = fields = edited
-                if not table.reads_headers:
-                    headers = scan_request_headers(fields, index=False)
-        if table.reads_headers:
-            headers = scan_request_headers(fields)  # indexed for the header matchers
-        view = RequestView.of(
-            method=req.method,
-            scheme="https" if flow.client_conn.tls_established else "http",
-            authority=authority,
-            path=req.path,
-            headers=headers.joined,
-            port=table.listener_port,
-        )
-        route = match_route(vh, view)
-        if route is None:
-            # Why it is not mirrored, for mirror.stats (`requests_not_mirrored`).
-            self.fanout.stats.requests_skipped["no_route_matched"] += 1
-            return None
-        if call and route.action == "route" and self.primary.upstream_for(route, req) is not None:
-            # The route's timeout/retries: meshmirror sends the whole call upstream itself, so
-            # nothing is streamed and the call is routed at `request`, with its body.
-            req.stream = False
-            del flow.metadata[ROUTED_MARK]
-            return None
-        if self.timeline is not None:
-            self.timeline.routed(flow, route.label)
-        live = flow.live and flow.response is None and flow.error is None
-        if route.action != "route":
-            # Envoy answers redirect / direct_response itself: nothing goes upstream or to a mirror.
-            self.fanout.stats.requests_skipped["local_reply"] += 1
-            if live:
-                primary.answer_locally(flow, route, view.scheme)
-            return None
-        if not route.mirrors:
-            self.fanout.stats.requests_skipped["no_mirror_policy"] += 1
-        request_id = headers.request_id
-        # Sampling keys on the client's id (mirror_sampling=request-id), never on one made here.
-        rand = self.sampler.value_for(None if request_id is None else request_id.split(",", 1)[0])
-        if request_id is None:
-            # As Envoy does for every request it routes: the primary and every copy carry the
-            # same id, whether or not a copy is sampled.
-            request_id = new_request_id()
-            if flow.live and flow.response is None:
-                # Known to be absent: appending skips the scan a headers[...] = does.
-                fields = req.headers.fields
-                if headers.connection:
-                    fields = without_connection_token(fields, b"x-request-id")
-                req.headers.fields = (*fields, (b"x-request-id", request_id.encode()))
-        pass_on = _Routed(
-            route, authority, streamed, table.generation, rand, headers, request_id, call
-        )
-        if live and route.fault is not None:
-            delay, abort = self.primary.sample_fault(route)
-            if delay > 0 or abort is not None:
-                return self._faulted(flow, pass_on, delay, abort)
-        return self._forward(flow, pass_on)
-
-    async def _faulted(
-        self, flow: http.HTTPFlow, routed: _Routed, delay: float, abort: FaultAbort | None
-    ) -> None:
-        # Envoy's fault filter runs before the router: the delay holds the request (its copy
-        # leaves afterwards); an abort answers it, so it is never routed nor mirrored.
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if abort is not None:
-            self.primary.abort(flow, abort)
-            return
-        pending = self._forward(flow, routed)
-        if pending is not None:
-            await pending
-
-    def _forward(self, flow: http.HTTPFlow, routed: _Routed) -> Awaitable[None] | None:
-        req = flow.request
-        route = routed.route
-        if primary.apply_cors(flow, route.cors):
-            # Envoy's CORS filter answered a preflight: never routed, never mirrored.
-            if route.mirrors:
-                self.fanout.stats.requests_skipped["local_reply"] += 1
-            return None
-        dest = pick_weighted(route.clusters, routed.rand) if route.clusters else None
-        # Rewrites first: the copy must see the request as the primary sees it.
-        authority = primary.apply_rewrites(flow, route, dest, routed.authority)
-        live = flow.live and flow.response is None and flow.error is None
-        if live and dest is not None:
-            self._route_primary(req, dest.cluster)
-        if route.mirrors:
-            if routed.call:
-                # Copied once the call's body has passed through (`_mirror_call`).
-                flow.metadata[CALL_MIRROR] = routed._replace(authority=authority)
-            else:
-                self.fanout.mirror(
-                    flow,
-                    route,
-                    routed.rand,
-                    authority,
-                    routed.streamed,
-                    routed.generation,
-                    routed.headers,
-                    routed.request_id,
-                )
-        upstream = self.primary.upstream_for(route, req)
-        if live and upstream is not None and not routed.streamed:
-            # After the copy was handed over: mirrored once, however often this is retried.
-            cluster = dest.cluster if dest is not None else None
-            return self.primary.exchange(flow, upstream, cluster, self._protocol_of(cluster))
-        return None
-
-    def _protocol_of(self, cluster: Cluster | None) -> str | None:
-        """How the primary reaches `cluster` (protocols.HTTP1, HTTP2, CLIENT); None: the
-        reverse-proxy upstream, as mitmproxy reaches it."""
-        if cluster is not None and cluster.endpoints and self.table is not None:
-            return self.table.upstream_protocol(cluster)
-        return HTTP2 if self.upstreams.reverse_http2 else None
-
-    def _route_primary(self, req: http.Request, cluster: Cluster) -> None:
-        ep = self.endpoints.pick(cluster)
-        if ep is None:
-            # No endpoints in the config: the reverse-proxy upstream serves it.
-            if req.is_http2 and req.scheme == "http" and not self.upstreams.reverse_http2:
-                self.upstreams.check_grpc(req, None, HTTP1)
-            return
-        if req.is_http2:
-            assert self.table is not None
-            self.upstreams.check_grpc(req, cluster, self.table.upstream_protocol(cluster))
-        # Written to the request's data, not through the host/port setters: those rewrite the
-        # Host header (twice, each a scan of the headers), and the primary must see the client's
-        # Host (or the rewritten authority apply_rewrites already set), which stays as it is.
-        data = req.data
-        data.scheme = b"https" if cluster.tls is not None else b"http"
-        data.host = ep.address
-        data.port = ep.port
-
     # --- commands -------------------------------------------------------------------------------
 
     @command.command("mirror.stats")
@@ -846,23 +621,3 @@ class Mirror:
             return "no route table (mirror_config is empty)"
         dump = self.table.to_envoy(default_retries=self.primary.default_retries)
         return json.dumps(dump, indent=2)
-
-
-def _answered_whole(flow: http.HTTPFlow) -> None:
-    """A call the proxy answered itself (a fault abort, a local reply, a CORS preflight) is
-    not streamed: mitmproxy cannot stream a request it has a response for."""
-    if flow.response is not None and flow.request.stream:
-        flow.request.stream = False
-
-
-class _Routed(NamedTuple):
-    """What the request hook decided, handed on to forwarding (after a fault delay, if any)."""
-
-    route: Route
-    authority: str
-    streamed: bool
-    generation: int
-    rand: int  # the request's sampling draw: weighted destinations and mirrors
-    headers: RequestHeaders
-    request_id: str
-    call: bool = False  # a gRPC call passed through as it arrives: copied at `request`

@@ -42,7 +42,7 @@ from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest, MirrorResult
 
 log = logging.getLogger("meshmirror.flows")
 
-# The same metadata key as addon.COPY_MARK: the addon never mirrors a flow that carries it.
+# The same metadata key as request_path.COPY_MARK: the addon never mirrors a flow that carries it.
 MIRROR_FLOW_MARK = "meshmirror.copy"
 ORIGINAL_KEY = "meshmirror.original"
 # Markers from mitmproxy's table whose characters (U+2194, U+25AA) are in practically every text
