@@ -13,11 +13,13 @@ its pid like every other child.
 from __future__ import annotations
 
 import contextlib
+import json
+import urllib.request
 from pathlib import Path
 
 from benchlib.common import LOOPBACK, BenchError
 from benchlib.procs import Child, Children, tail, wait_until
-from tests.support.envoy import Envoy, envoy_binary, export
+from tests.support.envoy import envoy_binary, export
 from tests.support.procfs import listening_ports
 
 # The mirror cluster's counters kept in the results (cluster.<name>.<counter>).
@@ -80,12 +82,16 @@ def start_envoy(
     return child, ports.pop(), admin
 
 
-def mirror_counters(child: Child, admin_port: int, mirror_host: str) -> dict[str, int]:
+def mirror_counters(admin_port: int, mirror_host: str) -> dict[str, int]:
     """The counters of the cluster whose name ends with `||mirror_host` (Istio's cluster names:
-    `outbound|PORT||HOST`), from the admin's stats."""
+    `outbound|PORT||HOST`), from the admin's stats (a chunked answer: urllib reads it)."""
+    url = f"http://{LOOPBACK}:{admin_port}/stats?format=json"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        stats = json.loads(r.read())["stats"]
     out: dict[str, int] = {}
-    for name, value in Envoy(child.proc, f"http://{LOOPBACK}:{admin_port}").stats().items():
-        if not name.startswith("cluster.outbound|"):
+    for stat in stats:
+        name, value = stat.get("name", ""), stat.get("value")
+        if value is None or not name.startswith("cluster.outbound|"):
             continue
         cluster, _, counter = name[len("cluster.") :].rpartition(".")
         if cluster.endswith(f"||{mirror_host}") and counter in MIRROR_COUNTERS:

@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 
 from benchlib.common import BENCH_HOST, LOOPBACK, BenchError
-from benchlib.loadgen import latency_figures
+from benchlib.loadgen import fixed_schedule, latency_figures
 from tests.support.grpc_servers import ECHO, frame
 
 # A protobuf message without a schema: field 1, a string.
@@ -117,7 +117,7 @@ async def grpc_open_loop(port: int, rate: float, duration: float, timeout: float
         await asyncio.wait_for(channel.channel_ready(), timeout)
         echo = channel.unary_unary(ECHO)
 
-        async def one(intended: float) -> None:
+        async def one(i: int, intended: float) -> None:
             try:
                 await echo(MESSAGE, timeout=timeout)
             except grpc.aio.AioRpcError as e:
@@ -125,28 +125,10 @@ async def grpc_open_loop(port: int, rate: float, duration: float, timeout: float
                 return
             latencies.append(time.perf_counter() - intended)
 
-        tasks: set[asyncio.Task[None]] = set()
-        t0 = time.perf_counter() + 0.02
-        behind = 0.0
-        for i in range(n):
-            intended = t0 + i / rate
-            delay = intended - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                behind = max(behind, -delay)
-            tasks.add(asyncio.create_task(one(intended)))
-            if i % 64 == 0:
-                tasks = {t for t in tasks if not t.done()}
-        send_end = time.perf_counter()
-        if tasks:
-            # Each call has its own deadline; this bounds the wait should one not keep it.
-            _, pending = await asyncio.wait(tasks, timeout=timeout + 2)
-            for t in pending:
-                t.cancel()
-            if pending:
-                errors["timeout"] += len(pending)
-                await asyncio.wait(pending, timeout=1.0)
+        # Each call has its own deadline; the schedule's wait bounds it should one not keep it.
+        t0, send_end, behind, timed_out = await fixed_schedule(rate, n, one, timeout + 2)
+        if timed_out:
+            errors["timeout"] += timed_out
     elapsed = send_end - t0
     return {
         "mode": "open",

@@ -366,7 +366,7 @@ def measure(env: Env, point: Point, rnd: int) -> dict[str, Any]:
         res["client_ok"] = warm["requests"] + closed["requests"] + opened["requests"]
         if proxy.admin_port is not None:
             try:
-                res["envoy_mirror"] = mirror_counters(child, proxy.admin_port, MIRROR_SERVICE)
+                res["envoy_mirror"] = mirror_counters(proxy.admin_port, MIRROR_SERVICE)
             except (OSError, ValueError) as e:
                 res["envoy_mirror"] = {"error": str(e)}
     finally:
