@@ -4,17 +4,21 @@ Measures, in one run and interleaved (round-robin over the points, repeated roun
 all alike): plain `mitmdump --mode reverse:` (the baseline); meshmirror with no matching route, 0%,
 50% and 100% to a healthy mirror; 100% to a mirror that answers after 2 s, to one that accepts and
 never answers, and to a closed port; nginx with and without its `mirror` directive (healthy and
-2 s mirror) as the peer. Each point gets a closed-loop keep-alive run (wrk, or the built-in asyncio
-client) for throughput and an open-loop fixed-rate run at about half the baseline's capacity for
-latency. Figures per point: requests/s, p50/p99/max latency, errors, mirror delivered/sampled and
-the addon's outcome counters, proxy CPU per request and peak RSS, ratios to the baseline; the
+2 s mirror) and Envoy on `meshmirror envoy`'s export of the 0% and 100% configs, as the peers;
+and gRPC unary calls over h2c: plain mitmdump with meshmirror's HTTP/2 edges only, meshmirror at
+0% and 100% with copies to a second gRPC server. Each point gets a closed-loop keep-alive run
+(wrk or the built-in asyncio client; h2load for gRPC) for throughput and an open-loop fixed-rate
+run at about half its baseline's capacity for latency (the built-in client; grpcio for gRPC).
+Figures per point: requests/s, p50/p99/max latency, errors, mirror delivered/sampled and the
+addon's outcome counters, proxy CPU per request and peak RSS, ratios to the baseline; the
 targets are checked beside them.
 
 Process layout: this orchestrator; two backend processes (`bench.py _serve`: the primary; the
-mirrors); the proxy under test (mitmdump or nginx); the load generator (wrk or `bench.py _load`).
+mirrors), two more for gRPC points (`bench.py _serve_grpc`); the proxy under test (mitmdump,
+nginx or Envoy); the load generator (wrk or `bench.py _load`; h2load or `bench.py _grpc_load`).
 The parts live in scripts/benchlib (see its docstring); the helpers the tests share (processes,
-ports, /proc readings) in tests/support. wrk and nginx are used when present and installed only
-with `--install`.
+ports, /proc readings, the gRPC servers, Envoy's export) in tests/support. wrk, nginx and h2load
+are used when present and installed only with `--install` (scripts/setup installs h2load).
 
 Run it through `scripts/bench` (which runs scripts/setup first); `--help` lists the knobs.
 """
@@ -41,7 +45,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchlib.backends import serve_main, start_backends  # noqa: E402
 from benchlib.common import BenchError, Stop, log  # noqa: E402
+from benchlib.envoy_proxy import find_envoy  # noqa: E402
 from benchlib.figures import aggregate  # noqa: E402
+from benchlib.grpc_backends import serve_grpc_main, start_grpc_backends  # noqa: E402
+from benchlib.grpcload import grpc_load_main  # noqa: E402
 from benchlib.loadgen import load_main  # noqa: E402
 from benchlib.measure import Env, Settings, measure, soak  # noqa: E402
 from benchlib.points import POINT_NAMES, POINTS, Point  # noqa: E402
@@ -57,8 +64,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="scripts/bench",
         description="meshmirror's side-by-side benchmark: plain mitmdump, meshmirror at "
-        "0/50/100%%, slow, silent and refusing mirrors, nginx's mirror as the peer. Prints a "
-        "Markdown table (stdout), writes a JSON file and optionally an SVG chart.",
+        "0/50/100%%, slow, silent and refusing mirrors, nginx's mirror and Envoy (on meshmirror "
+        "envoy's export) as the peers, gRPC over h2c (plain mitmdump vs meshmirror at 0 and "
+        "100%%). Prints a Markdown table (stdout), writes a JSON file and optionally an SVG "
+        "chart.",
     )
     p.add_argument("--quick", action="store_true", help="seconds per point, 1 round (CI smoke)")
     p.add_argument(
@@ -70,13 +79,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=float, help="closed-loop seconds per point (default 4)")
     p.add_argument("--open-duration", type=float, help="fixed-rate seconds per point (default 4)")
     p.add_argument("--connections", type=int, default=8, help="closed-loop connections (8)")
-    p.add_argument("--rate", type=float, help="fixed rate req/s (default: half the baseline's)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        help="fixed rate req/s, gRPC points too (default: half the first closed loop's of the "
+        "protocol: the baseline's, grpc-baseline's)",
+    )
     p.add_argument("--timeout", type=float, default=5.0, help="client timeout per request (5 s)")
     p.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     p.add_argument(
         "--install",
         action="store_true",
-        help="apt-get install nginx/wrk when missing (root); without it nothing is installed",
+        help="apt-get install nginx/wrk/h2load when missing (root); without it nothing is "
+        "installed",
+    )
+    p.add_argument(
+        "--envoy-concurrency",
+        type=int,
+        default=1,
+        help="Envoy's --concurrency (worker threads) at the Envoy points (default 1: per core, "
+        "as one mitmproxy process)",
     )
     p.add_argument("--no-install", action="store_true", help="the default; kept for old scripts")
     p.add_argument("--soak", type=float, help="seconds of full load on --soak-point (default 60)")
@@ -106,6 +128,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.install and args.no_install:
         p.error("--install and --no-install contradict each other")
+    if args.envoy_concurrency < 1:
+        p.error("--envoy-concurrency must be at least 1")
     if args.points == "all":
         args.points = POINT_NAMES
     else:
@@ -137,9 +161,15 @@ def configure(args: argparse.Namespace, points: list[Point]) -> tuple[Settings, 
         need["nginx"] = "nginx-light|nginx"
     if args.loadgen in ("auto", "wrk"):
         need["wrk"] = "wrk"
+    if any(p.grpc for p in points):
+        need["h2load"] = "nghttp2-client"
     tools = find_tools(need, install=args.install)
     wrk = tools.get("wrk", "not run: --loadgen python")
     nginx = tools.get("nginx", "not run: no nginx point selected")
+    h2load = tools.get("h2load", "not run: no gRPC point selected")
+    envoy = "not run: no Envoy point selected"
+    if any(p.proxy == "envoy" for p in points):
+        envoy = find_envoy()
     if args.loadgen == "wrk" and not usable(wrk):
         log(f"wrk unavailable ({wrk}); using the built-in asyncio client")
     settings = Settings(
@@ -154,6 +184,9 @@ def configure(args: argparse.Namespace, points: list[Point]) -> tuple[Settings, 
         loadgen="wrk" if usable(wrk) and args.loadgen != "python" else "python",
         wrk=wrk,
         nginx=nginx,
+        h2load=h2load,
+        envoy=envoy,
+        envoy_concurrency=args.envoy_concurrency,
         termlog=args.termlog_verbosity,
         soak=args.soak if args.soak is not None else (0.0 if q else 60.0),
         soak_point=args.soak_point,
@@ -166,10 +199,13 @@ def configure(args: argparse.Namespace, points: list[Point]) -> tuple[Settings, 
     if args.profile and not usable(settings.pyspy):
         log(f"--profile: {settings.pyspy}")
     not_run: dict[str, str] = {}
-    if not usable(nginx):
-        for p in points:
-            if p.proxy == "nginx":
-                not_run[p.name] = nginx.removeprefix("not run: ")
+    for p in points:
+        if p.proxy == "nginx" and not usable(nginx):
+            not_run[p.name] = nginx.removeprefix("not run: ")
+        elif p.proxy == "envoy" and not usable(envoy):
+            not_run[p.name] = envoy.removeprefix("not run: ")
+        elif p.grpc and not usable(h2load):
+            not_run[p.name] = "h2load " + h2load.removeprefix("not run: ")
     if any(p.proxy == "meshmirror" for p in points):
         err = addon_importable()
         if err:
@@ -207,6 +243,10 @@ def main(argv: Sequence[str]) -> int:
         return serve_main(argv[1:])
     if argv and argv[0] == "_load":
         return load_main(argv[1:])
+    if argv and argv[0] == "_serve_grpc":
+        return serve_grpc_main(argv[1:])
+    if argv and argv[0] == "_grpc_load":
+        return grpc_load_main(argv[1:])
     args = parse_args(argv)
     points = [p for p in POINTS if p.name in args.points]
     settings, not_run = configure(args, points)
@@ -223,7 +263,19 @@ def main(argv: Sequence[str]) -> int:
     try:
         with sigterm_stops():
             ports, controls = start_backends(children, tmp)
-            env = Env(settings, children, tmp, ports, controls, rate=settings.rate)
+            if any(p.grpc for p in runnable):
+                grpc_ports, grpc_controls = start_grpc_backends(children, tmp)
+                ports.update(grpc_ports)
+                controls.update(grpc_controls)
+            env = Env(
+                settings,
+                children,
+                tmp,
+                ports,
+                controls,
+                rate=settings.rate,
+                grpc_rate=settings.rate,
+            )
             log(
                 f"{len(runnable)} point(s) x {settings.rounds} round(s), closed "
                 f"{settings.duration:g} s + fixed-rate {settings.open_duration:g} s each, "
@@ -260,9 +312,10 @@ def main(argv: Sequence[str]) -> int:
         "command": "scripts/bench " + " ".join(argv),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "wall_s": round(time.time() - started, 1),
-        "machine": machine_info(settings.nginx, settings.wrk),
+        "machine": machine_info(settings.nginx, settings.wrk, settings.h2load, settings.envoy),
         "settings": {k: v for k, v in vars(settings).items()},
         "fixed_rate": env.rate if env is not None else settings.rate,
+        "fixed_rate_grpc": env.grpc_rate if env is not None else settings.rate,
         "interrupted": interrupted,
     }
     doc = {

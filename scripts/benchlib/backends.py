@@ -167,11 +167,22 @@ def start_backends(children: Children, tmp: Path) -> tuple[dict[str, int], dict[
         "primary": ["primary=fast"],
         "mirrors": ["healthy=fast", f"slow=delay:{SLOW_DELAY}", "silent=silent"],
     }
+    ports, controls = start_servers(children, tmp, "_serve", specs)
+    ports["refused"] = refused_port()
+    return ports, controls
+
+
+def start_servers(
+    children: Children, tmp: Path, command: str, specs: dict[str, list[str]]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """One `bench.py COMMAND` process per entry of `specs` (process name -> its `--server`
+    arguments), each awaited until it wrote its ready file; returns (server -> port, process ->
+    control port)."""
     ports: dict[str, int] = {}
     controls: dict[str, int] = {}
     for proc_name, servers in specs.items():
         ready = tmp / f"backend-{proc_name}.json"
-        argv = [sys.executable, str(BENCH_SCRIPT), "_serve", "--ready-file", str(ready)]
+        argv = [sys.executable, str(BENCH_SCRIPT), command, "--ready-file", str(ready)]
         for s in servers:
             argv += ["--server", s]
         child = children.start(f"backend {proc_name}", argv, tmp / f"backend-{proc_name}.log")
@@ -179,7 +190,6 @@ def start_backends(children: Children, tmp: Path) -> tuple[dict[str, int], dict[
         info = json.loads(ready.read_text())
         controls[proc_name] = info["ports"].pop("control")
         ports.update(info["ports"])
-    ports["refused"] = refused_port()
     return ports, controls
 
 

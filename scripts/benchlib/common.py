@@ -13,6 +13,7 @@ BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1"
 BENCH_HOST = "bench.local"
 SHADOW_HOST = "bench.local-shadow"
+MIRROR_SERVICE = "mirror.bench"  # the mirror's ServiceEntry host in the generated YAML
 BENCH_PATH = "/bench"
 SLOW_DELAY = 2.0
 

@@ -63,7 +63,21 @@ def aggregate(point: Point, rounds: list[dict[str, Any]]) -> dict[str, Any]:
         m["in_flight_at_exit"] = sum(r["mirror"]["in_flight"] for r in ok)
         agrees = [r["mirror"].get("summary_agrees") for r in ok]
         m["summary_line_agrees"] = None if None in agrees else all(agrees)
+        if point.grpc:
+            g: Counter[str] = Counter()
+            for r in ok:
+                g.update(r["mirror"].get("grpc_status", {}))
+            m["grpc_status"] = dict(g)
     agg["mirror"] = m
+    # Calls the clients got answered (2xx from h2load, OK from grpcio) against the calls the
+    # primary backend handled: h2load does not read grpc-status, the backend's count does.
+    agg["client_ok"] = sum(r.get("client_ok", 0) for r in ok)
+    agg["primary_handled"] = sum(r["backend_requests"].get(point.primary, 0) for r in ok)
+    if any("envoy_mirror" in r for r in ok):
+        e: Counter[str] = Counter()
+        for r in ok:
+            e.update({k: v for k, v in r.get("envoy_mirror", {}).items() if isinstance(v, int)})
+        agg["envoy_mirror"] = dict(e)
     if any("profile" in r for r in ok):
         agg["profile"] = merge_profile([r.get("profile", {}) for r in ok])
     if any("timeline" in r for r in ok):

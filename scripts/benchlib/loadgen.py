@@ -17,7 +17,7 @@ import re
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from benchlib.common import BENCH_HOST, BENCH_PATH, LOOPBACK, BenchError, header_value
@@ -208,29 +208,7 @@ async def open_loop(
         with contextlib.suppress(OSError):
             idle.append(await asyncio.wait_for(ClientConn.open(port), timeout))
             opened += 1
-    tasks: set[asyncio.Task[None]] = set()
-    timed_out = 0
-    t0 = time.perf_counter() + 0.02
-    behind = 0.0
-    for i in range(n):
-        intended = t0 + i / rate
-        delay = intended - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            behind = max(behind, -delay)
-        tasks.add(asyncio.create_task(one(i, intended)))
-        # Reap finished tasks and time out old ones so memory stays bounded on a stuck proxy.
-        if i % 64 == 0:
-            tasks = {t for t in tasks if not t.done()}
-    send_end = time.perf_counter()
-    if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        for t in pending:
-            t.cancel()
-        timed_out = len(pending)
-        if pending:
-            await asyncio.wait(pending, timeout=1.0)
+    t0, send_end, behind, timed_out = await fixed_schedule(rate, n, one, timeout)
     if timed_out:
         errors["timeout"] += timed_out
     for conn in idle:
@@ -252,6 +230,39 @@ async def open_loop(
         "error_classes": {**errors, **({"status": non_2xx} if non_2xx else {})},
         **latency_figures(latencies),
     }
+
+
+async def fixed_schedule(
+    rate: float, n: int, one: Callable[[int, float], Coroutine[Any, Any, None]], timeout: float
+) -> tuple[float, float, float, int]:
+    """Start `one(i, intended)` as a task at intended = t0 + i/rate for i < n, whatever the
+    earlier ones do; then wait up to `timeout` for those still running and cancel the rest.
+    Returns (t0, when the last one started, how late a start was at most, how many were
+    cancelled); times are time.perf_counter()'s."""
+    tasks: set[asyncio.Task[None]] = set()
+    t0 = time.perf_counter() + 0.02
+    behind = 0.0
+    for i in range(n):
+        intended = t0 + i / rate
+        delay = intended - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            behind = max(behind, -delay)
+        tasks.add(asyncio.create_task(one(i, intended)))
+        # Reap finished tasks so memory stays bounded on a stuck proxy.
+        if i % 64 == 0:
+            tasks = {t for t in tasks if not t.done()}
+    send_end = time.perf_counter()
+    timed_out = 0
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for t in pending:
+            t.cancel()
+        timed_out = len(pending)
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+    return t0, send_end, behind, timed_out
 
 
 def load_main(argv: Sequence[str]) -> int:

@@ -2,8 +2,10 @@
 stop, read the counters) and the soak (one long closed-loop run with RSS sampled).
 
 Contract: every process a measurement starts is stopped before it returns, also when it raises
-BenchError; a proxy binds its port itself (mitmdump `-p 0`, read from /proc) except nginx,
-which must be told one (it rejects port 0) and gets a picked port, retried when taken.
+BenchError; a proxy binds its port itself (mitmdump `-p 0` and Envoy's port 0, read from /proc)
+except nginx, which must be told one (it rejects port 0) and gets a picked port, retried when
+taken. gRPC points get the gRPC load (grpcload.py) and their own fixed rate (half the first gRPC
+point's closed-loop rate), HTTP points the HTTP load.
 """
 
 from __future__ import annotations
@@ -19,9 +21,27 @@ from pathlib import Path
 from typing import Any
 
 from benchlib.backends import backend_counts, settled_counts
-from benchlib.common import ADDON, BENCH_PATH, BENCH_SCRIPT, BIN, LOOPBACK, BenchError, log
+from benchlib.common import (
+    ADDON,
+    BENCH_PATH,
+    BENCH_SCRIPT,
+    BIN,
+    LOOPBACK,
+    MIRROR_SERVICE,
+    BenchError,
+    log,
+)
+from benchlib.envoy_proxy import mirror_counters, start_envoy
+from benchlib.grpcload import h2load_argv, parse_h2load, write_body
 from benchlib.loadgen import WRK_LUA, parse_wrk
-from benchlib.points import STATS_SCRIPT, TIMELINE_SCRIPT, Point, meshmirror_yaml, nginx_conf
+from benchlib.points import (
+    PLAIN_HTTP2_SCRIPT,
+    STATS_SCRIPT,
+    TIMELINE_SCRIPT,
+    Point,
+    meshmirror_yaml,
+    nginx_conf,
+)
 from benchlib.procs import Child, Children, NoiseMeter, tail, wait_until
 from benchlib.profile import record as record_profile
 from benchlib.profile import summarise as summarise_profile
@@ -47,6 +67,9 @@ class Settings:
     loadgen: str  # "wrk" or "python"
     wrk: str
     nginx: str
+    h2load: str  # the gRPC points' closed-loop load (or why it cannot run)
+    envoy: str  # Envoy's binary (or why it cannot run)
+    envoy_concurrency: int
     termlog: str
     soak: float
     soak_point: str
@@ -57,7 +80,8 @@ class Settings:
 
 @dataclass
 class Env:
-    """What every measurement of a run shares; `rate` is set by the first closed loop."""
+    """What every measurement of a run shares; `rate` (HTTP) and `grpc_rate` are set by the
+    first closed loop of a point of that protocol unless --rate gave them."""
 
     settings: Settings
     children: Children
@@ -65,16 +89,34 @@ class Env:
     ports: dict[str, int]  # role -> backend port ("refused" is a closed port)
     controls: dict[str, int]  # backend process -> control port
     rate: float | None = None
+    grpc_rate: float | None = None
 
 
-def start_proxy(env: Env, point: Point, tag: str) -> tuple[Child, int, Path | None]:
-    """Start the point's proxy; returns (its process, the port it listens on, where the addon's
-    stats will be written at shutdown (meshmirror points only))."""
+@dataclass
+class Proxy:
+    """A started proxy: its process and port; where the addon writes its stats at shutdown
+    (meshmirror points); Envoy's admin port (Envoy points)."""
+
+    child: Child
+    port: int
+    stats_path: Path | None = None
+    admin_port: int | None = None
+
+
+def start_proxy(env: Env, point: Point, tag: str) -> Proxy:
     d = env.tmp / tag
     d.mkdir(parents=True, exist_ok=True)
     if point.proxy == "nginx":
-        child, port = on_picked_port(lambda port: start_nginx(env, point, d, port))
-        return child, port, None
+        return Proxy(*on_picked_port(lambda port: start_nginx(env, point, d, port)))
+    if point.proxy == "envoy":
+        assert point.mirror is not None
+        cfg = d / "bench.yaml"
+        cfg.write_text(meshmirror_yaml(point, env.ports["primary"], env.ports[point.mirror]))
+        s = env.settings
+        child, port, admin = start_envoy(
+            env.children, d, cfg, env.ports["primary"], s.envoy, s.envoy_concurrency
+        )
+        return Proxy(child, port, admin_port=admin)
     return start_mitmdump(env, point, d)
 
 
@@ -105,10 +147,11 @@ def start_nginx(env: Env, point: Point, d: Path, port: int) -> tuple[Child, int]
     return child, port
 
 
-def start_mitmdump(env: Env, point: Point, d: Path) -> tuple[Child, int, Path | None]:
-    """mitmdump (with the addon for meshmirror points) on a port it binds itself (`-p 0`)."""
+def start_mitmdump(env: Env, point: Point, d: Path) -> Proxy:
+    """mitmdump (with the addon for meshmirror points; with meshmirror's HTTP/2 edges alone for
+    the gRPC baseline) on a port it binds itself (`-p 0`)."""
     s = env.settings
-    primary = env.ports["primary"]
+    primary = env.ports[point.primary]
     mirror_port = env.ports[point.mirror] if point.mirror else None
     stats_path: Path | None = None
     argv = [
@@ -137,6 +180,12 @@ def start_mitmdump(env: Env, point: Point, d: Path) -> tuple[Child, int, Path | 
                 script.write_text(TIMELINE_SCRIPT)
             argv += ["-s", str(script)]
             environ["PYTHONPATH"] = str(ADDON.parent)
+    if point.grpc and point.proxy == "mitmdump":
+        script = env.tmp / "bench_plain_http2.py"
+        if not script.exists():
+            script.write_text(PLAIN_HTTP2_SCRIPT)
+        argv += ["-s", str(script)]
+        environ["PYTHONPATH"] = str(ADDON.parent)
     if point.proxy == "meshmirror":
         assert mirror_port is not None
         cfg = d / "bench.yaml"
@@ -173,7 +222,7 @@ def start_mitmdump(env: Env, point: Point, d: Path) -> tuple[Child, int, Path | 
     wait_until(f"{child.name} to listen", bound, 30.0, child)
     if len(ports) != 1:
         raise BenchError(f"{child.name} listens on {sorted(ports)}, expected one port")
-    return child, ports.pop(), stats_path
+    return Proxy(child, ports.pop(), stats_path)
 
 
 def run_load(
@@ -187,13 +236,24 @@ def run_load(
     watch_pid: int | None = None,
     use_wrk: bool | None = None,
     trace: Path | None = None,
+    grpc: bool = False,
+    calls: int | None = None,
 ) -> tuple[dict[str, Any], list[tuple[float, float]]]:
-    """Run one load (wrk or `_load` child) to completion; sample the proxy's RSS meanwhile."""
+    """Run one load (wrk or `_load` child; for gRPC h2load or `_grpc_load`) to completion;
+    sample the proxy's RSS meanwhile. `calls`: h2load's closed loop ends after that many calls
+    instead of after `duration`."""
     s = env.settings
     conns = conns or s.connections
     wrk = (s.loadgen == "wrk") if use_wrk is None else use_wrk
     out_path = env.tmp / f"load-{time.monotonic_ns()}.out"
-    if mode == "closed" and wrk:
+    h2load_log = out_path.with_suffix(".tsv")
+    if grpc and mode == "closed":
+        body = write_body(env.tmp / "grpc-request.bin")
+        argv = h2load_argv(s.h2load, port, duration, conns, body, h2load_log, calls)
+    elif grpc:
+        argv = [sys.executable, str(BENCH_SCRIPT), "_grpc_load", mode, "--port", str(port)]
+        argv += ["--duration", f"{duration}", "--timeout", f"{s.timeout}", "--rate", f"{rate}"]
+    elif mode == "closed" and wrk:
         lua = env.tmp / "bench.lua"
         if not lua.exists():
             lua.write_text(WRK_LUA)
@@ -227,6 +287,8 @@ def run_load(
         raise BenchError(f"load generator exited {child.proc.returncode}: {text.strip()[-300:]}")
     if argv[0] == s.wrk:
         return parse_wrk(text, conns), samples
+    if argv[0] == s.h2load:
+        return parse_h2load(text, h2load_log, conns), samples
     return json.loads(text.strip().splitlines()[-1]), samples
 
 
@@ -236,11 +298,15 @@ def measure(env: Env, point: Point, rnd: int) -> dict[str, Any]:
     res: dict[str, Any] = {"round": rnd}
     before = backend_counts(env.controls)
     t_start = time.monotonic()
-    child, port, stats_path = start_proxy(env, point, tag)
+    proxy = start_proxy(env, point, tag)
+    child, port, stats_path = proxy.child, proxy.port, proxy.stats_path
     pid = child.proc.pid
+    mitm = point.proxy in ("mitmdump", "meshmirror")
     try:
         res["startup_s"] = round(time.monotonic() - t_start, 3)
-        warm, _ = run_load(env, "closed", port, s.warmup, conns=4, use_wrk=False)
+        warm, _ = run_load(
+            env, "closed", port, s.warmup, conns=4, use_wrk=False, **warmup_calls(env, point)
+        )
         if warm["requests"] == 0 or warm["errors"]:
             state = "alive" if child.proc.poll() is None else f"exited {child.proc.returncode}"
             raise BenchError(
@@ -252,9 +318,11 @@ def measure(env: Env, point: Point, rnd: int) -> dict[str, Any]:
         noise.start()
         c0 = tree_cpu_seconds(pid)
         sampler = None
-        if usable(s.pyspy) and point.proxy != "nginx":
+        if usable(s.pyspy) and mitm:
             sampler = record_profile(s.pyspy, pid, s.duration, env.tmp / tag / "profile.raw")
-        closed, samples_c = run_load(env, "closed", port, s.duration, watch_pid=pid)
+        closed, samples_c = run_load(
+            env, "closed", port, s.duration, watch_pid=pid, grpc=point.grpc
+        )
         c1 = tree_cpu_seconds(pid)
         if sampler is not None:
             try:
@@ -264,12 +332,18 @@ def measure(env: Env, point: Point, rnd: int) -> dict[str, Any]:
                 sampler.wait()
             res["profile"] = summarise_profile(env.tmp / tag / "profile.raw")
         res["other_cpu_cores"] = noise.cores()
-        if env.rate is None:
-            env.rate = max(20.0, round(closed["rps"] / 2))
-            log(f"fixed rate for the open-loop runs: {env.rate:g} req/s (half of {point.name})")
-        trace = env.tmp / tag / "trace.jsonl" if s.timeline else None
+        rate = fixed_rate(env, point, closed["rps"])
+        # The HTTP client alone names its requests for the timeline's join.
+        trace = env.tmp / tag / "trace.jsonl" if s.timeline and not point.grpc else None
         opened, samples_o = run_load(
-            env, "open", port, s.open_duration, rate=env.rate, watch_pid=pid, trace=trace
+            env,
+            "open",
+            port,
+            s.open_duration,
+            rate=rate,
+            watch_pid=pid,
+            trace=trace,
+            grpc=point.grpc,
         )
         c2 = tree_cpu_seconds(pid)
         mem = tree_memory_mb(pid)
@@ -289,6 +363,12 @@ def measure(env: Env, point: Point, rnd: int) -> dict[str, Any]:
         res["peak_rss_mb"] = round(mem["VmHWM"], 1)
         res["rss_growth_mb"] = round(mem["VmHWM"] - rss_warm, 1)
         res["rss_samples_max_mb"] = round(max((r for _, r in samples_c + samples_o), default=0), 1)
+        res["client_ok"] = warm["requests"] + closed["requests"] + opened["requests"]
+        if proxy.admin_port is not None:
+            try:
+                res["envoy_mirror"] = mirror_counters(proxy.admin_port, MIRROR_SERVICE)
+            except (OSError, ValueError) as e:
+                res["envoy_mirror"] = {"error": str(e)}
     finally:
         t_stop = time.monotonic()
         rc = env.children.stop(child, grace=15.0)
@@ -296,7 +376,7 @@ def measure(env: Env, point: Point, rnd: int) -> dict[str, Any]:
         res["exit_code"] = rc
     proxy_log = child.log_path.read_text(errors="replace")
     res["log_tail"] = proxy_log.strip().splitlines()[-5:]
-    if s.timeline and point.proxy != "nginx":
+    if s.timeline and mitm:
         d = env.tmp / tag
         res["timeline"] = analyse_timeline(d / "timeline.jsonl", d / "trace.jsonl")
     after = settled_counts(env.controls)
@@ -337,24 +417,49 @@ def measure(env: Env, point: Point, rnd: int) -> dict[str, Any]:
         if summ and summ["clusters"]:
             sampled = sum(c.get("sampled", 0) for c in summ["clusters"].values())
             mirror["summary_agrees"] = sampled == total["sampled"]
-    elif point.proxy == "nginx" and point.mirror:
-        # nginx mirrors every request: what the primary served is what was sampled.
+        if point.grpc:
+            mirror["grpc_status"] = total.get("grpc_status", {})
+    elif point.proxy in ("nginx", "envoy") and point.mirror and point.percent:
+        # Both mirror every request at 100%: what the primary served is what was sampled.
         mirror["sampled"] = delta.get("primary", 0)
-    if rc not in (0, None) and point.proxy != "nginx":
+    if rc not in (0, None) and mitm:
         res["warning"] = f"proxy exited with {rc}"
     return res
+
+
+def warmup_calls(env: Env, point: Point) -> dict[str, Any]:
+    """run_load's arguments for a point's warm-up: gRPC's counts calls (about 100 per second
+    of --warmup), since h2load would drop the first, slow calls at the end of a timed run."""
+    if not point.grpc:
+        return {}
+    return {"grpc": True, "calls": max(20, round(env.settings.warmup * 100))}
+
+
+def fixed_rate(env: Env, point: Point, closed_rps: float) -> float:
+    """The fixed rate of the point's protocol: --rate, else half the first closed loop's."""
+    rate = env.grpc_rate if point.grpc else env.rate
+    if rate is None:
+        rate = max(20.0, round(closed_rps / 2))
+        kind = "gRPC calls" if point.grpc else "req"
+        log(f"fixed rate for the open-loop runs: {rate:g} {kind}/s (half of {point.name})")
+        if point.grpc:
+            env.grpc_rate = rate
+        else:
+            env.rate = rate
+    return rate
 
 
 def soak(env: Env, point: Point) -> dict[str, Any]:
     """One long closed-loop run at full load with the proxy's RSS sampled every second."""
     s = env.settings
-    child, port, _ = start_proxy(env, point, f"soak-{point.name}")
+    proxy = start_proxy(env, point, f"soak-{point.name}")
+    child, port = proxy.child, proxy.port
     pid = child.proc.pid
     try:
-        run_load(env, "closed", port, s.warmup, conns=4, use_wrk=False)
+        run_load(env, "closed", port, s.warmup, conns=4, use_wrk=False, **warmup_calls(env, point))
         rss0 = tree_memory_mb(pid)["VmRSS"]
         c0 = tree_cpu_seconds(pid)
-        load, samples = run_load(env, "closed", port, s.soak, watch_pid=pid)
+        load, samples = run_load(env, "closed", port, s.soak, watch_pid=pid, grpc=point.grpc)
         c1 = tree_cpu_seconds(pid)
         mem = tree_memory_mb(pid)
     finally:

@@ -1,8 +1,9 @@
 """The output: the Markdown tables (figures per point, targets) and the SVG chart.
 
 Contract: the figures table has one row per selected point in POINTS order (a point that did
-not run or failed in every round says so in its row); the SVG has one bar per point with
-figures.
+not run or failed in every round says so in its row), its ratios against the point's own base
+(Point.base); the Envoy table sets Envoy's figures beside plain mitmdump's and meshmirror's; the
+SVG has one bar per point with figures.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def figures_table(aggs: dict[str, dict[str, Any]], not_run: dict[str, str]) -> s
         if "rps" not in a:
             lines.append(f"| {p.name} | failed in every round |" + " |" * 10)
             continue
-        base = aggs.get("nginx" if p.proxy == "nginx" else "baseline", {})
+        base = aggs.get(p.base, {})
         m = a.get("mirror", {})
         recv = f"{m.get('received', 0)} / {m['sampled']}" if "sampled" in m else "-"
         fds = "-"
@@ -49,6 +50,8 @@ def figures_table(aggs: dict[str, dict[str, Any]], not_run: dict[str, str]) -> s
             fds = f"{short(m['failed'])} / {short(m['dropped'])} / {short(m['skipped'])}"
             if not m["accounted"]:
                 fds += " (UNACCOUNTED)"
+            if m.get("grpc_status"):
+                fds += f" (grpc-status {short(m['grpc_status'])})"
         lines.append(
             f"| {p.name} | {fmt(a['rps'], 0)} | {fmt(ratio(a['rps'], base.get('rps')))} "
             f"| {fmt(a['closed_p50_ms'])} / {fmt(a['closed_p99_ms'])} "
@@ -59,6 +62,79 @@ def figures_table(aggs: dict[str, dict[str, Any]], not_run: dict[str, str]) -> s
             f"| {fmt(a['peak_rss_mb'], 0)} | {fmt(a['other_cpu_cores_max'])} |"
         )
     return "\n".join(lines)
+
+
+# (Envoy point, the mitmproxy point beside it, what the pair compares)
+ENGINE_PAIRS = (
+    ("envoy", "baseline", "routing only: Envoy vs plain mitmdump"),
+    ("envoy", "m0", "routing only: Envoy vs meshmirror at 0%"),
+    ("envoy-m100", "m100", "100% mirrored: Envoy vs meshmirror"),
+)
+
+
+def engines_table(aggs: dict[str, dict[str, Any]], settings: dict[str, Any]) -> str:
+    """Envoy beside mitmdump and meshmirror on the same config: throughput and CPU per request
+    as ratios (Envoy's over ours, ours over Envoy's), fixed-rate p99 side by side, and how busy
+    Envoy was in its closed loop (below its worker count, something else was the limit)."""
+    rows = [
+        (e, m, what)
+        for e, m, what in ENGINE_PAIRS
+        if "rps" in aggs.get(e, {}) and "rps" in aggs.get(m, {})
+    ]
+    if not rows:
+        return ""
+    n = settings.get("envoy_concurrency", 1)
+    out = [
+        f"Envoy beside mitmproxy (Envoy --concurrency {n}: {n} worker thread(s) against one "
+        "mitmproxy event loop, so the ratios are per core at 1):",
+        "",
+        "| pair | req/s Envoy / ours | Envoy x ours | CPU ms/req Envoy / ours | ours / Envoy "
+        "| fixed-rate p99 ms Envoy / ours | Envoy's CPU (cores) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for e, m, what in rows:
+        ea, ma = aggs[e], aggs[m]
+        out.append(
+            f"| {e} / {m} ({what}) | {fmt(ea['rps'], 0)} / {fmt(ma['rps'], 0)} "
+            f"| {fmt(ratio(ea['rps'], ma['rps']), 1)} "
+            f"| {fmt(ea['cpu_ms_per_req'], 3)} / {fmt(ma['cpu_ms_per_req'], 3)} "
+            f"| {fmt(ratio(ma['cpu_ms_per_req'], ea['cpu_ms_per_req']), 1)} "
+            f"| {fmt(ea['open_p99_ms'])} / {fmt(ma['open_p99_ms'])} "
+            f"| {fmt(ea['cpu_util_closed'])} |"
+        )
+    out += [
+        "",
+        "Where Envoy's CPU stayed below its worker count, the load generator or the backends "
+        "were the limit, not Envoy: its req/s ratio is then a floor, and CPU per request is "
+        "the per-core comparison.",
+    ]
+    if settings.get("loadgen") != "wrk":
+        out.append(
+            "The closed loop ran on the built-in Python client (no wrk; `scripts/bench "
+            "--install` installs it), which saturates far below Envoy."
+        )
+    return "\n".join(out)
+
+
+def grpc_lines(aggs: dict[str, dict[str, Any]]) -> str:
+    """Per gRPC point: calls the clients got answered against calls the primary handled, and
+    the copies by grpc-status."""
+    out = []
+    for p in POINTS:
+        a = aggs.get(p.name, {})
+        if not p.grpc or "rps" not in a:
+            continue
+        line = (
+            f"- {p.name}: {a['client_ok']} calls answered (h2load 2xx, grpcio OK), "
+            f"{a['primary_handled']} handled by the primary"
+        )
+        if a["primary_handled"] < a["client_ok"]:
+            line += " (FEWER: answers that did not come from the primary)"
+        status = a.get("mirror", {}).get("grpc_status")
+        if status:
+            line += "; copies by grpc-status: " + ", ".join(f"{k} {v}" for k, v in status.items())
+        out.append(line)
+    return "\n".join(out)
 
 
 def profile_tables(aggs: dict[str, dict[str, Any]]) -> str:
@@ -142,7 +218,7 @@ def timeline_tables(aggs: dict[str, dict[str, Any]]) -> str:
 
 def targets_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| target | measured | value | limit | nginx, same measure | result |",
+        "| target | measured | value | limit | nginx, Envoy: same measure | result |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -175,10 +251,10 @@ def svg_chart(aggs: dict[str, dict[str, Any]]) -> str:
     for i, p in enumerate(rows):
         a = aggs[p.name]
         y = 40 + i * (bar_h + gap)
-        base = aggs.get("nginx" if p.proxy == "nginx" else "baseline", {}).get("rps")
+        base = aggs.get(p.base, {}).get("rps")
         r = ratio(a["rps"], base) or 0.0
         w = min(r, 1.2) / 1.2 * width
-        color = "#888" if p.proxy == "nginx" else ("#4a7" if p.proxy == "mitmdump" else "#47a")
+        color = {"nginx": "#888", "envoy": "#a74", "mitmdump": "#4a7"}.get(p.proxy, "#47a")
         parts.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{p.name}</text>')
         parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{color}"/>')
         parts.append(f'<text x="{left + w + 4:.1f}" y="{y + 13}">{r:.2f}</text>')
@@ -209,13 +285,19 @@ def print_report(
     meta, s, not_run, routing = doc["meta"], doc["meta"]["settings"], doc["not_run"], doc["routing"]
     mach = meta["machine"]
     print(f"## meshmirror benchmark, {meta['started']}\n")
+    tools = [mach.get("nginx", "no nginx"), mach.get("wrk", "no wrk")]
+    tools += [mach[k] for k in ("h2load", "envoy") if k in mach]
+    rates = [
+        f"{meta[key]} {unit}/s"
+        for key, unit in (("fixed_rate", "req"), ("fixed_rate_grpc", "gRPC calls"))
+        if meta.get(key) is not None
+    ]
     print(
         f"`{meta['command']}`: {mach.get('nproc')} x {mach.get('cpu_model')}, kernel "
         f"{mach.get('kernel')}, Python {mach.get('python')}, mitmproxy {mach.get('mitmproxy')}, "
-        f"{mach.get('nginx', 'no nginx')}, {mach.get('wrk', 'no wrk')}; load: "
-        f"{s['loadgen']}, {s['connections']} connections closed loop, fixed rate "
-        f"{meta['fixed_rate']} req/s; {s['rounds']} round(s) of {s['duration']:g} s + "
-        f"{s['open_duration']:g} s; medians over rounds, max of max.\n"
+        f"{', '.join(tools)}; load: {s['loadgen']}, {s['connections']} connections closed "
+        f"loop, fixed rate {' and '.join(rates) or '-'}; {s['rounds']} round(s) of "
+        f"{s['duration']:g} s + {s['open_duration']:g} s; medians over rounds, max of max.\n"
     )
     print(figures_table(aggs, not_run))
     noisy = {n: a["other_cpu_cores_max"] for n, a in aggs.items() if a.get("other_cpu_cores_max")}
@@ -226,6 +308,13 @@ def print_report(
             f"\nNOISE: processes outside this run used more than {NOISE_CORES} of a core during "
             f"the closed-loop runs of: {worst} (cores, worst round); compare ratios with care."
         )
+    grpc = grpc_lines(aggs)
+    if grpc:
+        print("\ngRPC points (unary calls over h2c; h2load closed loop, grpcio fixed rate):\n")
+        print(grpc)
+    engines = engines_table(aggs, s)
+    if engines:
+        print("\n" + engines)
     print()
     print(targets_table(doc["targets"]))
     for name, reason in not_run.items():

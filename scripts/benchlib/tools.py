@@ -1,8 +1,10 @@
-"""The outside tools (wrk, nginx) and the description of the machine the run is on.
+"""The outside tools (wrk, nginx, h2load) and the description of the machine the run is on.
 
 Contract: by default nothing is installed; a missing tool comes back as "not run: REASON", the
 reason saying how to install it. Only `scripts/bench --install` runs apt-get (Debian's
-packages, as root), so that a benchmark never changes the machine unasked.
+packages, as root), so that a benchmark never changes the machine unasked (scripts/setup
+installs h2load, which the CI smoke test of the gRPC points needs, as it installs the tests'
+Debian packages).
 """
 
 from __future__ import annotations
@@ -80,8 +82,9 @@ def usable(path: str) -> bool:
     return bool(path) and not path.startswith("not run")
 
 
-def machine_info(nginx: str, wrk: str) -> dict[str, Any]:
-    """CPU, kernel, Python, mitmproxy, nginx and wrk versions, and the checkout's commit."""
+def machine_info(nginx: str, wrk: str, h2load: str = "", envoy: str = "") -> dict[str, Any]:
+    """CPU, kernel, Python, mitmproxy, nginx, wrk, h2load and Envoy versions, and the
+    checkout's commit."""
     cpu = ""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -102,6 +105,13 @@ def machine_info(nginx: str, wrk: str) -> dict[str, Any]:
         info["nginx"] = run_quiet([nginx, "-v"])[1].replace("nginx version: ", "")
     if usable(wrk):
         info["wrk"] = run_quiet([wrk, "-v"])[1].split("[")[0].strip()
+    if usable(h2load):
+        info["h2load"] = run_quiet([h2load, "--version"])[1]
+    if usable(envoy):
+        rc, out = run_quiet([envoy, "--version"])
+        # "PATH  version: HASH/1.40.0/Clean/RELEASE/BoringSSL"
+        fields = out.rpartition("version:")[2].strip().split("/")
+        info["envoy"] = f"envoy {fields[1]}" if rc == 0 and len(fields) > 1 else out
     rc, commit = run_quiet(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
     if rc == 0:
         info["meshmirror_commit"] = commit
