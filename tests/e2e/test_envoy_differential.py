@@ -145,9 +145,9 @@ def _check_refused_primary(
 SHARES = MATRIX / "shares"
 SHARES_HOST = "shares.example.com"
 # Requests per route and proxy, and the bound: each count within 4.5 binomial standard deviations
-# of its configured share (N=1000: +-71 at 50%, +-43 at 10%). meshmirror runs seeded (the same
-# draws every run); Envoy draws at random, so a right share fails by chance 7e-6 of the time per
-# count, about 4e-5 per run over its six counts. A share off by 10 points at 50% fails.
+# of its configured share (N=1000: 429-571 at 50%, 58-142 at 10%). meshmirror runs seeded (the
+# same draws every run); Envoy draws at random, so a right share fails by chance about 7e-6 of
+# the time per count, a few in 100,000 runs. A share off by 10 points at 50% fails.
 SHARES_N = 1000
 SIGMAS = 4.5
 # Per route: the share of its requests each backend receives (primaries and copies; backends are
