@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def admin_json(run: Running, path: str) -> dict[str, object]:
 
 
 def envoy_stat(run: Running, name: str) -> int | None:
-    stats = admin_json(run, f"/stats?format=json&filter=^{re.escape(name)}$")["stats"]
+    pattern = urllib.parse.quote(f"^{re.escape(name)}$")
+    stats = admin_json(run, f"/stats?format=json&filter={pattern}")["stats"]
     values = [s.get("value") for s in stats if s.get("name") == name]  # type: ignore[attr-defined]
     return int(values[0]) if values else None
 
