@@ -3,8 +3,10 @@
 Starts two real httpbin servers (cluster A's httpbin v1 and cluster B's httpbin), each writing an
 access log that includes the Host header (the stand-in for the Envoy access log the seed checks
 for `-shadow`), then mitmproxy in reverse-proxy mode with the meshmirror addon reading
-configs/seed/cluster-a, sends N requests `GET /headers` with `Host: httpbin` and prints the proof:
-how many reached cluster A, how many mirrored copies reached cluster B and which Host B saw.
+configs/seed/cluster-a (or, with `--engine envoy`, real Envoy on that config's export through
+`meshmirror run --engine envoy`), sends N requests `GET /headers` with `Host: httpbin` and prints
+the proof: how many reached cluster A, how many mirrored copies reached cluster B and which Host
+B saw (on Envoy, also Envoy's own counters for the mirror, which must agree with B's log).
 
 Run it through `scripts/demo` (which runs `scripts/setup` first). Every process it starts is
 stopped by pid on exit, on errors and on SIGINT/SIGTERM.
@@ -27,6 +29,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +72,11 @@ MITMPROXY_OWN = ("Loading script", "listening at", "Web server listening")
 STARTUP_ERRORS = ("error in script", "Error logged during startup", "Traceback")
 LOG_RECORD = re.compile(r"^\[\d\d:\d\d:\d\d\.\d+\]\s")
 ADDON_WORDS = re.compile(r"mirror|shadow|meshmirror", re.IGNORECASE)
+# `meshmirror run --engine envoy` prints Envoy's admin address once it is ready.
+ENVOY_ADMIN = re.compile(r"Envoy listening at \S+ \(admin: (?P<admin>http://\S+?),")
+MIRROR_CLUSTER = "outbound|80||httpbin.mirror.cluster-b"
+MIRROR_STATS = r"^cluster\.outbound\|80\|\|httpbin\.mirror\.cluster-b\.upstream_rq_"
+DEFAULT_ADDON = ROOT / "addons" / "mirror.py"
 
 
 class DemoError(Exception):
@@ -497,33 +506,15 @@ def run(args: argparse.Namespace, children: Children, workdir: Path) -> int:
     percent = configured_mirror_percent(config)
 
     if args.proxy_port is None and not port_is_free(ports.proxy):
-        print(f"demo: proxy port {ports.proxy} is busy; letting mitmproxy pick a free one")
+        print(f"demo: proxy port {ports.proxy} is busy; letting the proxy pick a free one")
         ports.proxy = 0
-    tool = "mitmweb" if args.web else "mitmdump"
-    argv = [
-        str(Path(sys.executable).parent / tool),
-        "--mode",
-        f"reverse:http://{LOOPBACK}:{ports.a}",
-        "--listen-host",
-        LOOPBACK,
-        "-p",
-        str(ports.proxy),
-        "-s",
-        str(args.addon),
-        "--set",
-        f"mirror_config={config}",
-        "--set",
-        "flow_detail=0",
-        # Reverse mode otherwise rewrites Host to the upstream before any hook runs, and the
-        # mirror's Host would no longer be `httpbin-shadow`.
-        "--set",
-        "keep_host_header=true",
-        # One event-log line per mirror outcome, so the demo can show what the addon did.
-        "--set",
-        "mirror_verbosity=each",
-    ]
-    if args.seed is not None:
-        argv += ["--set", f"mirror_seed={args.seed}"]
+    envoy = args.engine == "envoy"
+    if envoy:
+        tool = "meshmirror run --engine envoy"
+        argv = envoy_argv(config, ports)
+    else:
+        tool = "mitmweb" if args.web else "mitmdump"
+        argv = mitmproxy_argv(tool, args, config, ports)
     if args.web:
         if args.web_port is None and not port_is_free(ports.web):
             # mitmweb binds a port of its own; which one is read from /proc once it listens.
@@ -541,7 +532,8 @@ def run(args: argparse.Namespace, children: Children, workdir: Path) -> int:
         f"{tool} (cluster A ingress gateway)", argv, workdir / "proxy.log", subprocess.STDOUT
     )
     deadline = time.monotonic() + timeout
-    ports.proxy = int(wait_for_line(proxy, LISTENING, deadline, children)["port"])
+    listening = wait_for_line(proxy, LISTENING, deadline, children)
+    ports.proxy = int(listening["port"])
     check_proxy_startup(proxy, deadline, children)
     print(f"demo: proxy (cluster A's ingress gateway) listening at {LOOPBACK}:{ports.proxy}")
     if args.web:
@@ -605,10 +597,33 @@ def run(args: argparse.Namespace, children: Children, workdir: Path) -> int:
     if hosts_b and hosts_b != [SHADOW_HOST]:
         problems.append(f"cluster B saw Host {hosts_b}, expected only {SHADOW_HOST!r}")
 
+    admin = ""
+    if envoy:
+        admin = wait_for_line(proxy, ENVOY_ADMIN, deadline, children)["admin"]
+        completed = f"cluster.{MIRROR_CLUSTER}.upstream_rq_completed"
+        # B logs a request before its answer reaches Envoy, which counts it then.
+        with contextlib.suppress(DemoError):
+            wait_until(
+                "Envoy's count of copies to reach cluster B's",
+                lambda: envoy_counters(admin).get(completed) == len(mirrored),
+                time.monotonic() + 5,
+                children,
+            )
+        counters = envoy_counters(admin)
+        print("\nEnvoy's counters for the mirror's cluster (its admin /stats):")
+        for name, value in sorted(counters.items()):
+            if value:
+                print(f"  {name}: {value}")
+        if counters.get(completed, 0) != len(mirrored):
+            problems.append(
+                f"Envoy counted {counters.get(completed, 0)} copies completed, cluster B's log "
+                f"shows {len(mirrored)}"
+            )
     if args.once:
         # Stopping the proxy first lets the addon log its shutdown summary, shown below.
         children.stop(proxy)
-        print_addon_lines(proxy)
+        if not envoy:
+            print_addon_lines(proxy)
         if problems:
             print(f"\nproxy output (last lines):\n{proxy.tail()}")
             print(f"demo: FAILED: {'; '.join(problems)}")
@@ -616,7 +631,8 @@ def run(args: argparse.Namespace, children: Children, workdir: Path) -> int:
         print("demo: OK")
         return 0
 
-    print_addon_lines(proxy)
+    if not envoy:
+        print_addon_lines(proxy)
     if problems:
         print(f"demo: WARNING: {'; '.join(problems)}")
     base = f"http://{LOOPBACK}:{ports.proxy}"
@@ -626,12 +642,72 @@ def run(args: argparse.Namespace, children: Children, workdir: Path) -> int:
         f"  curl -sS -H 'Host: {CLIENT_HOST}' {base}/get           # no rule: A only, no mirror\n"
         f"  tail -f {log_a}\n"
         f'  tail -f {log_b}   # look for host="{SHADOW_HOST}"\n'
-        "The proxy's output follows:"
+        + (
+            f"  curl -sS '{admin}/stats?filter=httpbin.mirror'   # Envoy's counters\n"
+            if envoy
+            else ""
+        )
+        + "The proxy's output follows:"
     )
     proxy.echo = True
     while True:
         children.check_alive()
         time.sleep(0.5)
+
+
+def mitmproxy_argv(tool: str, args: argparse.Namespace, config: Path, ports: Ports) -> list[str]:
+    """mitmdump (or mitmweb) in reverse mode to cluster A's httpbin with the addon."""
+    argv = [
+        str(Path(sys.executable).parent / tool),
+        "--mode",
+        f"reverse:http://{LOOPBACK}:{ports.a}",
+        "--listen-host",
+        LOOPBACK,
+        "-p",
+        str(ports.proxy),
+        "-s",
+        str(args.addon or DEFAULT_ADDON),
+        "--set",
+        f"mirror_config={config}",
+        "--set",
+        "flow_detail=0",
+        # Reverse mode otherwise rewrites Host to the upstream before any hook runs, and the
+        # mirror's Host would no longer be `httpbin-shadow`.
+        "--set",
+        "keep_host_header=true",
+        # One event-log line per mirror outcome, so the demo can show what the addon did.
+        "--set",
+        "mirror_verbosity=each",
+    ]
+    if args.seed is not None:
+        argv += ["--set", f"mirror_seed={args.seed}"]
+    return argv
+
+
+def envoy_argv(config: Path, ports: Ports) -> list[str]:
+    """`meshmirror run --engine envoy`: real Envoy on the export of the same config, cluster A's
+    httpbin as the reverse-proxy upstream (what no route claims), its admin on a free port."""
+    return [
+        str(Path(sys.executable).parent / "meshmirror"),
+        "run",
+        "--engine",
+        "envoy",
+        "-f",
+        str(config),
+        "--primary",
+        f"http://{LOOPBACK}:{ports.a}",
+        "--listen",
+        f"{LOOPBACK}:{ports.proxy}",
+        "--admin",
+        f"{LOOPBACK}:0",
+    ]
+
+
+def envoy_counters(admin: str) -> dict[str, int]:
+    """Envoy's own request counters for the mirror's cluster, from its admin `/stats`."""
+    url = f"{admin}/stats?format=json&filter={urllib.parse.quote(MIRROR_STATS)}"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return {s["name"]: int(s["value"]) for s in json.load(r)["stats"] if "value" in s}
 
 
 def wait_for_mirrors(log_b: Path, n: int, deadline: float, children: Children) -> None:
@@ -661,12 +737,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         prog="scripts/demo",
         description=(
             "The seed scenario (configs/seed/cluster-a) on 127.0.0.1: real httpbin servers for "
-            "cluster A and cluster B, mitmproxy with the meshmirror addon as cluster A's ingress "
-            "gateway, N requests, and the proof that about 50% were mirrored to cluster B with "
-            "Host: httpbin-shadow."
+            "cluster A and cluster B, mitmproxy with the meshmirror addon (or real Envoy: "
+            "--engine envoy) as cluster A's ingress gateway, N requests, and the proof that "
+            "about 50% were mirrored to cluster B with Host: httpbin-shadow."
         ),
         epilog=(
             "Examples: scripts/demo  |  scripts/demo --once --requests 40  |  scripts/demo --web"
+            "  |  scripts/demo --engine envoy"
         ),
     )
     parser.add_argument(
@@ -701,9 +778,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--once", action="store_true", help="exit after the proof: 0 if it holds, 1 if not"
     )
     parser.add_argument(
+        "--engine",
+        choices=("mitmproxy", "envoy"),
+        default="mitmproxy",
+        help="the proxy: mitmdump with the addon, or real Envoy on the same config's export "
+        "through `meshmirror run --engine envoy` (default mitmproxy)",
+    )
+    parser.add_argument(
         "--addon",
         type=Path,
-        default=ROOT / "addons" / "mirror.py",
+        default=None,
         help="the mitmproxy script to load (default addons/mirror.py)",
     )
     parser.add_argument("--web", action="store_true", help="run mitmweb instead of mitmdump")
@@ -731,6 +815,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "removed after a successful run); never removed",
     )
     args = parser.parse_args(argv)
+    if args.engine == "envoy":
+        for given, flag, why in (
+            (args.web, "--web", "mitmweb is mitmproxy's"),
+            (args.addon is not None, "--addon", "Envoy loads no mitmproxy script"),
+            (args.seed is not None, "--seed", "Envoy draws its samples at random"),
+            (args.web_port is not None, "--web-port", "mitmweb is mitmproxy's"),
+        ):
+            if given:
+                parser.error(f"{flag}: not with --engine envoy ({why})")
     if args.requests < 1:
         parser.error("--requests must be at least 1")
     for name in ("port_a", "port_b", "proxy_port", "web_port"):

@@ -11,6 +11,7 @@ from pytest_httpserver import HTTPServer
 from tests.support import grpc_servers as gs
 from tests.support.launch import Launcher
 from tests.support.mitmdump import Proxy, start_proxy
+from tests.support.servers import Recorder
 
 
 @pytest.fixture
@@ -25,6 +26,15 @@ def proxies() -> Iterator[Callable[..., Proxy]]:
     yield start
     for p in started:
         p.stop()
+
+
+@pytest.fixture
+def backends() -> Iterator[tuple[Recorder, Recorder]]:
+    """Two recording servers that answer `primary` and `mirror` (`meshmirror run`'s tests)."""
+    primary, mirror = Recorder("primary"), Recorder("mirror")
+    yield primary, mirror
+    primary.close()
+    mirror.close()
 
 
 @pytest.fixture

@@ -53,10 +53,9 @@ def assert_children_stopped(out: str) -> None:
             os.kill(pid, 0)
 
 
-@pytest.mark.timeout(400)
-def test_demo_once_proves_the_seed_mirrors_about_half_to_cluster_b() -> None:
-    code, out = run_demo("--once", "--seed", SEED, timeout=360)
-
+def assert_the_proof_holds(code: int, out: str) -> None:
+    """The demo's proof: A served every request, B got a share within 3 sigma of 50%, all with
+    Host httpbin-shadow; exit 0 and every child stopped."""
     assert code == 0, out
     served = re.search(r"^proof: cluster A .* served (\d+)/(\d+) GET /headers", out, re.M)
     assert served is not None, out
@@ -73,9 +72,54 @@ def test_demo_once_proves_the_seed_mirrors_about_half_to_cluster_b() -> None:
     assert re.search(
         r'^  cluster B access log \| .*"GET /headers .* host="httpbin-shadow"$', out, re.M
     )
-    assert "meshmirror event-log lines on the proxy's stdout:" in out, out
     assert re.search(r"^demo: OK$", out, re.M), out
     assert_children_stopped(out)
+
+
+@pytest.mark.timeout(400)
+def test_demo_once_proves_the_seed_mirrors_about_half_to_cluster_b() -> None:
+    code, out = run_demo("--once", "--seed", SEED, timeout=360)
+    assert_the_proof_holds(code, out)
+    assert "meshmirror event-log lines on the proxy's stdout:" in out, out
+
+
+# Envoy samples at random (no seed): a right share falls outside 3 sigma in 0.27% of runs. A run
+# that fails on the share alone runs once more; both by chance: 7e-6. A wrong share fails twice.
+SHARE_ONLY = re.compile(
+    r"^demo: FAILED: \d+ of \d+ mirrored, outside \d+-\d+ \(3 sigma of 50%\)$", re.M
+)
+
+
+@pytest.mark.timeout(400)
+def test_demo_once_on_envoy_proves_the_same_and_envoy_counts_every_copy() -> None:
+    """`scripts/demo --engine envoy`: the seed's config exported and served by real Envoy
+    (`meshmirror run --engine envoy`), the same proof, and Envoy's own counter of completed
+    copies equal to what cluster B logged (the demo fails when they differ)."""
+    code, out = run_demo("--once", "--engine", "envoy", timeout=360)
+    if code == 1 and SHARE_ONLY.search(out):
+        code, out = run_demo("--once", "--engine", "envoy", timeout=360)
+    assert_the_proof_holds(code, out)
+    assert "meshmirror run --engine envoy -f" in out and "--admin 127.0.0.1:0" in out, out
+    copies = re.search(r"^proof: cluster B .* received (\d+) mirrored copies", out, re.M)
+    assert copies is not None, out
+    cluster = re.escape("cluster.outbound|80||httpbin.mirror.cluster-b")
+    completed = re.search(rf"^  {cluster}\.upstream_rq_completed: (\d+)$", out, re.M)
+    assert completed is not None and completed[1] == copies[1], out
+    assert "meshmirror event-log lines" not in out, out
+
+
+def test_envoy_takes_no_mitmproxy_option() -> None:
+    for flag in (["--web"], ["--seed", "1"], ["--addon", "x.py"]):
+        proc = subprocess.run(
+            [str(DEMO), "--engine", "envoy", *flag],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, proc
+        assert f"{flag[0]}: not with --engine envoy" in proc.stderr, proc.stderr
+        assert "demo: started" not in proc.stdout
 
 
 @pytest.mark.timeout(400)

@@ -10,16 +10,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -27,32 +24,13 @@ import pytest
 
 from tests.support import grpc_servers as gs
 from tests.support import meshconfig as mc
-from tests.support.meshmirror_run import MESHMIRROR, Running
+from tests.support.meshmirror_run import MESHMIRROR, Running, get
 from tests.support.mitmdump import ADDON, LISTEN_RE, ROOT, read_lines
 from tests.support.ports import refused_port
-from tests.support.processes import gone, spawn, stop, wait_for, wait_gone
-from tests.support.procfs import process_tree
+from tests.support.processes import spawn, stop, wait_for
 from tests.support.servers import Recorder
 
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture
-def backends() -> Iterator[tuple[Recorder, Recorder]]:
-    primary, mirror = Recorder("primary"), Recorder("mirror")
-    yield primary, mirror
-    primary.close()
-    mirror.close()
-
-
-def get(port: int, host: str = "app.example.com") -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", "/hello", headers={"Host": host})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def test_one_line_mirrors_and_stops_cleanly_on_ctrl_c(
@@ -333,37 +311,15 @@ def test_nothing_run_starts_outlives_it_whatever_signal_ends_it(
     temporary config directory is removed."""
     primary, mirror = backends
     run = Running("--primary", primary.url, "--mirror", mirror.url)
-    started: list[int] = []
     temp: Path | None = None
     try:
         port = run.port()
         assert get(port) == (200, b"primary")
         wait_for(lambda: mirror.hosts, timeout=10, what="the copy")  # the sender runs
         temp = _temporary_config(run)
-        started += [p for p in process_tree(run.proc.pid) if p != run.proc.pid]
-        assert len(started) >= 2, started  # mitmdump and its sender process at least
-        run.proc.send_signal(sig)
-        run.proc.wait(30)
-        for pid in started:
-            assert wait_gone(pid, 30), (pid, run.output[-3000:])
-        assert not temp.exists(), run.output[-3000:]
-
-        def refused() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=2).close()
-            except ConnectionRefusedError:
-                return True
-            return False
-
-        wait_for(refused, timeout=10, what="the port to be free")
+        run.end_by(sig, port, temp)  # mitmdump, its sender process, the watchdog
     finally:
-        stop(run.proc)
-        run.reader.join(5)
-        # Should the test fail, what outlived `run` is stopped here, by pid.
-        for pid in started:
-            if not gone(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        run.close()
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
 

@@ -498,19 +498,41 @@ def meshmirror_quiet(metrics_port: int) -> bool:
     return total("meshmirror_copies_in_flight") == 0 and sampled == done
 
 
+def send_repeated(port: int, host: str, path: str, n: int, prefix: str) -> list[int]:
+    """`n` GETs of `path` with `host`, one after another on a keep-alive connection (a new one
+    after an error), the i-th with case id `PREFIX-i`; returns the statuses (0: no answer)."""
+    statuses: list[int] = []
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        for i in range(n):
+            try:
+                conn.request("GET", path, headers={"Host": host, CASE_HEADER: f"{prefix}-{i}"})
+                resp = conn.getresponse()
+                resp.read()
+                statuses.append(resp.status)
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                statuses.append(0)
+    finally:
+        conn.close()
+    return statuses
+
+
+def within_sigmas(count: int, n: int, share: float, sigmas: float) -> bool:
+    """`count` successes of `n` draws at `share` lie within `sigmas` binomial standard
+    deviations of the mean (a share of 0 or 1 leaves no room at all)."""
+    return abs(count - n * share) <= sigmas * (n * share * (1 - share)) ** 0.5
+
+
 @dataclass
 class Observation:
     answers: dict[str, Answer]
     received: dict[str, list[Received]]
 
 
-def observe(
-    port: int, cases: list[Case], prepared: Prepared, quiet: Callable[[], bool]
-) -> Observation:
-    """Send every case, wait until the proxy says its copies are done (and the backends agree:
-    nothing new arrives across two polls), collect what each backend received per case."""
-    prepared.reset()
-    answers = {c.id: send(port, c) for c in cases}
+def wait_quiet(prepared: Prepared, quiet: Callable[[], bool]) -> None:
+    """Until the proxy says its copies are done and the backends agree: nothing new arrives
+    across two polls of its counters."""
 
     def settled() -> bool:
         before = len(prepared.all_received())
@@ -520,6 +542,16 @@ def observe(
         return quiet() and len(prepared.all_received()) == before
 
     wait_for(settled, 60, 0.05, what="the proxy's copies to finish")
+
+
+def observe(
+    port: int, cases: list[Case], prepared: Prepared, quiet: Callable[[], bool]
+) -> Observation:
+    """Send every case, wait until the proxy says its copies are done (and the backends agree:
+    nothing new arrives across two polls), collect what each backend received per case."""
+    prepared.reset()
+    answers = {c.id: send(port, c) for c in cases}
+    wait_quiet(prepared, quiet)
     received: dict[str, list[Received]] = {c.id: [] for c in cases}
     for r in prepared.all_received():
         case = r.header(CASE_HEADER)

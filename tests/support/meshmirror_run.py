@@ -1,18 +1,34 @@
 """`meshmirror run` as a subprocess for the end-to-end tests: started in its own session with
-`--listen 127.0.0.1:0`, its output read line by line, stopped by its pid."""
+`--listen 127.0.0.1:0`, its output read line by line, stopped by its pid (and, after
+`end_by`, what it started, by theirs)."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.support.mitmdump import LISTEN_RE, read_lines
-from tests.support.processes import spawn, stop, wait_for
+from tests.support.processes import gone, spawn, stop, wait_for, wait_gone
+from tests.support.procfs import process_tree
 
 MESHMIRROR = Path(sys.executable).parent / "meshmirror"
+
+
+def get(port: int, host: str = "app.example.com") -> tuple[int, bytes]:
+    """`GET /hello` with `host` through the proxy on `port`: (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/hello", headers={"Host": host})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
 
 
 class Running:
@@ -30,6 +46,7 @@ class Running:
             env=dict(env or os.environ, PYTHONUNBUFFERED="1"),
         )
         self.reader = read_lines(self.proc, self.lines)
+        self.started: list[int] = []  # what `run` had started when `end_by` signalled it
 
     @property
     def output(self) -> str:
@@ -56,3 +73,33 @@ class Running:
             stop(self.proc)
             self.reader.join(5)
         return code
+
+    def end_by(self, sig: int, port: int, temp: Path) -> None:
+        """Send `sig` to `run` alone, as a CI runner that kills the top pid does, and check
+        that nothing it started outlives it: each process below it gone within 30 s, `temp`
+        (its temporary directory) removed, `port` free again."""
+        self.started = [p for p in process_tree(self.proc.pid) if p != self.proc.pid]
+        assert len(self.started) >= 2, self.started  # the proxy and the watchdog at least
+        self.proc.send_signal(sig)
+        self.proc.wait(30)
+        for pid in self.started:
+            assert wait_gone(pid, 30), (pid, self.output[-3000:])
+        assert not temp.exists(), self.output[-3000:]
+
+        def refused() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        wait_for(refused, timeout=10, what="the port to be free")
+
+    def close(self) -> None:
+        """Stop `run` and, should a check have failed, what outlived it, each by its pid."""
+        stop(self.proc)
+        self.reader.join(5)
+        for pid in self.started:
+            if not gone(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)

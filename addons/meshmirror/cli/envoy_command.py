@@ -22,14 +22,19 @@ from meshmirror.pipeline import ConfigSet
 DEFAULT_ADMIN = "127.0.0.1:9901"
 
 
-def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    """The export's arguments beside the paths, shared with `run --engine envoy`."""
+def add_admin_argument(p: argparse.ArgumentParser, default: str | None = DEFAULT_ADMIN) -> None:
+    """`--admin HOST:PORT`, for `envoy` and `run --engine envoy`."""
     p.add_argument(
         "--admin",
-        default=DEFAULT_ADMIN,
+        default=default,
         metavar="HOST:PORT",
-        help="Envoy's admin endpoint: stats, config dump (default: %(default)s)",
+        help=f"Envoy's admin endpoint: stats, config dump (default: {DEFAULT_ADMIN})",
     )
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    """The export's arguments beside the paths."""
+    add_admin_argument(p)
     p.add_argument(
         "--set",
         action="append",
@@ -50,29 +55,31 @@ def export(
     admin: str,
     upstream: str | None,
 ) -> Export:
-    """The bootstrap for a loaded config set. Raises RunError for a bad address or URL."""
+    """The bootstrap for a loaded config set. Raises RunError for a bad address or URL.
+    `upstream` as `run --primary` takes it: a grpc:// or grpcs:// upstream is reached over
+    HTTP/2 (as `run` sets `mirror_upstream_http2` for it), an https:// or grpcs:// one over TLS."""
     assert cs.table is not None
     target = None
     if upstream:
         backend = parse_backend(upstream, "--upstream")
         target = Upstream(
-            backend.host, backend.port, backend.scheme == "https", settings.upstream_http2
+            backend.host, backend.port, backend.tls, settings.upstream_http2 or backend.grpc
         )
     return build_bootstrap(
         cs.table,
         cs.resources,
         settings,
         listen=parse_listen(listen),
-        admin=_address(admin, "--admin"),
+        admin=parse_admin(admin),
         upstream=target,
     )
 
 
-def _address(text: str, what: str) -> tuple[str, int]:
+def parse_admin(text: str) -> tuple[str, int]:
     try:
         return parse_listen(text)
     except RunError:
-        raise RunError(f"{what} {text!r}: expected HOST:PORT, e.g. {DEFAULT_ADMIN}") from None
+        raise RunError(f"--admin {text!r}: expected HOST:PORT, e.g. {DEFAULT_ADMIN}") from None
 
 
 def dump(bootstrap: dict[str, Any], out: TextIO, *, as_json: bool) -> None:
@@ -83,10 +90,11 @@ def dump(bootstrap: dict[str, Any], out: TextIO, *, as_json: bool) -> None:
         yaml.safe_dump(bootstrap, out, sort_keys=False, default_flow_style=False)
 
 
-def report_notes(result: Export) -> bool:
-    """Print the export's notes to stderr; True when one refuses the export."""
+def report_notes(result: Export, command: str = "meshmirror envoy") -> bool:
+    """Print the export's notes to stderr, each after `command:`; True when one refuses the
+    export."""
     for note in result.notes:
-        print(f"meshmirror envoy: {note.format()}", file=sys.stderr)
+        print(f"{command}: {note.format()}", file=sys.stderr)
     return any(n.level == "error" for n in result.notes)
 
 

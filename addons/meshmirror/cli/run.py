@@ -318,10 +318,7 @@ def run(
     `force`: replace a config file `run` did not write (see `write_mesh_file`)."""
     target = parse_backend(primary, "--primary")
     where = parse_listen(listen)
-    if configs and mirrors:
-        raise RunError("give either --mirror URL... or -f CONFIG..., not both")
-    if not configs and not mirrors:
-        raise RunError("nothing to mirror to: give --mirror URL[@PERCENT] or -f CONFIG...")
+    check_sources(configs, mirrors)
     if configs:
         errors = check_configs(configs, extra, where[1], err)
         if errors:
@@ -332,19 +329,45 @@ def run(
             return 1
     temp: str | None = None
     if not configs:
-        parsed = [parse_mirror(m) for m in mirrors]
-        directory = write_config or tempfile.mkdtemp(prefix="meshmirror-run-")
-        if write_config is None:
-            temp = directory
-        path = write_mesh_file(directory, mesh_yaml(target, parsed, hosts or ["*"]), force)
+        path, temp = write_run_config(target, mirrors, hosts, write_config, force, out)
         configs = [path]
-        kept = "kept" if temp is None else "removed at exit; --write-config DIR keeps it"
-        print(f"meshmirror run: config written to {path} ({kept})", file=out)
     cmd = proxy_command(
         web=web, primary=target, listen=where, configs=configs, extra=extra, verbose=verbose
     )
     print(f"meshmirror run: {shlex.join(cmd)}", file=out, flush=True)
-    return _supervise(cmd, temp)
+    return supervise(cmd, temp)
+
+
+def check_sources(configs: Sequence[str], mirrors: Sequence[str]) -> None:
+    """Exactly one of `--mirror` and `-f` is given; else a RunError."""
+    if configs and mirrors:
+        raise RunError("give either --mirror URL... or -f CONFIG..., not both")
+    if not configs and not mirrors:
+        raise RunError("nothing to mirror to: give --mirror URL[@PERCENT] or -f CONFIG...")
+
+
+def write_run_config(
+    primary: Backend,
+    mirrors: Sequence[str],
+    hosts: Sequence[str],
+    write_config: str | None,
+    force: bool,
+    out: TextIO,
+) -> tuple[str, str | None]:
+    """Write the YAML for `--primary`/`--mirror` (to `write_config`, else to a new temporary
+    directory) and say where; returns its path and the temporary directory (None when kept)."""
+    parsed = [parse_mirror(m) for m in mirrors]
+    directory = write_config or tempfile.mkdtemp(prefix="meshmirror-run-")
+    temp = directory if write_config is None else None
+    try:
+        path = write_mesh_file(directory, mesh_yaml(primary, parsed, hosts or ["*"]), force)
+    except BaseException:
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+        raise
+    kept = "kept" if temp is None else "removed at exit; --write-config DIR keeps it"
+    print(f"meshmirror run: config written to {path} ({kept})", file=out)
+    return path, temp
 
 
 def _exit_with_parent() -> Callable[[], None] | None:
@@ -366,10 +389,20 @@ def _exit_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-def _supervise(cmd: list[str], temp: str | None) -> int:
+def supervise(
+    cmd: list[str],
+    temp: str | None,
+    *,
+    hangup: int = signal.SIGHUP,
+    started: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> int:
     """Run the proxy in the foreground; Ctrl-C (which the terminal sends it too), SIGTERM or
     SIGHUP to us lets it drain and exit, and its exit code is ours. The watchdog is told what
-    to stop and remove should this process die without doing it."""
+    to stop and remove should this process die without doing it.
+
+    `hangup`: the signal the proxy gets for our SIGHUP (a proxy that ignores SIGHUP, as Envoy
+    does, gets SIGTERM). `started`: called once with the process, right after it started (it
+    must not block: the proxy is only waited for after it returns)."""
     watchdog = Watchdog()
     if temp is not None:
         watchdog.directory(temp)
@@ -384,10 +417,12 @@ def _supervise(cmd: list[str], temp: str | None) -> int:
 
     def forward(signum: int, _frame: object) -> None:
         if proc.poll() is None:
-            proc.send_signal(signum)
+            proc.send_signal(hangup if signum == signal.SIGHUP else signum)
 
     previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED}
     try:
+        if started is not None:
+            started(proc)
         while True:
             try:
                 return proc.wait()
