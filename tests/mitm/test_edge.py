@@ -58,6 +58,30 @@ H = tuple[tuple[bytes, bytes], ...]
             ),
             id="edge",
         ),
+        pytest.param(
+            ((b"Host", b"a"),),
+            "127.0.0.1",
+            True,
+            (
+                (b"Host", b"a"),
+                (b"x-forwarded-for", host_address().encode()),
+                (b"x-envoy-internal", b"true"),
+                (b"x-forwarded-proto", b"http"),
+            ),
+            id="edge-loopback-client-is-internal",
+        ),
+        pytest.param(
+            ((b"Host", b"a"), (b"X-Forwarded-For", b"9.9.9.9")),
+            "127.0.0.1",
+            True,
+            (
+                (b"Host", b"a"),
+                (b"x-forwarded-for", b"9.9.9.9," + host_address().encode()),
+                (b"x-envoy-external-address", b"127.0.0.1"),
+                (b"x-forwarded-proto", b"http"),
+            ),
+            id="edge-loopback-client-with-a-forwarded-for-is-external",
+        ),
     ],
 )
 def test_connection_manager_fields(fields: H, client: str, edge: bool, expected: H | None) -> None:

@@ -419,6 +419,7 @@ def corpus(table: RouteTable, *, prefix: str = "") -> list[Case]:
     add("GET", host, "/headers", [("x-request-id", "client-id-1")])
     add("GET", host, "/headers", [("x-forwarded-for", "10.1.1.1"), ("x-forwarded-for", "10.2.2.2")])
     add("GET", host, "/headers", [("x-forwarded-for", "10.3.3.3")], source="127.0.0.1")
+    add("GET", host, "/headers", [], source="127.0.0.1")  # Envoy: an internal request
     add("GET", host, "/headers", [("x-multi", "a"), ("x-multi", "b")])
     add("PUT", host, "/anything", [("content-type", "application/octet-stream")], bytes(range(256)))
     return cases

@@ -8,7 +8,8 @@ would behind Envoy (the differential suite compares them field by field):
   (Envoy's default SANITIZE); at a Gateway, Istio's edge (`use_remote_address`), also the ones
   an edge proxy sets itself (`x-envoy-decorator-operation`, `x-envoy-original-path`, ...).
 - At a Gateway, X-Forwarded-For gets the client's address appended (the machine's own for a
-  client on 127.0.0.1, as Envoy does), `x-envoy-external-address` is the client's address and
+  client on 127.0.0.1, as Envoy does), `x-envoy-external-address` is the client's address
+  (`x-envoy-internal: true` instead for a client on 127.0.0.1 that sent no X-Forwarded-For) and
   X-Forwarded-Proto the scheme the client used; in the mesh (a sidecar) X-Forwarded-Proto is set
   when the client did not send one.
 
@@ -93,9 +94,16 @@ def connection_manager_fields(
         out.append((name, value))
     if edge:
         address = (client or "").removeprefix("::ffff:")
+        # Envoy's internal request: the client is the loopback address itself and sent no
+        # X-Forwarded-For (the one address in it is then Envoy's own); every other request
+        # is external and says from where.
+        internal = address in _LOOPBACK and not forwarded
         forwarded.append((host_address() if address in _LOOPBACK else address).encode())
         out.append((_XFF, b",".join(forwarded)))
-        out.append((b"x-envoy-external-address", address.encode()))
+        if internal:
+            out.append((b"x-envoy-internal", b"true"))
+        else:
+            out.append((b"x-envoy-external-address", address.encode()))
     if edge or not has_proto:
         out.append((_PROTO, scheme.encode()))
         changed = True
