@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from meshmirror.mirror.failures import InvalidRequest
-from meshmirror.mirror.http2 import header_bytes, request_headers
+from meshmirror.mirror.request_head import header_bytes, request_headers
 from meshmirror.mirror.types import (
     EITHER,
     HTTP1_ONLY,

@@ -25,9 +25,9 @@ from typing import Any
 
 from meshmirror.mirror.failures import ConnectTimeout, ProtocolViolation, SelfLoop
 from meshmirror.mirror.http1 import Connection
-from meshmirror.mirror.http2 import Http2Connection, Http2Exchange, request_headers
+from meshmirror.mirror.http2 import Http2Connection, Http2Exchange
 from meshmirror.mirror.pool import EndpointPool
-from meshmirror.mirror.request_head import encode_head
+from meshmirror.mirror.request_head import encode_head, request_headers
 from meshmirror.mirror.sockets import tune_mirror_connection
 from meshmirror.mirror.tls import ClientContexts
 from meshmirror.mirror.types import HTTP2_ONLY, MirrorEndpoint, MirrorRequest

@@ -29,7 +29,7 @@ import h2.exceptions
 import h2.settings
 
 from meshmirror.mirror.failures import ClosedEarly, InvalidRequest, ProtocolViolation, StreamReset
-from meshmirror.mirror.request_head import HOP_BY_HOP
+from meshmirror.mirror.request_head import Header, header_bytes, request_headers
 from meshmirror.mirror.sockets import reset
 from meshmirror.mirror.types import CapturedResponse, MirrorRequest
 
@@ -42,53 +42,8 @@ _MAX_UNREAD_REPLIES = 1024 * 1024
 # The response header block, as HPACK counts it (each field: name + value + 32).
 _MAX_HEADER_LIST = 64 * 1024
 _CONNECT_WINDOW = 1024 * 1024  # flow-control window we give the connection and each stream
-# Never forwarded over HTTP/2 (RFC 9113 8.2.2), besides Host, which becomes :authority.
-_NOT_FORWARDED = HOP_BY_HOP | {b"host", b"http2-settings"}
 _INTERIM_LIMIT = 16  # as http1.MAX_INTERIM
 _REFUSED = h2.errors.ErrorCodes.REFUSED_STREAM
-
-Header = tuple[bytes, bytes]
-
-
-def request_headers(request: MirrorRequest, scheme: bytes, authority: bytes) -> list[Header]:
-    """The copy's header list as HTTP/2 carries it: pseudo-headers first, names lower-cased,
-    connection-specific fields dropped; `te: trailers` kept for gRPC, which requires it.
-    Raises InvalidRequest for a field HTTP/2 cannot carry (CR, LF or NUL in it)."""
-    method = request.method.encode("ascii")
-    target = (request.target or "/").encode("utf-8", "surrogateescape")
-    out: list[Header] = [
-        (b":method", method),
-        (b":scheme", scheme),
-        (b":authority", authority),
-        (b":path", target),
-    ]
-    grpc = False
-    for index, (name, value) in enumerate(request.headers):
-        low = name.lower()
-        if low in _NOT_FORWARDED:
-            continue
-        if b"\r" in value or b"\n" in value or b"\0" in value or not _is_token(low):
-            raise InvalidRequest(f"header #{index} cannot be sent over HTTP/2")
-        if low == b"content-type" and value.startswith(b"application/grpc"):
-            grpc = True
-        out.append((low, value))
-    if b"\r" in target or b"\n" in target or b" " in target:
-        raise InvalidRequest("target cannot be sent over HTTP/2")
-    if grpc:
-        out.append((b"te", b"trailers"))
-    body = len(request.body)
-    if body or request.method in ("POST", "PUT", "PATCH"):
-        out.append((b"content-length", str(body).encode("ascii")))
-    return out
-
-
-def _is_token(name: bytes) -> bool:
-    return bool(name) and not any(c <= 32 or c >= 127 or c == 58 for c in name)
-
-
-def header_bytes(fields: list[Header] | tuple[Header, ...]) -> int:
-    """A header list's size as HPACK counts it (RFC 7541 4.1): name + value + 32 per field."""
-    return sum(len(n) + len(v) + 32 for n, v in fields)
 
 
 class Http2Exchange:

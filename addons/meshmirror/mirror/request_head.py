@@ -1,6 +1,7 @@
-"""HTTP/1.1 request-head encoding for mirror copies and the primary's attempts: hop-by-hop fields
-dropped (`HOP_BY_HOP`, and whatever Connection names, never Host), Content-Length computed from
-the body sent, CR/LF in any part refused (`InvalidRequest`)."""
+"""Request heads for mirror copies and the primary's attempts: HTTP/1.1 (`encode_head`) and
+HTTP/2 (`request_headers`, the header list h2 frames). Hop-by-hop fields dropped (`HOP_BY_HOP`,
+and whatever Connection names, never Host), the body's length computed from the body sent,
+CR/LF (and over HTTP/2 NUL) in any part refused (`InvalidRequest`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ HOP_BY_HOP = frozenset(
     }
 )
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+# Never forwarded over HTTP/2 (RFC 9113 8.2.2), besides Host, which becomes :authority.
+_NOT_FORWARDED = HOP_BY_HOP | {b"host", b"http2-settings"}
+
+Header = tuple[bytes, bytes]
 
 
 def encode_head(request: MirrorRequest, endpoint: MirrorEndpoint, *, close: bool = False) -> bytes:
@@ -118,3 +123,44 @@ def _find_bad_field(method: bytes, target: bytes, headers: list[tuple[bytes, byt
         if b"\r" in name or b"\n" in name or b"\r" in value or b"\n" in value:
             return f"header #{index} contains CR/LF"
     return "request head contains CR/LF"
+
+
+def request_headers(request: MirrorRequest, scheme: bytes, authority: bytes) -> list[Header]:
+    """The copy's header list as HTTP/2 carries it: pseudo-headers first, names lower-cased,
+    connection-specific fields dropped; `te: trailers` kept for gRPC, which requires it.
+    Raises InvalidRequest for a field HTTP/2 cannot carry (CR, LF or NUL in it)."""
+    method = request.method.encode("ascii")
+    target = (request.target or "/").encode("utf-8", "surrogateescape")
+    out: list[Header] = [
+        (b":method", method),
+        (b":scheme", scheme),
+        (b":authority", authority),
+        (b":path", target),
+    ]
+    grpc = False
+    for index, (name, value) in enumerate(request.headers):
+        low = name.lower()
+        if low in _NOT_FORWARDED:
+            continue
+        if b"\r" in value or b"\n" in value or b"\0" in value or not _is_token(low):
+            raise InvalidRequest(f"header #{index} cannot be sent over HTTP/2")
+        if low == b"content-type" and value.startswith(b"application/grpc"):
+            grpc = True
+        out.append((low, value))
+    if b"\r" in target or b"\n" in target or b" " in target:
+        raise InvalidRequest("target cannot be sent over HTTP/2")
+    if grpc:
+        out.append((b"te", b"trailers"))
+    body = len(request.body)
+    if body or request.method in ("POST", "PUT", "PATCH"):
+        out.append((b"content-length", str(body).encode("ascii")))
+    return out
+
+
+def _is_token(name: bytes) -> bool:
+    return bool(name) and not any(c <= 32 or c >= 127 or c == 58 for c in name)
+
+
+def header_bytes(fields: list[Header] | tuple[Header, ...]) -> int:
+    """A header list's size as HPACK counts it (RFC 7541 4.1): name + value + 32 per field."""
+    return sum(len(n) + len(v) + 32 for n, v in fields)
