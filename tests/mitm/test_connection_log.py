@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from meshmirror.mitm.connection_log import show_connection_lines
+from meshmirror.mitm.connection_log import hide_streaming_lines, show_connection_lines
 
 
 class Collect(logging.Handler):
@@ -52,3 +52,20 @@ def test_only_the_per_connection_lines_are_dropped(
     show_connection_lines(True)
     logger.info("client connect")
     assert seen.messages[-1] == "client connect"
+
+
+def test_the_streaming_lines_are_dropped_and_nothing_else(
+    server_log: tuple[logging.Logger, Collect],
+) -> None:
+    logger, seen = server_log
+    hide_streaming_lines()
+    hide_streaming_lines()  # twice: still one filter
+    for message in (
+        "Streaming request to 127.0.0.1.",
+        "Streaming response from 127.0.0.1.",
+        "client connect",
+        "Streaming is fine",
+    ):
+        logger.info(message)
+    assert seen.messages == ["client connect", "Streaming is fine"]
+    logger.filters.clear()

@@ -24,7 +24,7 @@ from meshmirror.mirror.shadow import parse_redactions
 from meshmirror.mirror.types import CopyWriter
 from meshmirror.mirror.writer import MirrorWriter
 from meshmirror.mitm import primary
-from meshmirror.mitm.connection_log import show_connection_lines
+from meshmirror.mitm.connection_log import hide_streaming_lines, show_connection_lines
 from meshmirror.mitm.endpoints import UpstreamTls
 from meshmirror.mitm.fanout import EndpointPicker, Fanout
 from meshmirror.mitm.http2 import UpstreamProtocols, serve_prior_knowledge
@@ -147,6 +147,7 @@ class Mirror:
     # --- options --------------------------------------------------------------------------------
 
     def load(self, loader: Any) -> None:
+        hide_streaming_lines()
         register_options(loader)
         self.inspection.load(loader)
 
