@@ -211,8 +211,14 @@ def reset_stream(ex: H2Exchange) -> None:
 
 
 def goaway(ex: H2Exchange) -> None:
+    """A graceful refusal: GOAWAY that processed no stream, then the connection stays open
+    until the client hangs up, as real servers drain. Closing at once instead would make the
+    client meet a TCP reset that may overtake the GOAWAY frame it has not read yet."""
     ex.conn.close_connection(error_code=0, last_stream_id=0)
     ex.send()
+    ex.sock.settimeout(5)
+    while ex.sock.recv(65536):
+        pass
 
 
 def never_trailers(ex: H2Exchange) -> None:
