@@ -1,7 +1,8 @@
 """`meshmirror run` and the installed package, end to end: real processes, real servers.
 
 - `meshmirror run --primary URL --mirror URL[@PERCENT]` writes the Istio YAML, runs mitmdump with
-  the addon, mirrors, and stops cleanly on Ctrl-C (SIGINT), removing its temporary config.
+  the addon, mirrors, and stops cleanly on Ctrl-C (SIGINT), SIGTERM or SIGHUP, removing its
+  temporary config; under nohup a hangup leaves it serving.
 - `-f CONFIG` serves existing YAML; `--write-config DIR` keeps what it wrote; bad arguments are
   a one-line error and exit 2.
 - A wheel built from this checkout and installed (not editable) outside it works with
@@ -318,10 +319,29 @@ def test_nothing_run_starts_outlives_it_whatever_signal_ends_it(
         wait_for(lambda: mirror.hosts, timeout=10, what="the copy")  # the sender runs
         temp = _temporary_config(run)
         run.end_by(sig, port, temp)  # mitmdump, its sender process, the watchdog
+        if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # a clean stop, drained
+            assert run.proc.returncode == 0, run.output[-3000:]
+            assert "mirror summary:" in run.output, run.output[-3000:]
     finally:
         run.close()
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_under_nohup_a_hangup_leaves_the_proxy_serving(
+    backends: tuple[Recorder, Recorder],
+) -> None:
+    """`nohup meshmirror run ...`: SIGHUP is ignored by `run` (not passed on as a stop), so a
+    closed terminal does not end the proxy; Ctrl-C still stops it cleanly."""
+    primary, mirror = backends
+    run = Running("--primary", primary.url, "--mirror", mirror.url, nohup=True)
+    try:
+        port = run.port()
+        run.serves_on_after_hangup(port)
+    finally:
+        code = run.interrupt()
+    assert code == 0, run.output[-3000:]
+    assert "mirror summary:" in run.output
 
 
 @pytest.mark.parametrize(

@@ -165,6 +165,18 @@ def test_nothing_the_envoy_engine_starts_outlives_run(
             shutil.rmtree(temp, ignore_errors=True)
 
 
+def test_under_nohup_a_hangup_leaves_envoy_serving(backends: tuple[Recorder, Recorder]) -> None:
+    """`nohup meshmirror run --engine envoy ...`: the hangup, which `run` would otherwise pass
+    to Envoy as SIGTERM, is ignored; Ctrl-C still stops Envoy."""
+    primary, mirror = backends
+    run = Running(*ENVOY, "--primary", primary.url, "--mirror", mirror.url, nohup=True)
+    try:
+        port = run.port()
+        run.serves_on_after_hangup(port)
+    finally:
+        assert run.interrupt() == 0, run.output[-3000:]
+
+
 def run_once(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
     """`meshmirror run ARGS` expected to stop before serving; it must leave nothing in its
     temporary directory (TMPDIR=tmp)."""

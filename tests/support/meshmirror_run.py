@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.support.mitmdump import LISTEN_RE, read_lines
@@ -35,11 +36,23 @@ class Running:
     """A `meshmirror run` process and its output lines (stdout and stderr together)."""
 
     def __init__(
-        self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        nohup: bool = False,
     ) -> None:
+        """`nohup`: started through nohup(1), so with SIGHUP ignored (the same pid)."""
         self.lines: list[str] = []
         self.proc = spawn(
-            [str(MESHMIRROR), "run", "--listen", "127.0.0.1:0", *args],
+            [
+                *(["nohup"] if nohup else []),
+                str(MESHMIRROR),
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                *args,
+            ],
             stdout=subprocess.PIPE,
             text=True,
             cwd=cwd,
@@ -73,6 +86,19 @@ class Running:
             stop(self.proc)
             self.reader.join(5)
         return code
+
+    def serves_on_after_hangup(self, port: int, seconds: float = 2.0) -> None:
+        """SIGHUP to `run` (started with `nohup=True`), then every request for `seconds` is
+        still served by the primary and `run` is still up: the hangup was ignored. (A hangup
+        passed on would stop the proxy within a fraction of a second.)"""
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + seconds
+        served = 0
+        while time.monotonic() < deadline:
+            assert get(port) == (200, b"primary"), self.output[-3000:]
+            served += 1
+        assert self.proc.poll() is None, self.output[-3000:]
+        assert served > 0
 
     def end_by(self, sig: int, port: int, temp: Path) -> None:
         """Send `sig` to `run` alone, as a CI runner that kills the top pid does, and check

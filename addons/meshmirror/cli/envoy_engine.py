@@ -26,7 +26,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -201,7 +200,6 @@ def run_envoy(args: argparse.Namespace, out: TextIO, err: TextIO = sys.stderr) -
         return supervise(
             cmd,
             temp,
-            hangup=signal.SIGTERM,  # Envoy ignores SIGHUP (it is not its hot restart)
             started=lambda proc: _announce_when_ready(proc, Path(admin_file), out),
         )
     finally:

@@ -393,16 +393,17 @@ def supervise(
     cmd: list[str],
     temp: str | None,
     *,
-    hangup: int = signal.SIGHUP,
     started: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> int:
     """Run the proxy in the foreground; Ctrl-C (which the terminal sends it too), SIGTERM or
     SIGHUP to us lets it drain and exit, and its exit code is ours. The watchdog is told what
     to stop and remove should this process die without doing it.
 
-    `hangup`: the signal the proxy gets for our SIGHUP (a proxy that ignores SIGHUP, as Envoy
-    does, gets SIGTERM). `started`: called once with the process, right after it started (it
-    must not block: the proxy is only waited for after it returns)."""
+    Our SIGHUP reaches the proxy as SIGTERM: neither mitmdump nor Envoy handles SIGHUP (mitmdump
+    would die of it without draining, Envoy ignores it). A signal this process inherited as
+    ignored (SIGHUP under `nohup`) stays ignored and is not passed on. `started`: called once
+    with the process, right after it started (it must not block: the proxy is only waited for
+    after it returns)."""
     watchdog = Watchdog()
     if temp is not None:
         watchdog.directory(temp)
@@ -417,9 +418,13 @@ def supervise(
 
     def forward(signum: int, _frame: object) -> None:
         if proc.poll() is None:
-            proc.send_signal(hangup if signum == signal.SIGHUP else signum)
+            proc.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
-    previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED}
+    previous = {
+        signum: signal.signal(signum, forward)
+        for signum in _FORWARDED
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    }
     try:
         if started is not None:
             started(proc)
