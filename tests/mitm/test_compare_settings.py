@@ -14,7 +14,7 @@ from mitmproxy.test import taddons
 from meshmirror.mirror.sender import ProcessWriter
 from meshmirror.mitm.addon import Mirror
 from meshmirror.mitm.compare_rules import RuleCompare, compile_compare_rules
-from meshmirror.outcomes.compare import CompareSettings
+from meshmirror.outcomes.compare_inputs import CompareSettings
 
 
 def virtual_service(annotations: dict[str, str]) -> SimpleNamespace:

@@ -1,5 +1,6 @@
-"""compare.py: status, headers with ignores, structural JSON diffs with ignorable pointers, text;
-secrets never in a result, and the proxy's own changes to the copy not counted as differences."""
+"""outcomes/compare.py and the modules it assembles: status, headers with ignores, structural
+JSON diffs with ignorable pointers, text; secrets never in a result, and the proxy's own changes
+to the copy not counted as differences."""
 
 from __future__ import annotations
 
@@ -9,16 +10,9 @@ import struct
 import pytest
 
 from meshmirror.outcomes.budget import COMPARE_STEPS, Budget
-from meshmirror.outcomes.compare import (
-    CompareSettings,
-    Comparison,
-    Side,
-    compare_responses,
-    not_compared,
-    parse_pointer,
-    secret_values,
-    steps_for,
-)
+from meshmirror.outcomes.compare import Comparison, compare_responses, not_compared
+from meshmirror.outcomes.compare_inputs import CompareSettings, Side, parse_pointer, steps_for
+from meshmirror.outcomes.diff_rules import secret_values
 
 H = [("Content-Type", "application/json")]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gzip
 
-from meshmirror.outcomes.compare import CompareSettings
+from meshmirror.outcomes.compare_inputs import CompareSettings
 from meshmirror.outcomes.compare_job import CompareJob, RawSide, decoded_side, raw_side, run_job
 
 JSON = (("content-type", "application/json"),)

@@ -8,7 +8,8 @@ import json
 import os
 import signal
 
-from meshmirror.outcomes.compare import CompareSettings, Comparison
+from meshmirror.outcomes.compare import Comparison
+from meshmirror.outcomes.compare_inputs import CompareSettings
 from meshmirror.outcomes.compare_job import CompareJob, RawSide
 from meshmirror.outcomes.comparer import Comparer
 

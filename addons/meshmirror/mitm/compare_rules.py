@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from meshmirror.config.resources import LoadedResource
-from meshmirror.outcomes.compare import CompareSettings
+from meshmirror.outcomes.compare_inputs import CompareSettings
 
 ANNOTATION_COMPARE = "meshmirror.io/compare"
 ANNOTATION_IGNORE_JSON = "meshmirror.io/compare-ignore-json"

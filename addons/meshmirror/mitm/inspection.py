@@ -63,14 +63,12 @@ from meshmirror.mitm.probe_records import (
 from meshmirror.mitm.probes import Pending, Primary, Probe
 from meshmirror.mitm.replay import ReplayPacer, parse_replay_rate
 from meshmirror.mitm.units import parse_size
-from meshmirror.outcomes.compare import (
-    CompareSettings,
-    Comparison,
-    secret_values,
-)
+from meshmirror.outcomes.compare import Comparison
+from meshmirror.outcomes.compare_inputs import CompareSettings
 from meshmirror.outcomes.compare_job import CompareJob
 from meshmirror.outcomes.comparer import Comparer
 from meshmirror.outcomes.counters import Outcome, safe_field
+from meshmirror.outcomes.diff_rules import secret_values
 from meshmirror.outcomes.log import OutcomeLog
 from meshmirror.outcomes.metrics import Latencies
 from meshmirror.outcomes.noise import NoiseModel

@@ -11,13 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from meshmirror.outcomes.compare import (
-    CompareSettings,
-    Comparison,
-    Side,
-    compare_responses,
-    not_compared,
-)
+from meshmirror.outcomes.compare import Comparison, compare_responses, not_compared
+from meshmirror.outcomes.compare_inputs import CompareSettings, Side
 from meshmirror.outcomes.decoding import decode_body
 
 
