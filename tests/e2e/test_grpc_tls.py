@@ -150,6 +150,45 @@ def test_a_grpc_route_with_a_timeout_is_sent_by_meshmirror_over_http2(
     wait_for(lambda: v2.handled() == 6, 15, what="6 copies")
 
 
+@pytest.mark.parametrize("rule", ["\n    timeout: 5s", ""], ids=["own-path", "mitmproxys-path"])
+def test_fields_an_http1_client_names_in_connection_do_not_reach_an_http2_primary(
+    tmp_path: Path, proxy_for: Callable[..., Proxy], rule: str
+) -> None:
+    """An HTTP/1.1 client in front of an HTTP/2 primary: the fields its Connection header
+    names are hop-by-hop (RFC 9110 7.6.1) and are not sent on, on meshmirror's own path (a
+    route with a timeout) as on mitmproxy's. The answer reaches the client whole, without the
+    trailers HTTP/1.1 cannot carry here (mitmproxy's connection to the client failed after the
+    head, and the client waited out its timeout)."""
+    primary = gs.H2Server(gs.grpc_ok)
+    try:
+        proxy = proxy_for(config(tmp_path / "c.yaml", primary.port, None, rule=rule))
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=15)
+        try:
+            conn.request(
+                "POST",
+                gs.ECHO,
+                body=gs.frame(b"hi"),
+                headers={
+                    "Host": HOST,
+                    "Content-Type": "application/grpc",
+                    "Connection": "X-Hop",
+                    "X-Hop": "not for the next hop",
+                    "X-Keep": "1",
+                },
+            )
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        assert (resp.status, body) == (200, gs.frame(b"raw:hi"))
+        assert resp.getheader("grpc-status") is None  # the trailer is not made a header either
+        [sent] = primary.received
+        assert sent.headers[b"x-keep"] == b"1"
+        assert b"x-hop" not in sent.headers and b"connection" not in sent.headers
+    finally:
+        primary.close()
+
+
 def test_grpc_retries_read_the_grpc_status(tmp_path: Path, proxy_for: Callable[..., Proxy]) -> None:
     """retryOn: unavailable retries a call the primary answered UNAVAILABLE (from its
     grpc-status), as Envoy does."""

@@ -1,12 +1,18 @@
 """request_head.py: the HTTP/1.1 request head of a copy or a primary attempt, byte for byte:
-hop-by-hop fields dropped, Host filled in, Content-Length from the body, CR/LF refused."""
+hop-by-hop fields dropped, Host filled in, Content-Length from the body, CR/LF refused; and the
+HTTP/2 header list of the same request (`request_headers`), field for field."""
 
 from __future__ import annotations
 
 import pytest
 
 from meshmirror.mirror.failures import InvalidRequest
-from meshmirror.mirror.request_head import HOP_BY_HOP, encode_head, without_hop_by_hop
+from meshmirror.mirror.request_head import (
+    HOP_BY_HOP,
+    encode_head,
+    request_headers,
+    without_hop_by_hop,
+)
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest
 
 Fields = list[tuple[bytes, bytes]]
@@ -219,3 +225,180 @@ def test_a_hop_by_hop_field_with_cr_lf_is_dropped_not_refused() -> None:
 def test_a_connection_stays_open_unless_asked() -> None:
     request = MirrorRequest("GET", "/", HOST, b"")
     assert encode_head(request, PLAIN) == b"GET / HTTP/1.1\r\nHost: app-shadow\r\n\r\n"
+
+
+# --- the HTTP/2 header list --------------------------------------------------------------------
+
+
+def h2_fields(
+    method: str = "GET", target: str = "/", headers: Fields | None = None, body: bytes = b""
+) -> Fields:
+    """The regular fields of the copy's HTTP/2 header list (the pseudo-headers checked apart)."""
+    request = MirrorRequest(method, target, HOST if headers is None else headers, body)
+    fields = request_headers(request, b"http", b"app-shadow")
+    assert fields[:3] == [
+        (b":method", method.encode()),
+        (b":scheme", b"http"),
+        (b":authority", b"app-shadow"),
+    ]
+    assert fields[3][0] == b":path"
+    return fields[4:]
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [
+        pytest.param("/a?b=c", b"/a?b=c", id="as-given"),
+        pytest.param("", b"/", id="empty-target-is-root"),
+        pytest.param(
+            b"/caf\xe9?q=\xff".decode("utf-8", "surrogateescape"),
+            b"/caf\xe9?q=\xff",
+            id="target-bytes-restored",
+        ),
+        pytest.param("/café", "/café".encode(), id="utf-8"),
+    ],
+)
+def test_the_http2_path_is_the_target(target: str, path: bytes) -> None:
+    request = MirrorRequest("GET", target, HOST, b"")
+    assert request_headers(request, b"https", b"a")[:4] == [
+        (b":method", b"GET"),
+        (b":scheme", b"https"),
+        (b":authority", b"a"),
+        (b":path", path),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fields"),
+    [
+        pytest.param({}, [], id="get"),
+        pytest.param(
+            {"headers": [(b"X-Case", b"Kept"), (b"Accept", b"application/grpc")]},
+            [(b"x-case", b"Kept"), (b"accept", b"application/grpc")],
+            id="names-lower-cased-and-no-te-without-grpc-content",
+        ),
+        pytest.param(
+            {"headers": [(b"Content-Type", b"application/json")]},
+            [(b"content-type", b"application/json")],
+            id="no-te-for-other-content",
+        ),
+        pytest.param(
+            {"headers": [(b"Content-Type", b"application/grpc+proto")]},
+            [(b"content-type", b"application/grpc+proto"), (b"te", b"trailers")],
+            id="te-trailers-for-grpc",
+        ),
+        pytest.param(
+            {"headers": [(b"Content-Type", b"text/plain; application/grpc")]},
+            [(b"content-type", b"text/plain; application/grpc")],
+            id="grpc-only-at-the-start",
+        ),
+        pytest.param(
+            {"headers": [(b"TE", b"trailers"), (b"Host", b"h"), (b"HTTP2-Settings", b"x")]},
+            [],
+            id="connection-specific-fields-dropped",
+        ),
+        pytest.param(
+            {
+                "headers": [
+                    (b"Connection", b"keep-alive, X-Hop"),
+                    (b"x-hop", b"1"),
+                    (b"X-Keep", b"2"),
+                    (b"connection", b" Other "),
+                    (b"OTHER", b"3"),
+                ]
+            },
+            [(b"x-keep", b"2")],
+            id="fields-connection-names-dropped-as-over-http1",
+        ),
+        pytest.param(
+            {"method": "POST", "body": b"abc"}, [(b"content-length", b"3")], id="body-length"
+        ),
+        pytest.param(
+            {"method": "GET", "body": b"x" * 12},
+            [(b"content-length", b"12")],
+            id="any-method-with-a-body",
+        ),
+        pytest.param({"method": "POST"}, [(b"content-length", b"0")], id="empty-post-says-zero"),
+        pytest.param({"method": "PUT"}, [(b"content-length", b"0")], id="empty-put-says-zero"),
+        pytest.param({"method": "PATCH"}, [(b"content-length", b"0")], id="empty-patch-says-zero"),
+        pytest.param({"method": "DELETE"}, [], id="empty-delete"),
+        pytest.param({"method": "post"}, [], id="methods-are-exact"),
+        pytest.param(
+            {"method": "POST", "headers": [(b"Content-Length", b"99")], "body": b"ab"},
+            [(b"content-length", b"2")],
+            id="length-from-the-body-sent",
+        ),
+    ],
+)
+def test_the_http2_fields_are_exactly(kwargs: dict[str, object], fields: Fields) -> None:
+    assert h2_fields(**kwargs) == fields  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(b"x!a", id="bang"),
+        pytest.param(b"x;a", id="semicolon"),
+        pytest.param(b"~x", id="tilde"),
+        pytest.param(b"X-UPPER", id="upper-case-lowered"),
+    ],
+)
+def test_a_field_name_http2_allows_is_sent(name: bytes) -> None:
+    # RFC 9113 8.2.1 forbids only 0x00-0x20, 0x7f-0xff, upper case (lowered here) and a colon.
+    assert h2_fields(headers=[(name, b"v")]) == [(name.lower(), b"v")]
+
+
+@pytest.mark.parametrize(
+    ("headers", "target", "message"),
+    [
+        pytest.param(
+            [(b"x-a", b"1\r2")], "/", "header #0 cannot be sent over HTTP/2", id="cr-in-a-value"
+        ),
+        pytest.param(
+            [(b"x-a", b"1\n2")], "/", "header #0 cannot be sent over HTTP/2", id="lf-in-a-value"
+        ),
+        pytest.param([(b"x-a", b"\r")], "/", "header #0 cannot be sent over HTTP/2", id="only-cr"),
+        pytest.param([(b"x-a", b"\n")], "/", "header #0 cannot be sent over HTTP/2", id="only-lf"),
+        pytest.param(
+            [(b"x-a", b"1\x002")], "/", "header #0 cannot be sent over HTTP/2", id="nul-in-a-value"
+        ),
+        pytest.param(
+            [(b"A", b"1"), (b"x:a", b"1")],
+            "/",
+            "header #1 cannot be sent over HTTP/2",
+            id="colon-in-a-name",
+        ),
+        pytest.param(
+            [(b":path", b"/x")],
+            "/",
+            "header #0 cannot be sent over HTTP/2",
+            id="pseudo-header-as-a-field",
+        ),
+        pytest.param(
+            [(b"x a", b"1")], "/", "header #0 cannot be sent over HTTP/2", id="space-in-a-name"
+        ),
+        pytest.param(
+            [(b"x\x1fa", b"1")], "/", "header #0 cannot be sent over HTTP/2", id="control-in-a-name"
+        ),
+        pytest.param(
+            [(b"x\x7f", b"1")], "/", "header #0 cannot be sent over HTTP/2", id="del-in-a-name"
+        ),
+        pytest.param(
+            [(b"x\x80", b"1")], "/", "header #0 cannot be sent over HTTP/2", id="0x80-in-a-name"
+        ),
+        pytest.param([(b"", b"1")], "/", "header #0 cannot be sent over HTTP/2", id="empty-name"),
+        pytest.param([], "/a\rb", "target cannot be sent over HTTP/2", id="cr-in-the-target"),
+        pytest.param([], "/a\nb", "target cannot be sent over HTTP/2", id="lf-in-the-target"),
+        pytest.param([], "/a b", "target cannot be sent over HTTP/2", id="space-in-the-target"),
+    ],
+)
+def test_a_request_http2_cannot_carry_is_refused_with_what_is_wrong(
+    headers: Fields, target: str, message: str
+) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        request_headers(MirrorRequest("GET", target, headers, b""), b"http", b"h")
+    assert str(raised.value) == message
+
+
+def test_a_hop_by_hop_field_http2_could_not_carry_is_dropped_not_refused() -> None:
+    assert h2_fields(headers=[(b"Keep-Alive", b"a\r\nb"), (b"Connection", b"\0")]) == []

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from meshmirror.mitm.headers import scan_request_headers, without_connection_token
+from meshmirror.mitm.headers import (
+    scan_request_headers,
+    without_connection_named,
+    without_connection_token,
+)
 
 
 def test_scan_joins_repeats_and_counts_hosts() -> None:
@@ -58,3 +62,22 @@ def test_without_connection_token(
     fields: list[tuple[bytes, bytes]], expected: list[tuple[bytes, bytes]]
 ) -> None:
     assert without_connection_token(tuple(fields), b"x-request-id") == tuple(expected)
+
+
+def test_without_connection_named_drops_connection_and_what_it_names() -> None:
+    fields = (
+        (b"Host", b"h"),
+        (b"Connection", b"keep-alive, X-Hop, Host"),
+        (b"connection", b" TE ,,"),
+        (b"TE", b"trailers"),
+        (b"x-hop", b"1"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"X-Keep", b"2"),
+    )
+    # Host and TE stay whatever Connection says (TE: trailers may go on over HTTP/2).
+    assert without_connection_named(fields) == (
+        (b"Host", b"h"),
+        (b"TE", b"trailers"),
+        (b"X-Keep", b"2"),
+    )
+    assert without_connection_named(((b"a", b"1"),)) == ((b"a", b"1"),)

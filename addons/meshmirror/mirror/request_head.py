@@ -127,7 +127,8 @@ def _find_bad_field(method: bytes, target: bytes, headers: list[tuple[bytes, byt
 
 def request_headers(request: MirrorRequest, scheme: bytes, authority: bytes) -> list[Header]:
     """The copy's header list as HTTP/2 carries it: pseudo-headers first, names lower-cased,
-    connection-specific fields dropped; `te: trailers` kept for gRPC, which requires it.
+    connection-specific fields dropped (`HOP_BY_HOP` and whatever Connection names, as
+    `encode_head` drops them); `te: trailers` kept for gRPC, which requires it.
     Raises InvalidRequest for a field HTTP/2 cannot carry (CR, LF or NUL in it)."""
     method = request.method.encode("ascii")
     target = (request.target or "/").encode("utf-8", "surrogateescape")
@@ -138,9 +139,14 @@ def request_headers(request: MirrorRequest, scheme: bytes, authority: bytes) -> 
         (b":path", target),
     ]
     grpc = False
+    drop = _NOT_FORWARDED
+    if any(name.lower() == b"connection" for name, _ in request.headers):
+        # The client spoke HTTP/1.1: the fields its Connection names are hop-by-hop too.
+        lows = [name.lower() for name, _ in request.headers]
+        drop = drop | _connection_tokens(lows, request.headers)
     for index, (name, value) in enumerate(request.headers):
         low = name.lower()
-        if low in _NOT_FORWARDED:
+        if low in drop:
             continue
         if b"\r" in value or b"\n" in value or b"\0" in value or not _is_token(low):
             raise InvalidRequest(f"header #{index} cannot be sent over HTTP/2")

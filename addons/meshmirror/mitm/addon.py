@@ -27,7 +27,11 @@ from meshmirror.mitm import primary
 from meshmirror.mitm.connection_log import hide_streaming_lines, show_connection_lines
 from meshmirror.mitm.endpoints import UpstreamTls
 from meshmirror.mitm.fanout import EndpointPicker, Fanout
-from meshmirror.mitm.http2 import UpstreamProtocols, serve_prior_knowledge
+from meshmirror.mitm.http2 import (
+    UpstreamProtocols,
+    serve_prior_knowledge,
+    without_trailers_for_http1,
+)
 from meshmirror.mitm.inspection import Inspection
 from meshmirror.mitm.liveconfig import ConfigError, LiveConfig
 from meshmirror.mitm.metrics_server import MetricsServer, parse_address
@@ -67,6 +71,16 @@ _UPSTREAM_TLS_OPTIONS = frozenset(
         "client_certs",
     }
 )
+
+
+def _in_turn(hooks: list[FlowHook]) -> FlowHook:
+    """One flow hook that calls `hooks` in order (each of them synchronous)."""
+
+    def hook(flow: http.HTTPFlow) -> None:
+        for h in hooks:
+            h(flow)
+
+    return hook
 
 
 class Mirror:
@@ -286,20 +300,24 @@ class Mirror:
         """Make the flow hooks this config needs attributes of the addon, and only those: a
         request no rule can claim then costs mitmproxy two calls (requestheaders, request)."""
         hooks: dict[str, Any] = {}
+        on_response: list[FlowHook] = []
+        if self.inspection.needs_flow_hooks():
+            on_response.append(self.inspection.response)  # first: it records the trailers
+            hooks["error"] = self.inspection.error
         if self.table is not None:
             # requestheaders: streamed bodies are routed there, recordings paced.
             hooks["requestheaders"] = self.path.requestheaders
             hooks["request"] = self.path.request
+            http2 = self.table.may_speak_http2 or self.upstreams.reverse_http2
             # Response header operations, and gRPC responses passed through as they arrive.
-            if (
-                self.table.rewrites_responses
-                or self.table.may_speak_http2
-                or self.upstreams.reverse_http2
-            ):
+            if self.table.rewrites_responses or http2:
                 hooks["responseheaders"] = self.path.responseheaders
-        if self.inspection.needs_flow_hooks():
-            hooks["response"] = self.inspection.response
-            hooks["error"] = self.inspection.error
+            if http2:
+                on_response.append(without_trailers_for_http1)
+        if len(on_response) == 1:
+            hooks["response"] = on_response[0]
+        elif on_response:
+            hooks["response"] = _in_turn(on_response)
         timeline = self.timeline
         for name in FLOW_HOOKS:
             hook = hooks.get(name)

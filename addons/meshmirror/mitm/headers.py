@@ -116,3 +116,19 @@ def without_connection_token(fields: Fields, token: bytes) -> Fields:
             value = b",".join(kept).strip()
         out.append((name, value))
     return tuple(out)
+
+
+def without_connection_named(fields: Fields) -> Fields:
+    """`fields` without Connection and the fields it names (never Host, nor TE, which an
+    HTTP/2 request may carry as `te: trailers`): for an HTTP/1.1 request that mitmproxy sends on
+    over HTTP/2, where those are hop-by-hop (RFC 9110 7.6.1, RFC 9113 8.2.2) and mitmproxy
+    drops only Connection itself."""
+    named = {
+        token.strip().lower()
+        for name, value in fields
+        if name.lower() == b"connection"
+        for token in value.split(b",")
+    }
+    named -= {b"host", b"te", b""}
+    named.add(b"connection")
+    return tuple((name, value) for name, value in fields if name.lower() not in named)

@@ -12,7 +12,8 @@ addon before mitmproxy makes them:
   (h2c with prior knowledge; an `Upgrade: h2c` request stays HTTP/1.1, as mitmproxy serves it);
 - `server_connect`, before a server connection is opened: ALPN `h2` on a plaintext connection
   makes mitmproxy speak h2c with prior knowledge to it; on a TLS connection the ALPN offer is
-  narrowed to what the upstream speaks.
+  narrowed to what the upstream speaks. An HTTP/1.1 client of such an upstream gets its
+  responses without trailers (`without_trailers_for_http1`).
 mitmproxy keeps one connection per upstream address, so the protocol is decided per address:
 the cluster whose endpoint it is (`RouteTable.upstream_protocol`), or for the reverse-proxy
 upstream the `mirror_upstream_http2` option.
@@ -76,6 +77,16 @@ class _AwaitPreface(layer.NextLayer):
         elif isinstance(event, events.DataReceived):
             if len(self.data_client()) > self.seen:  # type: ignore[no-untyped-call]
                 yield from self._ask()  # type: ignore[no-untyped-call]
+
+
+def without_trailers_for_http1(flow: http.HTTPFlow) -> None:
+    """The `response` hook while an upstream may speak HTTP/2: an HTTP/1.1 client gets the
+    response without its trailers. mitmproxy's HTTP/1.1 server cannot send trailers (the
+    client's connection would fail after the head), and Envoy drops them for an HTTP/1.1
+    client too unless told otherwise."""
+    resp = flow.response
+    if resp is not None and resp.trailers and not flow.request.is_http2:
+        resp.trailers = None
 
 
 class UpstreamProtocols:
