@@ -76,7 +76,11 @@ MODULES: dict[str, Module] = {
     "http1": Module(("mirror/http1.py",), ("tests/mirror/test_http1.py",)),
     "request_head": Module(
         ("mirror/request_head.py",),
-        ("tests/mirror/test_request_head.py", "tests/mirror/test_shadow.py"),
+        (
+            "tests/mirror/test_request_head.py",
+            "tests/mirror/test_shadow.py",
+            "tests/mirror/test_http2.py",
+        ),
     ),
     "compare": Module(
         (

@@ -1,17 +1,25 @@
 """http1.Connection: the HTTP/1.1 response parser and its connection bookkeeping, driven through a
-fake transport (no sockets): framing, keep-alive, violations, limits, capture, connection loss."""
+fake transport: framing, keep-alive, violations, limits, capture, gRPC status, connection loss;
+and what is still unsent, on a real socket on 127.0.0.1 (the kernel's send queue)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import socket
 import ssl
+import struct
+import sys
+import termios
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
 from meshmirror.mirror import http1
 from meshmirror.mirror.failures import ClosedEarly, ProtocolViolation
+from meshmirror.mirror.types import CapturedResponse
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: m\r\n\r\n"
 
@@ -901,3 +909,197 @@ async def test_captured_fields_keep_names_and_values_as_sent() -> None:
         (b"\rX-C", b"3"),
         (b"Content-Length", b"0"),
     )
+
+
+# --- gRPC status -------------------------------------------------------------------------------
+
+
+def trailers(*lines: str) -> bytes:
+    """A chunked response of two body bytes ending with these trailer fields."""
+    return (
+        head("Transfer-Encoding: chunked")
+        + ("2\r\nab\r\n0\r\n" + "".join(line + "\r\n" for line in lines) + "\r\n").encode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("response", "grpc_status"),
+    [
+        pytest.param(
+            head(
+                "Content-Type: application/grpc",
+                "grpc-status: 14",
+                "grpc-message: unavailable",
+                "Content-Length: 0",
+            ),
+            14,
+            id="trailers-only-answer-in-the-head",
+        ),
+        pytest.param(head("GRPC-Status:  7 ", "Content-Length: 0"), 7, id="head-any-case"),
+        pytest.param(
+            head("Retry-After: 120", "Content-Length: 0"),
+            None,
+            id="same-length-name-is-not-grpc-status",
+        ),
+        pytest.param(head("Content-Length: 0"), None, id="none-sent"),
+        pytest.param(
+            trailers("grpc-status: 0", "grpc-message: fine"), 0, id="in-the-chunked-trailers"
+        ),
+        pytest.param(trailers("Grpc-Status:13"), 13, id="trailer-any-case-no-space"),
+        pytest.param(trailers("grpc-status: \t2"), 2, id="trailer-value-trimmed"),
+        pytest.param(
+            trailers("x-grpc-status: 5", "grpc-status-details-bin: 6"),
+            None,
+            id="other-trailers-are-not-grpc-status",
+        ),
+        pytest.param(trailers("grpc-status: 9", "grpc-status: 4"), 4, id="the-last-one-counts"),
+    ],
+)
+async def test_the_grpc_status_comes_from_the_head_or_the_trailers(
+    response: bytes, grpc_status: int | None
+) -> None:
+    for chunks in splits(response):
+        conn, _, _ = connect()
+        waiter = conn.send(REQUEST, b"", False)
+        feed(conn, chunks)
+        assert waiter.done() and conn.error is None, [len(c) for c in chunks]
+        assert conn.grpc_status == grpc_status, [len(c) for c in chunks]
+
+
+@pytest.mark.parametrize(
+    ("value", "grpc_status"),
+    [
+        pytest.param("0", 0, id="zero"),
+        pytest.param("16", 16, id="two-digits"),
+        pytest.param("999", 999, id="three-digits"),
+        pytest.param("1000", None, id="four-digits"),
+        pytest.param("00014", None, id="leading-zeros-past-three-digits"),
+        pytest.param("", None, id="empty"),
+        pytest.param("abc", None, id="word"),
+        pytest.param("-1", None, id="negative"),
+        pytest.param("+1", None, id="sign"),
+        pytest.param("1 2", None, id="two-numbers"),
+        pytest.param("１", None, id="non-ascii-digit"),
+    ],
+)
+@pytest.mark.parametrize("where", ["head", "trailers"])
+async def test_a_grpc_status_is_up_to_three_ascii_digits(
+    value: str, grpc_status: int | None, where: str
+) -> None:
+    field = "grpc-status: " + value
+    response = head(field, "Content-Length: 0") if where == "head" else trailers(field)
+    conn, _, _ = connect()
+    waiter = conn.send(REQUEST, b"", False)
+    feed(conn, [response])
+    assert waiter.done() and conn.error is None
+    assert conn.grpc_status == grpc_status
+
+
+async def test_the_grpc_status_is_per_exchange() -> None:
+    conn, _, _ = connect()
+    assert conn.grpc_status is None
+    conn.send(REQUEST, b"", False)
+    feed(conn, [head("grpc-status: 5", "Content-Length: 0")])
+    assert conn.grpc_status == 5
+    waiter = conn.send(REQUEST, b"", False)
+    assert conn.grpc_status is None  # not the last exchange's
+    feed(conn, [head("Content-Length: 0")])
+    assert waiter.done() and conn.error is None and conn.grpc_status is None
+
+
+# --- what the connection hands over ------------------------------------------------------------
+
+
+async def test_the_connection_hands_over_its_own_capture() -> None:
+    conn, _, _ = connect()
+    conn.capture = 100
+    conn.send(REQUEST, b"", False)
+    feed(conn, [head("X-A: 1", "Content-Length: 2", version="HTTP/1.1 201 Made") + b"ab"])
+    assert conn.take_response() == CapturedResponse(
+        201, b"Made", ((b"X-A", b"1"), (b"Content-Length", b"2")), b"ab", False
+    )
+    assert (conn.capture, conn.captured, conn.head_raw) == (0, bytearray(), None)
+    conn.capture = 1
+    conn.send(REQUEST, b"", False)
+    feed(conn, [head("Content-Length: 2") + b"cd"])
+    assert conn.take_capture() == (((b"Content-Length", b"2"),), b"c", True)
+    assert (conn.capture, conn.captured, conn.head_raw) == (0, bytearray(), None)
+
+
+# --- unsent bytes on a real socket -------------------------------------------------------------
+
+DEADLINE = 10.0
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Poll `condition` until it holds; fail after DEADLINE seconds."""
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {DEADLINE:g}s waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+def received_unread(sock: socket.socket) -> int:
+    """Bytes that arrived on `sock` and nobody has read yet (FIONREAD)."""
+    raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4)
+    count: int = struct.unpack("i", raw)[0]
+    return count
+
+
+@contextlib.asynccontextmanager
+async def to_a_mirror_that_does_not_read() -> AsyncIterator[tuple[http1.Connection, socket.socket]]:
+    """A Connection on a real TCP connection to 127.0.0.1, and the mirror's end of it: a socket
+    with a 4 KiB receive buffer that reads only when the test does."""
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        # Before listen, so that the accepted socket advertises the small window from the start.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.setblocking(False)
+        async with asyncio.timeout(DEADLINE):
+            _, conn = await loop.create_connection(
+                lambda: http1.Connection(Owner(), 1 << 20), *listener.getsockname()
+            )
+            peer, _ = await loop.sock_accept(listener)
+        assert conn.transport is not None
+        # Room for a test's whole request in the kernel, whatever the autotuning would give.
+        conn.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 18
+        )
+        with peer:
+            try:
+                yield conn, peer
+            finally:
+                conn.abort()
+                await until(lambda: conn.closed, "the connection to close")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel's send queue is read on Linux")
+async def test_unsent_counts_request_bytes_still_in_the_kernels_send_queue() -> None:
+    """A mirror that answers without reading the body: the request left asyncio's buffer at once
+    (the kernel took it whole), but what the mirror's small receive window could not take is
+    still in the kernel's send queue. unsent() counts it, so the pool does not reuse the
+    connection as if the request had gone out."""
+    loop = asyncio.get_running_loop()
+    async with to_a_mirror_that_does_not_read() as (conn, peer):
+        transport = conn.transport
+        assert transport is not None
+        body = b"b" * 32768
+        request = b"POST / HTTP/1.1\r\nHost: m\r\nContent-Length: 32768\r\n\r\n"
+        sent = len(request) + len(body)
+        waiter = conn.send(request, body, False)
+        # All of it is the kernel's now, and more than the mirror's window could take.
+        assert transport.get_write_buffer_size() == 0 and conn.unsent() > 0
+        await loop.sock_sendall(peer, b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+        async with asyncio.timeout(DEADLINE):
+            await waiter
+        assert conn.error is None and conn.status == 413
+        # Once the mirror's acks are in, every byte is either unsent or in its receive queue.
+        await until(lambda: conn.unsent() + received_unread(peer) == sent, "the acks")
+        assert conn.unsent() > 0 and transport.get_write_buffer_size() == 0
+        got = 0
+        async with asyncio.timeout(DEADLINE):
+            while got < sent:
+                got += len(await loop.sock_recv(peer, 65536))
+        await until(lambda: conn.unsent() == 0, "the rest of the request to leave")

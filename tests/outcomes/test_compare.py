@@ -992,3 +992,154 @@ def test_grpc_bodies_that_are_not_messages_or_too_costly() -> None:
         grpc_side(many), grpc_side(many + b"\x08\x02"), DEFAULT, budget=Budget(50)
     )
     assert costly.not_compared == "too_costly"
+
+
+def grpc_body(*messages: tuple[int, bytes]) -> bytes:
+    """A gRPC body of (flag, payload) messages: flag 1 is a compressed one."""
+    return b"".join(struct.pack(">BI", flag, len(m)) + m for flag, m in messages)
+
+
+def test_grpc_header_differences_are_named_like_other_headers() -> None:
+    a = Side(
+        200, [*GRPC_H, ("x-version", "1"), ("x-old", "1")], b"", trailers=[("grpc-status", "0")]
+    )
+    b = Side(
+        200, [*GRPC_H, ("X-Version", "2"), ("x-new", "1")], b"", trailers=[("grpc-status", "0")]
+    )
+    result = compare_responses(a, b, DEFAULT)
+    assert result.fields == ("header:x-new", "header:x-old", "header:x-version")
+    assert result.examples == {
+        "header:x-new": "only in shadow",
+        "header:x-old": "only in primary",
+        "header:x-version": "value differs",
+    }
+
+
+def test_a_missing_grpc_status_is_none_and_the_trailers_come_before_the_headers() -> None:
+    none = Side(200, GRPC_H, b"")
+    result = compare_responses(grpc_side(status="14"), none, DEFAULT)
+    assert result.fields == ("grpc-status",)
+    assert result.examples["grpc-status"] == "14 (UNAVAILABLE) != none"
+    assert compare_responses(none, grpc_side(), DEFAULT).examples["grpc-status"] == "none != 0 (OK)"
+    # A status in the headers too (a proxy's guess) yields to the trailers' own.
+    both = Side(
+        200,
+        [*GRPC_H, ("grpc-status", "0"), ("grpc-message", "fine")],
+        b"",
+        trailers=[("Grpc-Status", "14"), ("Grpc-Message", "down")],
+    )
+    assert compare_responses(both, grpc_side(status="14", message="down"), DEFAULT).match
+
+
+def test_the_primary_grpc_message_is_percent_decoded_too() -> None:
+    same = compare_responses(
+        grpc_side(status="5", message="no%20stock"),
+        grpc_side(status="5", message="no stock"),
+        DEFAULT,
+    )
+    assert same.match
+    result = compare_responses(
+        grpc_side(status="5", message="no%20stock%21"),
+        grpc_side(status="5", message="no stock"),
+        DEFAULT,
+    )
+    assert result.fields == ("grpc-message",)
+    assert result.examples["grpc-message"] == '"no stock!" != "no stock"'
+
+
+def test_a_grpc_answer_and_a_plain_one_are_compared_as_plain_answers() -> None:
+    # An error page instead of a gRPC answer (a proxy in front of the mirror): no gRPC status
+    # is read from it, its body is compared as text.
+    page = Side(503, [("content-type", "text/plain")], b"upstream connect error")
+    result = compare_responses(grpc_side(pb_varint(1, 1)), page, DEFAULT)
+    assert result.fields == ("status", "header:content-type", "body")
+    assert result.examples["header:content-type"] == "value differs"
+    assert result.examples["body"].endswith("| +upstream connect error")
+
+
+def test_grpc_messages_are_not_compared_when_a_body_is_missing_or_a_prefix() -> None:
+    note = "messages not compared: a body is unavailable or only a prefix"
+    full = grpc_side(pb_varint(1, 1))
+    status = [("grpc-status", "0")]
+    missing = Side(200, GRPC_H, None, unavailable="copy failed", trailers=status)
+    prefix = Side(200, GRPC_H, full.body, body_truncated=True, trailers=status)
+    for a, b in ((full, missing), (missing, full), (prefix, full), (full, prefix)):
+        result = compare_responses(a, b, DEFAULT)
+        assert (result.match, result.fields, result.note) == (True, (), note)
+    neither = compare_responses(missing, missing, DEFAULT)
+    assert (neither.match, neither.note) == (True, "")
+
+
+def test_compressed_and_non_protobuf_grpc_messages_are_compared_as_hex() -> None:
+    def answer(*messages: tuple[int, bytes]) -> Side:
+        return Side(200, GRPC_H, grpc_body(*messages), trailers=[("grpc-status", "0")])
+
+    # Flag 1: compressed, so not decoded; a message after it still is.
+    result = compare_responses(
+        answer((1, pb_varint(1, 1)), (0, pb_varint(1, 1))),
+        answer((1, pb_varint(1, 2)), (0, pb_varint(1, 2))),
+        DEFAULT,
+    )
+    assert result.fields == ("body:/message/0", "body:/message/1/1")
+    assert result.examples["body:/message/0"] == '"compressed:0x0801" != "compressed:0x0802"'
+    # Bytes that are no protobuf message (a truncated varint), and again one after them.
+    result = compare_responses(
+        answer((0, b"\xff\xff"), (0, pb_varint(1, 1))),
+        answer((0, b"\xff\xfe"), (0, pb_varint(1, 2))),
+        DEFAULT,
+    )
+    assert result.fields == ("body:/message/0", "body:/message/1/1")
+    assert result.examples["body:/message/0"] == '"0xffff" != "0xfffe"'
+    assert result.examples["body:/message/1/1"] == "1 != 2"
+
+
+def test_grpc_messages_are_paid_for_by_size_and_by_the_fields_decoded() -> None:
+    def spent(a: Side, b: Side) -> int:
+        budget = Budget(10_000_000)
+        compare_responses(a, b, DEFAULT, budget=budget)
+        return 10_000_000 - budget.left
+
+    size = 16_000  # not protobuf (wire type 7): a step to decode, the rest paid by size
+    big_a, big_b = b"\x0f" + b"a" * (size - 1), b"\x0f" + b"b" * (size - 1)
+    assert spent(grpc_side(big_a), grpc_side(big_b)) >= 2 * size // 16
+    fields = 4000
+    many = pb_varint(1, 1) * fields  # 2 bytes a field: decoding costs more than the size
+    decoded = spent(grpc_side(many, pb_varint(2, 1)), grpc_side(many, pb_varint(2, 2)))
+    assert decoded >= 2 * fields + fields  # decoded on each side, then walked once
+
+
+def test_a_path_pays_a_step_per_32_tokens_and_a_header_per_8_ignore_patterns() -> None:
+    def spent(a: Side, b: Side, settings: CompareSettings = DEFAULT) -> int:
+        budget = Budget(10_000_000)
+        compare_responses(a, b, settings, budget=budget)
+        return 10_000_000 - budget.left
+
+    # Equal leaves are walked too (only the key "x" differs): 64 tokens to each deep leaf.
+    leaves, nest = 1000, 62
+    flat = json.dumps([0] * leaves)
+    deep = "[" * nest + flat + "]" * nest
+    shallow_cost = spent(
+        side(raw=b'{"x":1,"d":%s}' % flat.encode()), side(raw=b'{"x":2,"d":%s}' % flat.encode())
+    )
+    deep_cost = spent(
+        side(raw=b'{"x":1,"d":%s}' % deep.encode()), side(raw=b'{"x":2,"d":%s}' % deep.encode())
+    )
+    assert deep_cost - shallow_cost >= leaves * ((nest + 2) // 32)
+    many = [(f"x-h{i}", "v") for i in range(1000)]
+    settings = CompareSettings.build(extra_headers=[f"x-skip-{i}" for i in range(5)])
+    assert len(settings.ignore_headers) == 24
+    assert spent(side(raw=b"x", headers=many), side(raw=b"x", headers=many), settings) >= (
+        2 * 1000 * (1 + 24 // 8)
+    )
+
+
+def test_a_grpc_comparison_fits_a_budget_of_its_cost_and_not_one_step_less() -> None:
+    a, b = grpc_side(pb_varint(1, 1)), grpc_side(pb_varint(1, 2))
+    # With the whole body ignored (the pointer ""), decoding the last message is the last step.
+    for settings in (DEFAULT, CompareSettings(ignore_json=("",))):
+        budget = Budget(10_000)
+        expected = compare_responses(a, b, settings, budget=budget)
+        cost = 10_000 - budget.left
+        assert compare_responses(a, b, settings, budget=Budget(cost)) == expected
+        short = compare_responses(a, b, settings, budget=Budget(cost - 1))
+        assert short.not_compared == "too_costly"
