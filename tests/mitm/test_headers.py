@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from meshmirror.mitm.headers import (
+    for_http2_upstream,
     scan_request_headers,
-    without_connection_named,
     without_connection_token,
 )
 
@@ -64,20 +64,24 @@ def test_without_connection_token(
     assert without_connection_token(tuple(fields), b"x-request-id") == tuple(expected)
 
 
-def test_without_connection_named_drops_connection_and_what_it_names() -> None:
+def test_for_http2_upstream_drops_connection_what_it_names_and_te_but_trailers() -> None:
     fields = (
         (b"Host", b"h"),
         (b"Connection", b"keep-alive, X-Hop, Host"),
         (b"connection", b" TE ,,"),
-        (b"TE", b"trailers"),
+        (b"TE", b" Trailers "),
         (b"x-hop", b"1"),
         (b"Keep-Alive", b"timeout=5"),
         (b"X-Keep", b"2"),
     )
-    # Host and TE stay whatever Connection says (TE: trailers may go on over HTTP/2).
-    assert without_connection_named(fields) == (
+    # Host stays whatever Connection says, and `te: trailers` may go on over HTTP/2.
+    assert for_http2_upstream(fields) == (
         (b"Host", b"h"),
-        (b"TE", b"trailers"),
+        (b"TE", b" Trailers "),
         (b"X-Keep", b"2"),
     )
-    assert without_connection_named(((b"a", b"1"),)) == ((b"a", b"1"),)
+    # As libwww-perl sends it: a TE other than trailers cannot go on, named or not.
+    lwp = ((b"TE", b"deflate,gzip;q=0.3"), (b"Connection", b"TE, close"), (b"a", b"1"))
+    assert for_http2_upstream(lwp) == ((b"a", b"1"),)
+    assert for_http2_upstream(((b"te", b"gzip"), (b"a", b"1"))) == ((b"a", b"1"),)
+    assert for_http2_upstream(((b"a", b"1"),)) == ((b"a", b"1"),)

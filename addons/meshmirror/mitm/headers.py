@@ -118,11 +118,11 @@ def without_connection_token(fields: Fields, token: bytes) -> Fields:
     return tuple(out)
 
 
-def without_connection_named(fields: Fields) -> Fields:
-    """`fields` without Connection and the fields it names (never Host, nor TE, which an
-    HTTP/2 request may carry as `te: trailers`): for an HTTP/1.1 request that mitmproxy sends on
-    over HTTP/2, where those are hop-by-hop (RFC 9110 7.6.1, RFC 9113 8.2.2) and mitmproxy
-    drops only Connection itself."""
+def for_http2_upstream(fields: Fields) -> Fields:
+    """An HTTP/1.1 request's fields as they may go on over HTTP/2 (RFC 9110 7.6.1, RFC 9113
+    8.2.2): without Connection and the fields it names (never Host), and without a TE other
+    than `te: trailers` (which gRPC needs, named in Connection or not). mitmproxy drops only
+    Connection and the fixed connection-specific fields when it converts a request."""
     named = {
         token.strip().lower()
         for name, value in fields
@@ -131,4 +131,10 @@ def without_connection_named(fields: Fields) -> Fields:
     }
     named -= {b"host", b"te", b""}
     named.add(b"connection")
-    return tuple((name, value) for name, value in fields if name.lower() not in named)
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in fields:
+        low = name.lower()
+        if low in named or (low == b"te" and value.strip().lower() != b"trailers"):
+            continue
+        out.append((name, value))
+    return tuple(out)

@@ -26,8 +26,8 @@ from meshmirror.mitm.edge import connection_manager_fields
 from meshmirror.mitm.fanout import EndpointPicker, Fanout
 from meshmirror.mitm.headers import (
     RequestHeaders,
+    for_http2_upstream,
     scan_request_headers,
-    without_connection_named,
     without_connection_token,
 )
 from meshmirror.mitm.http2 import UpstreamProtocols
@@ -265,10 +265,10 @@ class RequestPath:
                     routed.headers,
                     routed.request_id,
                 )
-        if live and routed.headers.connection and not req.is_http2:
+        if live and not (req.is_http2 or req.is_http3):
             cluster = dest.cluster if dest is not None else None
             if self._protocol_of(cluster) == HTTP2:
-                req.headers.fields = without_connection_named(req.headers.fields)
+                req.headers.fields = for_http2_upstream(req.headers.fields)
         upstream = self.primary.upstream_for(route, req)
         if live and upstream is not None and not routed.streamed:
             # After the copy was handed over: mirrored once, however often this is retried.
