@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 
 from benchlib.common import BENCH_HOST, LOOPBACK, BenchError
-from benchlib.loadgen import fixed_schedule, latency_figures
+from benchlib.loadgen import fixed_schedule, latency_figures, open_loop_result
 from tests.support.grpc_servers import ECHO, frame
 
 # A protobuf message without a schema: field 1, a string.
@@ -129,20 +129,7 @@ async def grpc_open_loop(port: int, rate: float, duration: float, timeout: float
         t0, send_end, behind, timed_out = await fixed_schedule(rate, n, one, timeout + 2)
         if timed_out:
             errors["timeout"] += timed_out
-    elapsed = send_end - t0
-    return {
-        "mode": "open",
-        "tool": "grpcio",
-        "rate": rate,
-        "duration_s": round(elapsed, 3),
-        "scheduled": n,
-        "requests": len(latencies),
-        "connections_opened": 1,
-        "dispatch_lag_max_ms": round(behind * 1000, 3),
-        "errors": sum(errors.values()),
-        "error_classes": dict(errors),
-        **latency_figures(latencies),
-    }
+    return open_loop_result("grpcio", rate, send_end - t0, n, latencies, 1, behind, dict(errors))
 
 
 def grpc_load_main(argv: Sequence[str]) -> int:

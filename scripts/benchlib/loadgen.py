@@ -216,18 +216,32 @@ async def open_loop(
     if trace is not None:
         with open(trace, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(row) + "\n" for row in traced)
-    elapsed = send_end - t0
+    classes = {**errors, **({"status": non_2xx} if non_2xx else {})}
+    return open_loop_result("python", rate, send_end - t0, n, latencies, opened, behind, classes)
+
+
+def open_loop_result(
+    tool: str,
+    rate: float,
+    elapsed: float,
+    scheduled: int,
+    latencies: list[float],
+    connections: int,
+    behind: float,
+    error_classes: dict[str, int],
+) -> dict[str, Any]:
+    """A fixed-rate run's figures, as every fixed-rate client reports them."""
     return {
         "mode": "open",
-        "tool": "python",
+        "tool": tool,
         "rate": rate,
         "duration_s": round(elapsed, 3),
-        "scheduled": n,
+        "scheduled": scheduled,
         "requests": len(latencies),
-        "connections_opened": opened,
+        "connections_opened": connections,
         "dispatch_lag_max_ms": round(behind * 1000, 3),
-        "errors": sum(errors.values()) + non_2xx,
-        "error_classes": {**errors, **({"status": non_2xx} if non_2xx else {})},
+        "errors": sum(error_classes.values()),
+        "error_classes": error_classes,
         **latency_figures(latencies),
     }
 

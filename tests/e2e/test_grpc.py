@@ -70,6 +70,30 @@ spec:
     return path
 
 
+def curl(port: int, http2: str, path: str) -> tuple[str, str]:
+    """`curl -s HTTP2 http://127.0.0.1:PORT/PATH` with Host app.example.com: (body, the HTTP
+    version curl spoke)."""
+    out = subprocess.run(
+        [
+            "curl",
+            "-s",
+            http2,
+            "--max-time",
+            "20",
+            "-H",
+            "Host: app.example.com",
+            "-w",
+            "\\n%{http_version}",
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    body, _, version = out.stdout.rpartition("\n")
+    return body, version
+
+
 def channel(port: int) -> grpc.Channel:
     return grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.default_authority", HOST)])
 
@@ -147,24 +171,7 @@ def test_curl_with_prior_knowledge_is_served(
         + "  - route: [{destination: {host: primary.local}}]\n"
     )
     proxy = proxy_for(cfg)
-    out = subprocess.run(
-        [
-            "curl",
-            "-s",
-            "--http2-prior-knowledge",
-            "--max-time",
-            "20",
-            "-H",
-            "Host: app.example.com",
-            "-w",
-            "\\n%{http_version}",
-            f"http://127.0.0.1:{proxy.port}/x",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert out.stdout.rsplit("\n", 1) == ["h1-primary", "2"], out.stdout + out.stderr
+    assert curl(proxy.port, "--http2-prior-knowledge", "/x") == ("h1-primary", "2")
     [(req, _)] = httpserver.log
     assert req.environ["SERVER_PROTOCOL"] == "HTTP/1.1"
     assert req.headers["Host"] == "app.example.com"
@@ -497,25 +504,8 @@ def test_an_upgrade_to_h2c_is_served_and_mirrored_as_http1(
         )
     )
     proxy = proxy_for(cfg)
-    out = subprocess.run(
-        [
-            "curl",
-            "-s",
-            "--http2",
-            "--max-time",
-            "20",
-            "-H",
-            "Host: app.example.com",
-            "-w",
-            "\\n%{http_version}",
-            f"http://127.0.0.1:{proxy.port}/up",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    body, version = out.stdout.rsplit("\n", 1)
-    assert (body, version.startswith("1")) == ("h1-primary", True), out.stdout + out.stderr
+    body, version = curl(proxy.port, "--http2", "/up")
+    assert (body, version.startswith("1")) == ("h1-primary", True), (body, version)
     wait_for(lambda: len(mirror_server.log) == 1, 15, what="the copy")
     [(copy, _)] = mirror_server.log
     assert "Upgrade" not in copy.headers and copy.headers["Host"] == "app.example.com-shadow"

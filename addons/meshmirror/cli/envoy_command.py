@@ -4,8 +4,8 @@ table the proxy serves (`meshmirror.envoy`), for `envoy -c FILE`."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import sys
 from typing import Any, TextIO
 
@@ -17,6 +17,7 @@ from meshmirror.cli.run import RunError, parse_backend, parse_listen
 from meshmirror.envoy.bootstrap import Export, build_bootstrap
 from meshmirror.envoy.clusters import Upstream
 from meshmirror.envoy.settings import ExportSettings, read_settings
+from meshmirror.files import replace_file
 from meshmirror.pipeline import ConfigSet
 
 DEFAULT_ADMIN = "127.0.0.1:9901"
@@ -110,9 +111,8 @@ def cmd_envoy(args: argparse.Namespace, out: TextIO) -> int:
     if args.output in (None, "-"):
         dump(result.bootstrap, out, as_json=False)
         return EXIT_OK
-    tmp = f"{args.output}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        dump(result.bootstrap, f, as_json=args.output.endswith(".json"))
-    os.replace(tmp, args.output)
+    text = io.StringIO()
+    dump(result.bootstrap, text, as_json=args.output.endswith(".json"))
+    replace_file(args.output, text.getvalue().encode("utf-8"))
     print(f"meshmirror envoy: wrote {args.output} (run: envoy -c {args.output})", file=sys.stderr)
     return EXIT_OK

@@ -5,6 +5,8 @@ CR/LF (and over HTTP/2 NUL) in any part refused (`InvalidRequest`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from meshmirror.mirror.failures import InvalidRequest
 from meshmirror.mirror.types import MirrorEndpoint, MirrorRequest
 
@@ -44,7 +46,7 @@ def encode_head(request: MirrorRequest, endpoint: MirrorEndpoint, *, close: bool
     lows = [name.lower() for name, _ in headers]
     drop = HOP_BY_HOP
     if b"connection" in lows:
-        extra = _connection_tokens(lows, headers)
+        extra = connection_tokens(lows, headers)
         if not extra <= HOP_BY_HOP:  # usually just "keep-alive"/"close": skip the union
             drop = drop | extra
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
@@ -96,12 +98,13 @@ def hop_by_hop_names(lows: list[bytes], headers: list[tuple[bytes, bytes]]) -> f
     """The lower-case names `without_hop_by_hop` drops from `headers`, given their names
     lower-cased (`lows`): for a caller that walks the fields once itself."""
     if b"connection" in lows:
-        return HOP_BY_HOP | _connection_tokens(lows, headers)
+        return HOP_BY_HOP | connection_tokens(lows, headers)
     return HOP_BY_HOP
 
 
-def _connection_tokens(lows: list[bytes], headers: list[tuple[bytes, bytes]]) -> set[bytes]:
-    """The lower-case field names the Connection fields list (`lows`: the names, lower-cased)."""
+def connection_tokens(lows: Sequence[bytes], headers: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
+    """The lower-case field names the Connection fields list (`lows`: the names, lower-cased),
+    never Host."""
     extra = {
         token.strip().lower()
         for low, (_, value) in zip(lows, headers, strict=True)
@@ -139,13 +142,12 @@ def request_headers(request: MirrorRequest, scheme: bytes, authority: bytes) -> 
         (b":path", target),
     ]
     grpc = False
+    lows = [name.lower() for name, _ in request.headers]
     drop = _NOT_FORWARDED
-    if any(name.lower() == b"connection" for name, _ in request.headers):
+    if b"connection" in lows:
         # The client spoke HTTP/1.1: the fields its Connection names are hop-by-hop too.
-        lows = [name.lower() for name, _ in request.headers]
-        drop = drop | _connection_tokens(lows, request.headers)
-    for index, (name, value) in enumerate(request.headers):
-        low = name.lower()
+        drop = drop | connection_tokens(lows, request.headers)
+    for index, (low, (_, value)) in enumerate(zip(lows, request.headers, strict=True)):
         if low in drop:
             continue
         if b"\r" in value or b"\n" in value or b"\0" in value or not _is_token(low):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from meshmirror.mirror.request_head import connection_tokens
 from meshmirror.mirror.shadow import MARKER_HEADER
 
 _MARKER = MARKER_HEADER.decode()
@@ -123,18 +124,10 @@ def for_http2_upstream(fields: Fields) -> Fields:
     8.2.2): without Connection and the fields it names (never Host), and without a TE other
     than `te: trailers` (which gRPC needs, named in Connection or not). mitmproxy drops only
     Connection and the fixed connection-specific fields when it converts a request."""
-    named = {
-        token.strip().lower()
-        for name, value in fields
-        if name.lower() == b"connection"
-        for token in value.split(b",")
-    }
-    named -= {b"host", b"te", b""}
-    named.add(b"connection")
-    out: list[tuple[bytes, bytes]] = []
-    for name, value in fields:
-        low = name.lower()
-        if low in named or (low == b"te" and value.strip().lower() != b"trailers"):
-            continue
-        out.append((name, value))
-    return tuple(out)
+    lows = [name.lower() for name, _ in fields]
+    named = (connection_tokens(lows, fields) - {b"te", b""}) | {b"connection"}
+    return tuple(
+        (name, value)
+        for low, (name, value) in zip(lows, fields, strict=True)
+        if low not in named and (low != b"te" or value.strip().lower() == b"trailers")
+    )

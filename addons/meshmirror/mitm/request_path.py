@@ -265,15 +265,16 @@ class RequestPath:
                     routed.headers,
                     routed.request_id,
                 )
-        if live and not (req.is_http2 or req.is_http3):
-            cluster = dest.cluster if dest is not None else None
-            if self._protocol_of(cluster) == HTTP2:
-                req.headers.fields = for_http2_upstream(req.headers.fields)
+        if not live:
+            return None
+        cluster = dest.cluster if dest is not None else None
         upstream = self.primary.upstream_for(route, req)
-        if live and upstream is not None and not routed.streamed:
+        if upstream is not None and not routed.streamed:
             # After the copy was handed over: mirrored once, however often this is retried.
-            cluster = dest.cluster if dest is not None else None
             return self.primary.exchange(flow, upstream, cluster, self._protocol_of(cluster))
+        if not (req.is_http2 or req.is_http3) and self._protocol_of(cluster) == HTTP2:
+            # mitmproxy converts it; meshmirror's own exchange above builds its own fields.
+            req.headers.fields = for_http2_upstream(req.headers.fields)
         return None
 
     def _protocol_of(self, cluster: Cluster | None) -> str | None:
